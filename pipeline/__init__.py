@@ -1,0 +1,1 @@
+"""hilif.pipeline: benchmark datasets as shipped -> decoded frames -> aligned faces -> WebDataset shards."""

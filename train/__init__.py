@@ -1,0 +1,1 @@
+"""hilif.train: shards -> batches -> two-stage training, and evaluation."""
