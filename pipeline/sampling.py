@@ -1,0 +1,43 @@
+"""Which frames to take from a video: uniform indices, and nearest-frame replacement.
+
+Nothing here drops frames silently: a video shorter than the number asked gives all of
+its frames and the caller records the shortfall; a sampled frame without a face is
+replaced by the nearest sampled frame that has one, and the replacement is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def uniform_indices(frame_count: int, num: int) -> list[int]:
+    """``num`` frame indices spread uniformly over ``frame_count`` frames (segment centres).
+
+    Strictly increasing and inside ``[0, frame_count)``. When the video has fewer frames
+    than asked, every frame is returned (the caller records how many are short).
+    """
+    if frame_count <= 0:
+        raise ValueError(f"frame_count must be positive, got {frame_count}")
+    if num <= 0:
+        raise ValueError(f"num must be positive, got {num}")
+    if num >= frame_count:
+        return list(range(frame_count))
+    # centre of each of `num` equal segments; integer arithmetic keeps it exact
+    return [((2 * i + 1) * frame_count) // (2 * num) for i in range(num)]
+
+
+def nearest_with_face(has_face: Sequence[bool]) -> list[int | None]:
+    """For each position, itself if it has a face, else the nearest position that has one.
+
+    Ties go to the earlier position; ``None`` everywhere when no position has a face.
+    """
+    hits = [i for i, h in enumerate(has_face) if h]
+    out: list[int | None] = []
+    for i, h in enumerate(has_face):
+        if h:
+            out.append(i)
+        elif not hits:
+            out.append(None)
+        else:
+            out.append(min(hits, key=lambda j: (abs(j - i), j)))
+    return out
