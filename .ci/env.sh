@@ -14,14 +14,21 @@ else
   echo "[env] installing into $VENV (about 2.5 minutes, 6.7 GB: torch here is a CUDA build)"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  log="$VENV/install.log"
+  pipi() {  # quiet pip; on failure show the end of the log and stop
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1; then
+      grep -v "^WARNING: Location" "$log" | tail -n 30 >&2
+      echo "[env] pip install $* failed; full log: $log" >&2
+      exit 1
+    fi
+  }
   # torch first, pinned to the builds that work with torchvision on this machine.
-  "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  pipi "torch==2.14.1" "torchvision==0.29.1"
+  pipi -e ".[dev]"
   # insightface hard-requires the CPU onnxruntime and opencv-python (needs libGL):
-  # install it without its deps (its real needs are in pyproject), then make sure
-  # onnxruntime-gpu's files are the ones in place.
-  "$VENV/bin/python" -m pip install -q --no-deps "insightface>=0.7,<3" 2>&1 | grep -v "^WARNING: Location" || true
+  # install it without its deps (its real needs are in pyproject), so that
+  # onnxruntime-gpu's files stay the ones in place.
+  pipi --no-deps "insightface>=0.7,<3"
   "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
 for mod in ("torch", "torchvision", "timm", "webdataset", "decord", "av", "dlib", "cv2", "onnxruntime",
