@@ -1,11 +1,331 @@
-"""`hilif-train` and `hilif-eval`: the command lines over hilif.train (thin)."""
+"""`hilif-train` and `hilif-eval`: the command lines over hilif.train (thin: parsing, progress, tables, exit codes)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train HiLIF from shards (two-stage schedule).")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate a HiLIF checkpoint; model info; detect on a video.")
+eval_app = typer.Typer(add_completion=False, no_args_is_help=True, invoke_without_command=True,
+                       help="Evaluate a HiLIF checkpoint (default command); `info`: parameters and FLOPs; "
+                            "`detect`: fake probability of a video or image.")
+console = Console(stderr=False)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=True))],
+                        force=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hilif.pipeline.schema import SchemaError
+    from hilif.train.checkpoint import CheckpointError
+    from hilif.train.data import DataError
+    from hilif.train.trainer import TrainError
+
+    return (SchemaError, CheckpointError, DataError, TrainError, FileNotFoundError)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+# --------------------------------------------------------------------------- hilif-train
+
+
+class RichReporter:
+    """The training progress bar: stage, epoch, step, loss, lr, images/s (rank 0 only)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
+                                            "{task.fields[ips]:.1f} img/s"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.task: Any = None
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def start_epoch(self, stage: int, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"stage {stage} epoch {epoch + 1}/{epochs}", total=steps,
+                                           loss=float("nan"), lr=0.0, ips=0.0)
+
+    def step(self, stage: int, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
+        self.progress.update(self.task, completed=step, loss=loss, lr=lr, ips=images_per_s)
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"stage {row['stage']} epoch {row['epoch'] + 1}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
+            f"L_d {row['train_ld']:.4f})  val acc {_fmt(row['val_acc'])}  val AUC {_fmt(row['val_auc'])}  "
+            f"{row['images_per_s']:.1f} img/s" + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else ""))
+
+
+@train_app.command()
+def train(
+    shards: Path = typer.Option(..., "--shards", help="Shard folder written by `hilif-prep extract` (holds dataset.json)."),
+    preset: str = typer.Option("paper", help="Model preset: paper (2x EfficientNet-b4, 224) | demo | tiny."),
+    out: Path = typer.Option(Path("runs/hilif"), help="Run folder: checkpoints, metrics.jsonl, plots."),
+    stage: str = typer.Option("both", help="1 | 2 | both. Stage 2 starts from OUT/stage1/best.pt."),
+    stage1_epochs: int = typer.Option(20, help="Stage-1 epochs (cross-entropy)."),
+    stage2_epochs: int = typer.Option(20, help="Stage-2 epochs (CE + lambda_d * L_d)."),
+    batch_size: int = typer.Option(12, help="Global batch (split over ranks); half real, half fake."),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate at the start of each stage."),
+    weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    lr_schedule: str = typer.Option("cosine", help="Per stage, per step: cosine (to --min-lr) | linear | constant."),
+    min_lr: float = typer.Option(1e-5, help="Final lr of the cosine / linear schedule."),
+    warmup_steps: int = typer.Option(0, help="Linear warm-up steps at the start of each stage."),
+    lambda_d: float = typer.Option(0.5, help="Weight of the local relationship constraint loss (stage 2)."),
+    lrc_k: Optional[int] = typer.Option(None, "--lrc-k", help="Block size K of L_d (preset: 5)."),
+    lrc_s: Optional[int] = typer.Option(None, "--lrc-s", help="Block stride S of L_d (preset: 2)."),
+    lrc_n: Optional[int] = typer.Option(None, "--lrc-n", help="Top-N blocks of L_d (preset: 8)."),
+    train_methods: Optional[list[str]] = typer.Option(None, "--train-methods",
+                                                      help="Fake methods to train on (repeat; default all): Table II."),
+    backbone_weights: Optional[Path] = typer.Option(None, help="Local ImageNet weights file for the backbones."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="ImageNet backbones (default: the preset's choice)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (default: the preset's)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
+    workers: int = typer.Option(4, help="Data-loading processes per rank."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="Override the epoch length (default: from dataset.json)."),
+    val_max_batches: Optional[int] = typer.Option(None, help="Cap validation batches per epoch (default: whole split)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to OUT/tensorboard."),
+    seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
+    device: str = typer.Option("auto", help="auto | cuda | cpu."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC)."""
+    setup_logging(verbose)
+    from hilif.train import distributed as dist_util
+    from hilif.train.config import TrainConfig
+    from hilif.train.trainer import Trainer
+
+    try:
+        cfg = TrainConfig(
+            shards=str(shards), out=str(out), preset=preset, stage=stage, stage1_epochs=stage1_epochs,
+            stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
+            lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []),
+            backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
+            img_size=img_size, compile=compile, precision=precision, workers=workers, resume=resume,
+            steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,
+            device=device)
+    except ValueError as exc:
+        raise fail(str(exc))
+    try:
+        trainer = Trainer(cfg)
+        if dist_util.env_dist_info().is_master and sys.stderr.isatty():
+            with RichReporter() as rep:
+                trainer.reporter = rep
+                results = trainer.run()
+        else:
+            results = trainer.run()
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    finally:
+        dist_util.cleanup()
+    if dist_util.env_dist_info().is_master:
+        for r in results:
+            console.print(f"stage {r.stage}: best epoch {r.best_epoch + 1} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
+
+
+# --------------------------------------------------------------------------- hilif-eval
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    cols = [("n", "n"), ("acc", "Acc@0.5"), ("auc", "AUC"), ("eer", "EER"), ("ap", "AP"),
+            ("tpr_at_fpr_1e2", "TPR@1e-2"), ("tpr_at_fpr_1e3", "TPR@1e-3")]
+    t.add_column("")
+    for _, name in cols:
+        t.add_column(name, justify="right")
+    for label, m in rows.items():
+        t.add_row(label, *[_fmt(m.get(k)) for k, _ in cols])
+    return t
+
+
+def print_report(report: dict[str, Any]) -> None:
+    console.print(_metrics_table(f"{report['dataset']} {report['split']} - {report['checkpoint']}",
+                                 {"frames": report["frame"], "videos (mean score)": report["video"]}))
+    if report["methods"]:
+        console.print(_metrics_table("per method (its fakes vs all reals)", report["methods"]))
+    if report["perturbations"]:
+        t = Table(title="perturbations (drop vs clean)")
+        for c in ("perturbation", "level", "Acc", "dAcc", "AUC", "dAUC"):
+            t.add_column(c, justify="right")
+        for p in report["perturbations"]:
+            t.add_row(p["name"], f"{p['level']:g}", _fmt(p["acc"]), _fmt(p["d_acc"]), _fmt(p["auc"]), _fmt(p["d_auc"]))
+        console.print(t)
+    for k in ("report_json", "roc_png"):
+        if k in report:
+            console.print(f"{k.replace('_', ' ')}: {report[k]}")
+    for p in report.get("gradcam", []):
+        console.print(f"grad-cam: {p}")
+
+
+def _parse_levels(specs: list[str]) -> dict[str, tuple[float, ...]]:
+    """['jpeg=90,50', 'gaussian_noise=10'] -> {'jpeg': (90, 50), 'gaussian_noise': (10,)}."""
+    out = {}
+    for s in specs:
+        name, _, vals = s.partition("=")
+        try:
+            out[name.strip()] = tuple(float(v) for v in vals.split(",") if v.strip())
+        except ValueError:
+            raise fail(f"--perturb-level {s!r}: expected NAME=V1,V2 (e.g. jpeg=90,50)")
+        if not out[name.strip()]:
+            raise fail(f"--perturb-level {s!r}: expected NAME=V1,V2 (e.g. jpeg=90,50)")
+    return out
+
+
+@eval_app.callback()
+def evaluate(
+    ctx: typer.Context,
+    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint written by hilif-train (e.g. RUN/stage2/best.pt)."),
+    shards: Optional[Path] = typer.Option(None, help="Shard folder of any dataset (cross-dataset: Table III)."),
+    split: str = typer.Option("test", help="train | val | test."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: next to the checkpoint)."),
+    perturb: Optional[list[str]] = typer.Option(
+        None, help="Repeat: jpeg (100/85/70/55/40), gaussian_noise, salt_pepper, gaussian_blur, or all."),
+    perturb_level: Optional[list[str]] = typer.Option(None, help="Override levels, e.g. gaussian_noise=5,10."),
+    gradcam: int = typer.Option(0, help="Grad-CAM overlays of N faces (DFTM, RGB, noise stream) as PNG grids."),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    max_batches: Optional[int] = typer.Option(None, help="Evaluate only the first N batches (a quick look)."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Evaluate CHECKPOINT on a split of SHARDS: frame and video metrics, a per-method table, ROC PNG, JSON report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging(verbose)
+    if checkpoint is None or shards is None:
+        raise fail("hilif-eval needs --checkpoint CKPT and --shards DIR (or a command: info, detect)")
+    from hilif.train import distributed as dist_util
+    from hilif.train.evaluate import EvalOptions
+    from hilif.train.evaluate import evaluate as run_eval
+
+    opts = EvalOptions(checkpoint=str(checkpoint), shards=str(shards), split=split, out=str(out) if out else None,
+                       perturb=list(perturb or []), perturb_levels=_parse_levels(list(perturb_level or [])),
+                       gradcam=gradcam, batch_size=batch_size, workers=workers, device=device, max_batches=max_batches)
+    try:
+        report = run_eval(opts)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    except ValueError as exc:  # unknown perturbation, bad split, empty split
+        raise fail(str(exc))
+    finally:
+        dist_util.cleanup()
+    if dist_util.env_dist_info().is_master:
+        if as_json:
+            typer.echo(json.dumps(report, indent=1, sort_keys=True))
+        else:
+            print_report(report)
+
+
+@eval_app.command()
+def info(
+    preset: str = typer.Option("paper", help="Model preset: paper | demo | tiny."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Take the model config from this checkpoint instead."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (default: the config's)."),
+    batch: int = typer.Option(1, help="Batch size for the FLOP count."),
+) -> None:
+    """Parameters and FLOPs per module (torch.utils.flop_counter), for a preset or a checkpoint's config."""
+    import dataclasses
+
+    from hilif.model import HiLIFConfig
+    from hilif.model.profile import profile_model
+
+    try:
+        if checkpoint is not None:
+            from hilif.train.checkpoint import load_checkpoint
+
+            cfg = HiLIFConfig.from_dict(load_checkpoint(checkpoint)["model_config"])
+        else:
+            cfg = HiLIFConfig.preset(preset)
+        cfg = dataclasses.replace(cfg, pretrained=False, backbone_weights=None)  # counting needs no weights
+        size = img_size or cfg.img_size
+        prof = profile_model(cfg, size, batch=batch)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    except ValueError as exc:  # unknown preset, input size the model cannot take
+        raise fail(str(exc))
+    t = Table(title=f"HiLIF {cfg.backbone} at {size}x{size}, batch {batch}")
+    for c in ("module", "params", "trainable", "GFLOPs"):
+        t.add_column(c, justify="right" if c != "module" else "left")
+    for r in prof.rows:
+        t.add_row(str(r.name), f"{r.params / 1e6:.3f}M", f"{r.trainable_params / 1e6:.3f}M", f"{r.flops / 1e9:.3f}")
+    t.add_row("[bold]total", f"[bold]{prof.total_params / 1e6:.3f}M", "", f"[bold]{prof.total_flops / 1e9:.3f}")
+    console.print(t)
+    console.print(f"MACs: {prof.macs / 1e9:.3f} G (FLOPs / 2, torch.utils.flop_counter)")
+
+
+@eval_app.command()
+def detect(
+    path: Path = typer.Argument(..., help="A video or an image."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint written by hilif-train."),
+    frames: int = typer.Option(32, help="Frames sampled uniformly from a video."),
+    detector: str = typer.Option("dlib", help="dlib (offline) | insightface."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Per-frame and per-video fake probability of a video or image (the extract pipeline's faces)."""
+    setup_logging(verbose)
+    from hilif.pipeline.extract import FaceConfig
+    from hilif.train.detect import detect as run_detect
+
+    try:
+        face_cfg = FaceConfig(detector=detector)
+        face_cfg.validate()
+        res = run_detect(path, checkpoint, num_frames=frames, face_cfg=face_cfg, device=device)
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    except ValueError as exc:  # bad detector name
+        raise fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(res.to_dict(), indent=1))
+        return
+    t = Table(title=f"{res.path} ({res.kind})")
+    for c in ("frame", "asked", "replaced", "p(fake)"):
+        t.add_column(c, justify="right")
+    for f in res.frames:
+        t.add_row(str(f.frame_index), str(f.target_index), "yes" if f.replaced else "", f"{f.fake_prob:.4f}")
+    console.print(t)
+    if res.fake_prob is None:
+        console.print(f"no face found in {res.asked} frame(s)")
+    else:
+        verdict = "FAKE" if res.fake_prob >= 0.5 else "real"
+        console.print(f"{res.kind} fake probability {res.fake_prob:.4f} -> {verdict}  "
+                      f"({len(res.frames)} faces, {res.missing} frames without a face)")
 
 
 def train_main() -> None:

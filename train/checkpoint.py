@@ -1,0 +1,173 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, refused when they belong to another config.
+
+A checkpoint is a plain dict of tensors, numbers and strings (configs are JSON strings), so that
+``torch.load(weights_only=True)`` reads it; anything that needs unpickling arbitrary Python objects is
+refused with a `CheckpointError`. Layout of a run folder::
+
+    OUT/config.json              the TrainConfig and the model config
+    OUT/stage1/last.pt, best.pt  last epoch, and best epoch by validation AUC
+    OUT/stage2/last.pt, best.pt
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hilif-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here (unreadable, pickled payload, other config)."""
+
+
+def stage_dir(out: str | os.PathLike, stage: int) -> Path:
+    return Path(out) / f"stage{stage}"
+
+
+def last_path(out: str | os.PathLike, stage: int) -> Path:
+    return stage_dir(out, stage) / "last.pt"
+
+
+def best_path(out: str | os.PathLike, stage: int) -> Path:
+    return stage_dir(out, stage) / "best.pt"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+# --------------------------------------------------------------------------- random state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors / numbers (weights_only-loadable)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python_version": py[0],
+        "python": torch.tensor(py[1], dtype=torch.int64),
+        "python_gauss": -1.0 if py[2] is None else float(py[2]),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    gauss = state["python_gauss"]
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
+                     None if gauss == -1.0 else gauss))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_config: dict[str, Any],
+                    train_config: dict[str, Any], stage: int, epoch: int, step: int,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    best_metric: float = float("nan"), best_epoch: int = -1,
+                    metrics: dict[str, Any] | None = None, with_rng: bool = True) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": json.dumps(model_config, sort_keys=True),
+        "train_config": json.dumps(train_config, sort_keys=True),
+        "stage": int(stage),
+        "epoch": int(epoch),  # epochs completed in this stage
+        "step": int(step),  # optimiser steps taken in this stage
+        "best_metric": float(best_metric),
+        "best_epoch": int(best_epoch),
+        "metrics": json.dumps(metrics or {}),
+        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        payload["scheduler"] = scheduler.state_dict()
+    if with_rng:
+        payload["rng"] = rng_state()
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; configs come back as dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; pass a .pt written by hilif-train (e.g. RUN/stage2/best.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused - it carries a pickled Python object that weights_only loading does not allow "
+            f"(not written by hilif-train, or tampered with); re-save only its tensors") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
+                              f"use another one (e.g. the stage's best.pt)") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a hilif-train checkpoint (no '{FORMAT}' marker)")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {ckpt['version']} is newer than this hilif ({VERSION}); upgrade hilif")
+    ckpt["model_config"] = json.loads(ckpt["model_config"])
+    ckpt["train_config"] = json.loads(ckpt["train_config"])
+    ckpt["metrics"] = json.loads(ckpt.get("metrics", "{}"))
+    return ckpt
+
+
+def config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    """Names of fields whose values differ (missing on one side counts)."""
+    return sorted(k for k in set(want) | set(have) if want.get(k, "<missing>") != have.get(k, "<missing>"))
+
+
+def check_config(path: str | os.PathLike, ckpt: dict[str, Any], model_config: dict[str, Any],
+                 train_identity: dict[str, Any] | None = None) -> None:
+    """Refuse a checkpoint whose model config (or, when given, training identity) differs from this run's."""
+    diff = config_mismatch(model_config, ckpt["model_config"])
+    if diff:
+        raise CheckpointError(f"{path}: written for another model config (differs in {', '.join(diff)}); "
+                              f"use the same --preset/options or another --out")
+    if train_identity is not None:
+        from hilif.train.config import RUNTIME_FIELDS
+
+        have = {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS}
+        diff = config_mismatch(train_identity, have)
+        if diff:
+            raise CheckpointError(f"{path}: written by a run with other training options (differs in "
+                                  f"{', '.join(diff)}); repeat the original options to resume, or use another --out")

@@ -1,0 +1,82 @@
+"""TrainConfig: every knob of a hilif-train run, as one dataclass (saved next to the run and in checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Learning-rate schedules within one stage (stepped per optimiser step).
+LR_SCHEDULES = ("cosine", "constant", "linear")
+
+#: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
+RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
+                            "log_every", "val_batch_size"})
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the paper's recipe (section V-B)."""
+
+    shards: str = ""
+    out: str = "runs/hilif"
+    preset: str = "paper"  # hilif.model preset: paper (2x efficientnet_b4, 224) | demo | tiny
+    stage: str = "both"  # 1 | 2 | both
+    stage1_epochs: int = 20
+    stage2_epochs: int = 20
+    batch_size: int = 12  # global batch (split over ranks)
+    lr: float = 2e-4
+    weight_decay: float = 1e-2
+    lr_schedule: str = "cosine"  # per stage; the paper gives only the initial lr, the reference code used cosine
+    min_lr: float = 1e-5  # end of the cosine / linear schedule (the reference code's eta_min)
+    warmup_steps: int = 0
+    lambda_d: float = 0.5  # weight of the local relationship constraint loss in stage 2
+    lrc_k: int | None = None  # None: the model preset's K / S / N (5, 2, 8)
+    lrc_s: int | None = None
+    lrc_n: int | None = None
+    train_methods: list[str] = field(default_factory=list)  # fake methods to train on; empty = all
+    backbone_weights: str | None = None
+    pretrained: bool | None = None  # None: the preset's choice (paper: ImageNet weights)
+    img_size: int | None = None  # None: the preset's input size
+    compile: bool = False
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    channels_last: bool | None = None  # None: on for CUDA
+    workers: int = 4  # DataLoader worker processes per rank
+    shuffle_buffer: int = 2000  # samples per class stream
+    resume: bool = False
+    steps_per_epoch: int | None = None  # None: derived from dataset.json (every sample of the larger class once)
+    val_max_batches: int | None = None  # None: the whole val split every epoch
+    val_batch_size: int = 64
+    tensorboard: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("1", "2", "both"):
+            raise ValueError(f"stage must be 1, 2 or both, got {self.stage!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch size must be at least 2 (one real and one fake per batch)")
+        for name in ("stage1_epochs", "stage2_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what the run computes (a resume must match them)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1)

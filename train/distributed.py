@@ -1,0 +1,97 @@
+"""Distributed setup in one place: reads torchrun's (or SLURM's) environment; the rest asks `is_master()`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def env_dist_info() -> DistInfo:
+    """Rank / world size / local rank from torchrun (RANK, WORLD_SIZE, LOCAL_RANK) or SLURM (SLURM_PROCID, ...)."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_NTASKS" in env and "SLURM_PROCID" in env and int(env["SLURM_NTASKS"]) > 1:
+        return DistInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return DistInfo()
+
+
+def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun / srun; pick this process's device.
+
+    With SLURM, MASTER_ADDR and MASTER_PORT must be exported by the job script (as for torchrun).
+    """
+    info = env_dist_info()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        dev = torch.device("cuda", info.local_rank)
+    else:
+        dev = torch.device(device)
+    if info.distributed and not dist.is_initialized():
+        if "RANK" not in os.environ:  # SLURM: init_process_group's env:// reads these names
+            os.environ.update(RANK=str(info.rank), WORLD_SIZE=str(info.world_size))
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        log.info("process group: rank %d of %d (%s)", info.rank, info.world_size, backend)
+    return info, dev
+
+
+def current() -> DistInfo:
+    """This process's rank and world size (from the live process group, else 0 of 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), env_dist_info().local_rank)
+    return DistInfo()
+
+
+def is_master() -> bool:
+    return current().is_master
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order (just [obj] when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

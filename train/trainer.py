@@ -1,0 +1,367 @@
+"""The two-stage schedule: stage 1 cross-entropy, stage 2 CE + lambda * L_d from the best stage-1 epoch.
+
+AdamW with a per-stage schedule (cosine by default), bf16 autocast and channels_last on CUDA,
+optional torch.compile, DDP under torchrun. Model selection uses the validation split only.
+Every epoch appends a row to ``OUT/metrics.jsonl``, redraws ``OUT/plots/curves.png`` and writes
+``stageN/last.pt`` (and ``best.pt`` when validation AUC improved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from hilif.pipeline import schema
+from hilif.train import checkpoint as ckpt_io
+from hilif.train import distributed as dist_util
+from hilif.train.config import TrainConfig
+from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, class_counts, load_info, make_loader,
+                              normalize, plan_epoch)
+from hilif.train.evaluate import predict
+from hilif.train.metrics import binary_metrics
+
+log = logging.getLogger(__name__)
+
+METRICS_JSONL = "metrics.jsonl"
+CONFIG_JSON = "config.json"
+
+
+class TrainError(ValueError):
+    """The run cannot start as asked (bad options, existing output, missing stage-1 checkpoint)."""
+
+
+class Reporter(Protocol):
+    """What the trainer tells a UI (the CLI's rich progress bar); every method is optional to act on."""
+
+    def start_epoch(self, stage: int, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, stage: int, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None: ...
+
+    def end_epoch(self, row: dict[str, Any]) -> None: ...
+
+
+class _NullReporter:
+    def start_epoch(self, *a: Any) -> None:
+        pass
+
+    def step(self, *a: Any) -> None:
+        pass
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class StageResult:
+    stage: int
+    best_path: Path
+    best_auc: float
+    best_epoch: int
+    epochs_run: int  # epochs run by this call (0 when a resumed stage was already complete)
+    steps_per_epoch: int
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def model_config(cfg: TrainConfig) -> Any:
+    """The HiLIFConfig of a run: the preset with this run's overrides."""
+    from hilif.model import HiLIFConfig
+
+    mcfg = HiLIFConfig.preset(cfg.preset)
+    over: dict[str, Any] = {}
+    if cfg.img_size is not None:
+        over["img_size"] = cfg.img_size
+    if cfg.pretrained is not None:
+        over["pretrained"] = cfg.pretrained
+    if cfg.backbone_weights is not None:
+        over["backbone_weights"] = cfg.backbone_weights
+        over.setdefault("pretrained", True)
+    for name in ("lrc_k", "lrc_s", "lrc_n"):
+        if getattr(cfg, name) is not None:
+            over[name] = getattr(cfg, name)
+    return dataclasses.replace(mcfg, **over) if over else mcfg
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast by default on CUDA; fp32 on CPU unless asked."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule within a stage: linear warm-up (optional), then cosine / constant / linear to min_lr."""
+    total = max(1, total_steps - cfg.warmup_steps)
+    end = cfg.min_lr / cfg.lr
+    if cfg.lr_schedule == "cosine":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=cfg.min_lr)
+    elif cfg.lr_schedule == "linear":
+        main = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=end, total_iters=total)
+    else:
+        main = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if cfg.warmup_steps <= 0:
+        return main
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=cfg.warmup_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[cfg.warmup_steps])
+
+
+def set_lrc_trainable(model: torch.nn.Module, trainable: bool) -> None:
+    """The constraint loss's 1x1 convs only get gradients in stage 2; freezing them in stage 1 keeps DDP
+    free of unused parameters (no find_unused_parameters)."""
+    for p in model.lrc_parameters():
+        p.requires_grad_(trainable)
+
+
+def check_data(cfg: TrainConfig) -> tuple[schema.DatasetInfo, tuple[int, int]]:
+    info = load_info(cfg.shards)
+    n_real, n_fake = class_counts(info, "train", cfg.train_methods)
+    if n_real == 0 or n_fake == 0:
+        raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
+                        f"fake samples; training needs both - extract the train split first")
+    v_real, v_fake = class_counts(info, "val", cfg.train_methods)
+    if v_real == 0 or v_fake == 0:
+        raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the val split has {v_real} real and {v_fake} fake "
+                        f"samples; model selection needs both (never the test split) - extract the val split")
+    return info, (n_real, n_fake)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    """Runs the stages asked for by a TrainConfig. `run()` returns one StageResult per stage run."""
+
+    def __init__(self, cfg: TrainConfig, reporter: Reporter | None = None) -> None:
+        self.cfg = cfg
+        self.reporter: Reporter = reporter or _NullReporter()
+        self.out = Path(cfg.out)
+        self.info, self.counts = check_data(cfg)
+        self.dist, self.device = dist_util.init_distributed(cfg.device)
+        self.mcfg = model_config(cfg)
+        self.mcfg_dict = self.mcfg.to_dict()
+        self.amp = amp_dtype(cfg, self.device)
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
+                               workers=cfg.workers, steps_override=cfg.steps_per_epoch)
+        self.tb = None
+
+    # ---- output folder
+
+    def _prepare_out(self) -> None:
+        stages = (2,) if self.cfg.stage == "2" else (1, 2)
+        existing = [ckpt_io.last_path(self.out, s) for s in stages if ckpt_io.last_path(self.out, s).exists()]
+        if existing and not self.cfg.resume:
+            raise TrainError(f"{self.out}: already holds a run ({existing[0].name} in {existing[0].parent.name}); "
+                             f"pass --resume to continue it, or choose another --out")
+        if self.dist.is_master:
+            self.out.mkdir(parents=True, exist_ok=True)
+            saved = self.out / CONFIG_JSON
+            if saved.exists() and self.cfg.resume:
+                old = json.loads(saved.read_text())
+                diff = ckpt_io.config_mismatch(self.mcfg_dict, old.get("model", {}))
+                if diff:
+                    raise TrainError(f"{saved}: this run was made with another model config (differs in "
+                                     f"{', '.join(diff)}); repeat its options or use another --out")
+            schema.atomic_write_text(saved, json.dumps({"train": self.cfg.to_dict(), "model": self.mcfg_dict},
+                                                       indent=1, sort_keys=True))
+            if self.cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as exc:
+                    raise TrainError("--tensorboard needs the tensorboard package: pip install 'hilif[tensorboard]'") from exc
+                self.tb = SummaryWriter(str(self.out / "tensorboard"))
+        dist_util.barrier()
+
+    def run(self) -> list[StageResult]:
+        self._prepare_out()
+        log.info("data: %d real / %d fake train samples; %d steps per epoch of %d (global batch %d, %d rank(s))",
+                 *self.counts, self.plan.steps, self.cfg.batch_size, self.cfg.batch_size, self.dist.world_size)
+        results = []
+        try:
+            if self.cfg.stage in ("1", "both"):
+                results.append(self.run_stage(1, self.cfg.stage1_epochs, init=None))
+            if self.cfg.stage in ("2", "both"):
+                init = ckpt_io.best_path(self.out, 1)
+                if not init.is_file():
+                    raise TrainError(f"{init}: stage 2 starts from the best stage-1 checkpoint and there is none; "
+                                     f"run --stage 1 (or both) into this --out first")
+                results.append(self.run_stage(2, self.cfg.stage2_epochs, init=init))
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        return results
+
+    # ---- one stage
+
+    def _build(self, stage: int, init: Path | None) -> torch.nn.Module:
+        from hilif.model import build_model
+
+        torch.manual_seed(self.cfg.seed + stage)  # same initial weights on every rank (DDP also broadcasts them)
+        model = build_model(self.mcfg)
+        if init is not None:
+            ck = ckpt_io.load_checkpoint(init)
+            ckpt_io.check_config(init, ck, self.mcfg_dict)
+            model.load_state_dict(ck["model"])
+            log.info("stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"],
+                     ck["best_metric"])
+        set_lrc_trainable(model, stage == 2)
+        return model
+
+    def run_stage(self, stage: int, epochs: int, init: Path | None) -> StageResult:
+        cfg = self.cfg
+        steps = self.plan.steps
+        model = self._build(stage, init)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = make_scheduler(cfg, optimizer, epochs * steps)
+        start_epoch, step, best_auc, best_epoch = 0, 0, -math.inf, -1
+
+        last = ckpt_io.last_path(self.out, stage)
+        if cfg.resume and last.is_file():
+            ck = ckpt_io.load_checkpoint(last, map_location=self.device)
+            ckpt_io.check_config(last, ck, self.mcfg_dict, cfg.identity())
+            ckpt_io.unwrap(model).load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
+            ckpt_io.set_rng_state(ck["rng"])
+            start_epoch, step = ck["epoch"], ck["step"]
+            best_auc, best_epoch = ck["best_metric"], ck["best_epoch"]
+            log.info("stage %d resumes after epoch %d (step %d)", stage, start_epoch, step)
+        if start_epoch >= epochs:
+            log.info("stage %d already complete (%d epochs)", stage, start_epoch)
+            return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, 0, steps)
+
+        train_model: torch.nn.Module = model
+        if self.dist.distributed:
+            train_model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            train_model = torch.compile(train_model)
+
+        stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, self.plan.local_batch,
+                                     self.plan.batches_per_worker, methods=cfg.train_methods,
+                                     seed=cfg.seed * 1000 + stage, shuffle_buffer=cfg.shuffle_buffer)
+        loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
+        lrc = None
+        if stage == 2:
+            from hilif.model.loss import LocalRelationLoss
+
+            lrc = LocalRelationLoss(self.mcfg.lrc_k, self.mcfg.lrc_s, self.mcfg.lrc_n)
+
+        ran = 0
+        for epoch in range(start_epoch, epochs):
+            stream.set_epoch(epoch)
+            train_model.train()
+            self.reporter.start_epoch(stage, epoch, epochs, steps)
+            sums = {"loss": 0.0, "ce": 0.0, "ld": 0.0}
+            n_steps = 0
+            t0 = time.perf_counter()
+            t_last = t0
+            for batch in loader:
+                x = normalize(batch["image"], self.device, self.channels_last)
+                y = batch["label"].to(self.device, non_blocking=True)
+                with autocast(self.device, self.amp):
+                    if lrc is not None:
+                        logits, f_all = train_model(x, return_lrc=True)
+                        ce = F.cross_entropy(logits.float(), y)
+                        ld = lrc(f_all.float(), y)
+                        loss = ce + cfg.lambda_d * ld
+                    else:
+                        logits = train_model(x)
+                        ce = F.cross_entropy(logits.float(), y)
+                        ld = torch.zeros((), device=self.device)
+                        loss = ce
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                n_steps += 1
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    raise FloatingPointError(f"stage {stage} epoch {epoch} step {step}: loss is {lv}; lower --lr")
+                sums["loss"] += lv
+                sums["ce"] += float(ce.detach())
+                sums["ld"] += float(ld.detach())
+                now = time.perf_counter()
+                ips = len(y) * self.dist.world_size / max(now - t_last, 1e-9)
+                t_last = now
+                lr = optimizer.param_groups[0]["lr"]
+                self.reporter.step(stage, epoch, n_steps, lv, lr, ips)
+                if cfg.log_every and n_steps % cfg.log_every == 0:
+                    log.debug("stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s", stage, epoch, n_steps,
+                              steps, lv, lr, ips)
+            if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
+                raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
+            train_time = time.perf_counter() - t0
+
+            val = self.validate(model)
+            improved = val.auc > best_auc
+            if improved:
+                best_auc, best_epoch = val.auc, epoch
+            row = {"stage": stage, "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": sums["loss"] / n_steps, "train_ce": sums["ce"] / n_steps,
+                   "train_ld": sums["ld"] / n_steps,
+                   "images_per_s": n_steps * self.plan.local_batch * self.dist.world_size / train_time,
+                   "epoch_time_s": time.perf_counter() - t0,
+                   "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
+                   "best_epoch": best_epoch, "best_val_auc": best_auc}
+            if self.dist.is_master:
+                common = dict(model=model, model_config=self.mcfg_dict, train_config=cfg.to_dict(), stage=stage,
+                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row)
+                if improved:
+                    ckpt_io.save_checkpoint(ckpt_io.best_path(self.out, stage), **common, with_rng=False)
+                ckpt_io.save_checkpoint(last, optimizer=optimizer, scheduler=scheduler, **common)
+                self._log_row(row)
+            self.reporter.end_epoch(row)
+            dist_util.barrier()
+            ran += 1
+        return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, ran, steps)
+
+    def validate(self, model: torch.nn.Module) -> Any:
+        """Frame-level metrics on the val split (every sample once, all ranks), same value on every rank."""
+        stream = EvalStream(self.cfg.shards, "val", self.mcfg.img_size, self.cfg.val_batch_size,
+                            max_batches=self.cfg.val_max_batches)
+        loader = make_loader(stream, min(self.cfg.workers, 2), pin_memory=self.device.type == "cuda")
+        preds = predict(ckpt_io.unwrap(model), loader, self.device, self.channels_last, self.amp)
+        return binary_metrics(preds.labels, preds.scores)
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        from hilif.train.plots import plot_curves
+
+        with open(self.out / METRICS_JSONL, "a") as fh:
+            fh.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                 for k, v in row.items()}) + "\n")
+        log.info("stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s", row["stage"], row["epoch"],
+                 row["train_loss"], row["val_acc"], row["val_auc"],
+                 "  (best)" if row["best_epoch"] == row["epoch"] else "")
+        if self.tb is not None:
+            for k in ("train_loss", "train_ce", "train_ld", "val_acc", "val_auc", "lr", "images_per_s"):
+                self.tb.add_scalar(f"stage{row['stage']}/{k}", row[k], row["step"])
+        try:
+            plot_curves(self.out / METRICS_JSONL, self.out / "plots" / "curves.png")
+        except Exception as exc:  # a plot must never stop training
+            log.warning("could not draw the training curves: %s", exc)
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> list[StageResult]:
+    """Library entry point of hilif-train."""
+    return Trainer(cfg, reporter).run()
