@@ -1,0 +1,82 @@
+"""Dual Domain Attention Fusion Module (DDAFM, paper section IV-D, Fig. 6): F3Net MixBlock + multi-scale channel
+attention (eq. 15-21)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MixBlock(nn.Module):
+    """F3Net's MixBlock: cross-stream spatial attention between the RGB and noise features.
+
+    Per stream 1x1-conv queries and keys; an attention map over spatial positions shared by both streams; each stream
+    receives the other's features weighted by that map through a depthwise 1x1 conv + BN, scaled by the gate
+    2*sigmoid(gamma) - 1 (gamma = 0 at init, so the block starts as the identity), plus a residual.
+    As in F3Net the attention map is H x H per channel and multiplies the W axis, so the map must be square.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.rgb_query = nn.Conv2d(channels, channels, 1)
+        self.noise_query = nn.Conv2d(channels, channels, 1)
+        self.rgb_key = nn.Conv2d(channels, channels, 1)
+        self.noise_key = nn.Conv2d(channels, channels, 1)
+        self.rgb_gamma = nn.Parameter(torch.zeros(1))
+        self.noise_gamma = nn.Parameter(torch.zeros(1))
+        self.rgb_conv = nn.Conv2d(channels, channels, 1, groups=channels)
+        self.rgb_bn = nn.BatchNorm2d(channels)
+        self.noise_conv = nn.Conv2d(channels, channels, 1, groups=channels)
+        self.noise_bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = x_rgb.shape
+        if h != w:
+            raise ValueError(f"MixBlock needs a square feature map, got {h}x{w}")
+        q = torch.cat([self.rgb_query(x_rgb).reshape(b * c, h, w),
+                       self.noise_query(x_noise).reshape(b * c, h, w)], dim=2)  # [BC, H, 2W]
+        k = torch.cat([self.rgb_key(x_rgb).reshape(b * c, h, w).transpose(1, 2),
+                       self.noise_key(x_noise).reshape(b * c, h, w).transpose(1, 2)], dim=1)  # [BC, 2W, H]
+        attention = torch.softmax(torch.bmm(q, k), dim=-1).reshape(b, c, h, h)
+        att_noise = x_noise * attention * (2.0 * torch.sigmoid(self.noise_gamma) - 1.0)
+        y_rgb = x_rgb + self.rgb_bn(self.rgb_conv(att_noise))
+        att_rgb = x_rgb * attention * (2.0 * torch.sigmoid(self.rgb_gamma) - 1.0)
+        y_noise = x_noise + self.noise_bn(self.noise_conv(att_rgb))
+        return y_rgb, y_noise
+
+
+class MultiScaleChannelAttention(nn.Module):
+    """MSCA (eq. 15-21): F_a = concat(F_rgb, F_noise); C_i = GMP(AvgPool_ixi(F_a)) for i = 3, 5, 7; an MLP across
+    the 3 scales gives one value per channel; sigmoid; split; F = F * w + F for each stream.
+    The average pools are stride 1 with 'same' padding (not counting the padding); the MLP is 3 -> hidden -> 1,
+    shared by all channels (eq. 17-18 apply it on the scale axis)."""
+
+    def __init__(self, scales: tuple[int, ...] = (3, 5, 7), hidden: int = 8) -> None:
+        super().__init__()
+        self.scales = tuple(scales)
+        self.mlp = nn.Sequential(nn.Linear(len(self.scales), hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f_a = torch.cat([x_rgb, x_noise], dim=1)
+        pooled = [F.avg_pool2d(f_a, i, stride=1, padding=i // 2, count_include_pad=False).amax(dim=(2, 3))
+                  for i in self.scales]
+        c = torch.stack(pooled, dim=-1)  # [B, 2C, 3]
+        weights = torch.sigmoid(self.mlp(c).squeeze(-1))  # [B, 2C]
+        w_rgb, w_noise = weights[:, :, None, None].chunk(2, dim=1)
+        return x_rgb * w_rgb + x_rgb, x_noise * w_noise + x_noise
+
+
+class DDAFM(nn.Module):
+    """MixBlock followed (unless ``msca=False``, Table IX) by the multi-scale channel attention."""
+
+    def __init__(self, channels: int, msca: bool = True, msca_hidden: int = 8) -> None:
+        super().__init__()
+        self.mix = MixBlock(channels)
+        self.msca = MultiScaleChannelAttention(hidden=msca_hidden) if msca else None
+
+    def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_rgb, x_noise = self.mix(x_rgb, x_noise)
+        if self.msca is not None:
+            x_rgb, x_noise = self.msca(x_rgb, x_noise)
+        return x_rgb, x_noise
