@@ -23,9 +23,169 @@ def setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
 
 
+# --------------------------------------------------------------------------- extract / inspect
+
+
+def _parse_part(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise fail(f"--part {text!r}: expected I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise fail(f"--part {text}: need 0 <= I < N")
+    return i, n
+
+
+def _parse_frames(text: str | None) -> dict[str, int]:
+    from .schema import SPLITS
+
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {s: int(text) for s in SPLITS}
+        out = {}
+        for kv in text.split(","):
+            k, v = kv.split("=")
+            out[k.strip()] = int(v)
+        return out
+    except ValueError:
+        raise fail(f"--frames {text!r}: expected a number or split=N pairs, e.g. train=80,val=20,test=20") from None
+
+
+def _parse_upsample(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise fail(f"--upsample {text!r}: use auto or an integer >= 0")
+    return k
+
+
+@app.command()
+def extract(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ffpp, celebdf, dfdc, wilddeepfake, folder or demo"),
+    root: str = typer.Option(..., "--root", "-r", help="the dataset as downloaded (folder: the CSV path,label,split)"),
+    quality: str = typer.Option(None, "--quality", "-q", help="ffpp: raw|c23|c40 (default c23); demo: c23|c40"),
+    methods: str = typer.Option(None, "--methods", help="ffpp: comma list (default Deepfakes,Face2Face,FaceSwap,NeuralTextures; FaceShifter on request)"),
+    out: str = typer.Option(None, "--out", "-o", help="output folder (default shards/<dataset>_<quality>)"),
+    frames: str = typer.Option(None, "--frames", help="frames per video: N, or split=N pairs (default train 80, val/test 20 for FF++, 32 for cross-dataset tests)"),
+    detector: str = typer.Option("dlib", "--detector", help="dlib (offline) or insightface (SCRFD)"),
+    device: str = typer.Option("auto", "--device", help="insightface: auto, cpu or cuda"),
+    model_dir: str = typer.Option(None, "--model-dir", help="insightface model folder (default ~/.insightface/models/buffalo_l)"),
+    margin: float = typer.Option(1.3, "--margin", help="crop size relative to the ArcFace template"),
+    size: int = typer.Option(256, "--size", help="aligned face size in pixels"),
+    upsample: str = typer.Option("auto", "--upsample", help="dlib: auto (only where a frame needs it) or a fixed upsample"),
+    image_format: str = typer.Option("png", "--image-format", help="png (lossless) or jpg"),
+    videos_per_shard: int = typer.Option(None, "--videos-per-shard", help="videos per shard (default: about 3200 faces per shard)"),
+    workers: int = typer.Option(1, "--workers", "-j", help="worker processes"),
+    part: str = typer.Option("0/1", "--part", help="I/N: this job's share of the work units (Slurm array jobs)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete the output folder and start again"),
+    decode_timeout: float = typer.Option(120.0, "--decode-timeout", help="seconds a video may take to decode"),
+    video_timeout: float = typer.Option(900.0, "--video-timeout", help="seconds a video may take in all"),
+    recycle: int = typer.Option(100, "--recycle", help="videos per worker process before it is replaced"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Extract aligned faces from a dataset into WebDataset shards (resumable)."""
+    from rich.console import Console
+
+    from .datasets import LayoutError
+    from .detect import DetectorError
+    from .extract import ExtractConfig, ExtractError, run_extract
+    from .faces import FaceConfig
+    from .report import ExtractProgress, summary_table
+
+    setup_logging(verbose)
+    cfg = ExtractConfig(
+        dataset=dataset, root=root, out=out, quality=quality,
+        methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+        frames=_parse_frames(frames),
+        face=FaceConfig(detector=detector, margin=margin, size=size, device=device, model_dir=model_dir,
+                        upsample=_parse_upsample(upsample)),
+        image_ext=image_format, videos_per_shard=videos_per_shard, workers=workers, part=_parse_part(part),
+        overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle)
+    console = Console(stderr=True)
+    try:
+        with ExtractProgress(console) as prog:
+            result = run_extract(cfg, progress=prog)
+    except (ExtractError, LayoutError, DetectorError) as exc:
+        raise fail(str(exc)) from None
+    console.print(summary_table(result.records))
+    done = f"{result.units_done}/{result.units_total} shards complete"
+    console.print(f"{result.out}: {done}; manifest {result.out / 'manifest.jsonl'}")
+    failed = result.failed
+    if failed:
+        names = ", ".join(r["path"] for r in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        typer.echo(f"error: {len(failed)} video(s) failed ({names}); see status/reason in {result.out / 'manifest.jsonl'}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    folder: str = typer.Argument(..., help="a folder written by extract, e.g. shards/ffpp_c40"),
+    sheet: str = typer.Option(None, "--sheet", help="contact sheet PNG (default <folder>/contact_sheet.png)"),
+    faces: int = typer.Option(48, "--faces", help="faces on the contact sheet"),
+    check: int = typer.Option(200, "--check", help="samples to check in depth"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Counts per split/label/method, sample checks, and a contact sheet of random faces."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .inspect import inspect_shards
+    from .schema import SchemaError
+
+    console = Console()
+    try:
+        rep = inspect_shards(folder, sheet or Path(folder) / "contact_sheet.png", n_faces=faces, check=check, seed=seed)
+    except SchemaError as exc:
+        raise fail(str(exc)) from None
+    if not rep.shards:
+        raise fail(f"{folder}: no complete shards (<split>/<real|fake>/*.tar with .stats.json); run `hilif-prep extract` first")
+    t = Table(title=f"{folder}: {rep.shards} shards")
+    for c in ("split", "label", "method", "samples"):
+        t.add_column(c, justify="right" if c == "samples" else "left")
+    for (split, label, method), n in sorted(rep.counts.items()):
+        t.add_row(split, label, method, str(n))
+    console.print(t)
+    if rep.info is None:
+        console.print("[yellow]no dataset.json: the extract run has not finished")
+    if rep.incomplete:
+        console.print(f"[yellow]{len(rep.incomplete)} unfinished shards (no stats JSON), ignored")
+    console.print(f"checked {rep.checked} samples: {len(rep.problems)} problems")
+    for p in rep.problems[:20]:
+        console.print(f"  [red]{p}")
+    if rep.sheet:
+        console.print(f"contact sheet: {rep.sheet}")
+    if rep.problems:
+        raise typer.Exit(1)
+
+
 def main() -> None:
-    app(prog_name="hilif-prep")
+    try:  # typer >= 0.29 vendors click; older typer re-raises click's own exceptions
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover
+        import click.exceptions as cx
+
+    try:
+        code = app(prog_name="hilif-prep", standalone_mode=False)
+    except cx.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 0
+    except cx.UsageError as exc:  # bad arguments: one line, exit 2
+        cmd = exc.ctx.command_path if exc.ctx else "hilif-prep"
+        typer.echo(f"error: {exc.format_message()} (see `{cmd} --help`)".replace("\n", " "), err=True)
+        code = 2
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

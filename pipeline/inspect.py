@@ -1,0 +1,144 @@
+"""`hilif-prep inspect DIR`: counts per split/label/method, sample checks, a contact sheet of faces."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import schema
+
+
+@dataclass
+class InspectReport:
+    root: Path
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (split, label, method) -> samples
+    shards: int = 0
+    incomplete: list[str] = field(default_factory=list)  # tars without stats
+    problems: list[str] = field(default_factory=list)  # sample checks that failed
+    checked: int = 0
+    sheet: Path | None = None
+    info: schema.DatasetInfo | None = None
+
+
+def _iter_shard(path: Path):
+    """Samples of one tar as dicts (grouped by key, in order)."""
+    cur: dict[str, Any] = {}
+    with tarfile.open(path, "r") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            key, _, ext = m.name.partition(".")
+            if cur and cur["__key__"] != key:
+                yield cur
+                cur = {}
+            cur["__key__"] = key
+            cur[ext] = tf.extractfile(m).read()
+    if cur:
+        yield cur
+
+
+def check_sample(sample: dict[str, Any], split: str, label: int, face_size: int) -> list[str]:
+    """Problems with one raw sample (empty list: fine)."""
+    from PIL import Image
+
+    key = sample["__key__"]
+    out = []
+    try:
+        ext = schema.sample_image_ext(sample)
+        meta = schema.SampleMeta.from_json(sample["json"])
+    except (schema.SchemaError, KeyError, TypeError, ValueError) as exc:
+        return [f"{key}: {exc}"]
+    if meta.key != key:
+        out.append(f"{key}: key does not match its metadata ({meta.key})")
+    if sample.get("cls", b"").decode() != str(meta.label):
+        out.append(f"{key}: .cls {sample.get('cls')!r} != label {meta.label}")
+    if (meta.split, meta.label) != (split, label):
+        out.append(f"{key}: {meta.split}/{meta.label} sample in a {split}/{label} shard")
+    try:
+        img = Image.open(io.BytesIO(sample[ext]))
+        if img.size != (face_size, face_size) or img.mode != "RGB":
+            out.append(f"{key}: image {img.size} {img.mode}, expected {face_size}x{face_size} RGB")
+    except Exception as exc:
+        out.append(f"{key}: unreadable image ({exc})")
+    return out
+
+
+def inspect_shards(root: str | Path, sheet: str | Path | None = None, n_faces: int = 48, check: int = 200,
+                   seed: int = 0) -> InspectReport:
+    root = Path(root)
+    if not root.is_dir():
+        raise schema.SchemaError(f"{root}: no such folder; give the folder extract wrote (e.g. shards/ffpp_c40)")
+    rep = InspectReport(root)
+    try:
+        rep.info = schema.DatasetInfo.load(root)
+    except schema.SchemaError:
+        rep.info = None
+    face_size = rep.info.face_size if rep.info else schema.FACE_SIZE
+    rng = random.Random(seed)
+    pool: list[tuple[dict[str, Any], str]] = []  # reservoir of samples for the sheet
+    seen = 0
+    for split in schema.SPLITS:
+        for label in (schema.REAL, schema.FAKE):
+            d = schema.shard_dir(root, split, label)
+            if not d.is_dir():
+                continue
+            done = {p for p, _ in schema.complete_shards(root, split, label)}
+            rep.incomplete += [str(p) for p in sorted(d.glob("*" + schema.TAR_SUFFIX)) if p not in done]
+            for tar, st in schema.complete_shards(root, split, label):
+                rep.shards += 1
+                n = 0
+                for s in _iter_shard(tar):
+                    n += 1
+                    meta = json.loads(s.get("json", b"{}") or b"{}")
+                    k = (split, schema.LABEL_NAMES[label], str(meta.get("method", "?")))
+                    rep.counts[k] = rep.counts.get(k, 0) + 1
+                    seen += 1
+                    if rep.checked < check or rng.random() < check / seen:
+                        rep.problems += check_sample(s, split, label, face_size)
+                        rep.checked += 1
+                    if len(pool) < n_faces:
+                        pool.append((s, split))
+                    else:
+                        j = rng.randrange(seen)
+                        if j < n_faces:
+                            pool[j] = (s, split)
+                if n != st.samples:
+                    rep.problems.append(f"{tar}: {n} samples, its stats say {st.samples}")
+    if sheet is not None and pool:
+        rep.sheet = contact_sheet(pool, Path(sheet))
+    return rep
+
+
+def contact_sheet(samples: list[tuple[dict[str, Any], str]], path: Path, cols: int = 8, thumb: int = 128) -> Path:
+    """A PNG grid of faces, each captioned with split, label and method."""
+    from PIL import Image, ImageDraw
+
+    rows = (len(samples) + cols - 1) // cols
+    cap = 14
+    sheet = Image.new("RGB", (cols * thumb, rows * (thumb + cap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (s, split) in enumerate(sorted(samples, key=lambda x: x[0]["__key__"])):
+        ext = schema.sample_image_ext(s)
+        img = Image.open(io.BytesIO(s[ext])).convert("RGB").resize((thumb, thumb))
+        meta = json.loads(s["json"])
+        x, y = (i % cols) * thumb, (i // cols) * (thumb + cap)
+        sheet.paste(img, (x, y + cap))
+        lab = schema.LABEL_NAMES.get(meta.get("label"), "?")
+        colour = (0, 110, 0) if lab == "real" else (190, 0, 0)
+        draw.text((x + 2, y + 1), f"{split} {lab} {meta.get('method', '')}"[:22], fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def faces_array(sample: dict[str, Any]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(sample[schema.sample_image_ext(sample)])).convert("RGB"))
