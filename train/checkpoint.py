@@ -16,6 +16,8 @@ import logging
 import os
 import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +134,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; pass a .pt written by hilif-train (e.g. RUN/stage2/best.pt)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is garbage or truncated
+        raise CheckpointError(f"{path}: unreadable checkpoint (not a torch.save archive, or truncated); "
+                              f"use another one (e.g. the stage's best.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        what = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"global {what.group(1)}" if what else ""
         raise CheckpointError(
-            f"{path}: refused - it carries a pickled Python object that weights_only loading does not allow "
-            f"(not written by hilif-train, or tampered with); re-save only its tensors") from exc
+            f"{path}: refused - it carries a pickled Python object that weights_only loading does not allow"
+            f"{' (' + what + ')' if what else ''}; only checkpoints of tensors and plain values, as hilif-train "
+            f"writes, are loaded") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
                               f"use another one (e.g. the stage's best.pt)") from exc

@@ -1,0 +1,120 @@
+"""The training and evaluation loaders: class balance, fixed epoch length, every sample once, broken shards."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from hilif.pipeline import schema
+from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, class_counts, load_info, make_loader,
+                              normalize, plan_epoch)
+from train_shards_fixture import make_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # FF++-like imbalance: 4 real videos vs 8 fake videos (2 methods) in train
+    return make_shards(tmp_path_factory.mktemp("shards"),
+                       layout={"train": (2, {"Deepfakes": 2, "FaceSwap": 2}), "val": (1, {"Deepfakes": 1}),
+                               "test": (2, {"Deepfakes": 1, "FaceSwap": 1})}, maxcount=3)
+
+
+def _batches(stream, workers=0):
+    return list(make_loader(stream, workers))
+
+
+def test_batches_are_class_balanced_and_epoch_has_planned_steps(shards: Path) -> None:
+    info = load_info(shards)
+    n_real, n_fake = class_counts(info, "train")
+    assert (n_real, n_fake) == (8, 16)  # reals are the minority, as in FF++
+    plan = plan_epoch(n_real, n_fake, global_batch=6, world_size=1, workers=2)
+    assert plan.steps == 6  # ceil(2 * 16 / 6) = 6, a multiple of the 2 workers
+    stream = BalancedTrainStream(shards, "train", 64, plan.local_batch, plan.batches_per_worker, seed=1)
+    batches = _batches(stream, workers=2)
+    assert len(batches) == plan.steps
+    reals_seen = Counter()
+    for b in batches:
+        assert b["image"].shape == (6, 3, 64, 64) and b["image"].dtype == torch.uint8
+        assert int(b["label"].sum()) == 3  # exactly half fake in every batch
+        for key, y in zip(b["key"], b["label"].tolist()):
+            assert ("_real_" in key) == (y == schema.REAL)
+            if y == schema.REAL:
+                reals_seen[key] += 1
+    # the minority class is upsampled by mixing: 18 real draws from 8 real files, so some repeat
+    assert sum(reals_seen.values()) == 18 and max(reals_seen.values()) >= 2
+
+
+def test_train_methods_filter_and_unknown_method(shards: Path) -> None:
+    info = load_info(shards)
+    assert class_counts(info, "train", ["Deepfakes"]) == (8, 8)
+    with pytest.raises(DataError, match="NeuralTextures"):
+        class_counts(info, "train", ["NeuralTextures"])
+    stream = BalancedTrainStream(shards, "train", 64, 4, 6, methods=["Deepfakes"], seed=0)
+    methods = {m for b in _batches(stream) for m in b["method"]}
+    assert methods == {"real", "Deepfakes"}
+
+
+def test_epoch_is_seeded_same_epoch_same_data_next_epoch_new_order(shards: Path) -> None:
+    def keys(epoch: int) -> list[str]:
+        s = BalancedTrainStream(shards, "train", 64, 4, 5, seed=3, shuffle_buffer=50)
+        s.set_epoch(epoch)
+        out = []
+        for b in _batches(s):
+            out += b["key"]
+            out.append(str(b["image"].float().mean().item()))  # augmentation (crop, flip) is seeded too
+        return out
+
+    assert keys(0) == keys(0)
+    assert keys(0) != keys(1)
+
+
+def test_steps_per_epoch_identical_whatever_the_rank_and_worker_count() -> None:
+    # the plan depends only on dataset counts and sizes, never on the rank
+    a = plan_epoch(800, 3200, global_batch=12, world_size=2, workers=4)
+    assert a.local_batch == 6 and a.steps % 4 == 0 and a.steps * 12 >= 2 * 3200
+    assert plan_epoch(800, 3200, 12, 1, 0, steps_override=7).steps == 7
+    with pytest.raises(DataError, match="divisible"):
+        plan_epoch(8, 8, global_batch=12, world_size=5, workers=1)
+
+
+def test_eval_stream_reads_every_sample_exactly_once(shards: Path) -> None:
+    info = load_info(shards)
+    batches = _batches(EvalStream(shards, "test", 64, batch_size=5), workers=2)
+    keys = [k for b in batches for k in b["key"]]
+    assert len(keys) == info.count("test") == len(set(keys))
+    # centre crop: the same sample gives the same pixels twice
+    again = _batches(EvalStream(shards, "test", 64, batch_size=5), workers=0)
+    first = {k: img for b in batches for k, img in zip(b["key"], b["image"])}
+    for b in again:
+        for k, img in zip(b["key"], b["image"]):
+            assert torch.equal(first[k], img)
+
+
+def test_truncated_shard_is_skipped_with_a_count(shards: Path, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(shards, root)
+    tars = sorted((root / "test" / "fake").glob("*.tar"))
+    data = tars[0].read_bytes()
+    tars[0].write_bytes(data[: len(data) // 2 + 100])  # cut mid-member
+    stream = EvalStream(root, "test", 64, batch_size=4)
+    keys = [k for b in stream for k in b["key"]]
+    assert stream.handler.count >= 1
+    assert 0 < len(keys) < load_info(shards).count("test")
+    assert len(keys) == len(set(keys))
+
+
+def test_missing_dataset_json_and_empty_split(tmp_path: Path, shards: Path) -> None:
+    with pytest.raises(DataError, match="dataset.json"):
+        load_info(tmp_path)
+    with pytest.raises(DataError, match="no complete shards"):
+        EvalStream(shards.parent / "nothing", "test", 64, 4)
+
+
+def test_normalize_is_imagenet() -> None:
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    y = normalize(x)
+    assert torch.allclose(y[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
