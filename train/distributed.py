@@ -92,6 +92,13 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy `src`'s buffers (BatchNorm running statistics) to every rank."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in model.buffers():
+            dist.broadcast(b.data, src=src)
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -160,6 +160,7 @@ class Trainer:
         self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
                                workers=cfg.workers, steps_override=cfg.steps_per_epoch)
         self.tb = None
+        self.model: torch.nn.Module | None = None  # the model of the last stage run (plain module)
 
     # ---- output folder
 
@@ -312,6 +313,9 @@ class Trainer:
             if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
                 raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
             train_time = time.perf_counter() - t0
+            # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
+            # take rank 0's, so that validation and the checkpoint see one model on every rank
+            dist_util.broadcast_buffers(model)
 
             val = self.validate(model)
             improved = val.auc > best_auc
@@ -334,6 +338,7 @@ class Trainer:
             self.reporter.end_epoch(row)
             dist_util.barrier()
             ran += 1
+        self.model = model
         return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, ran, steps)
 
     def validate(self, model: torch.nn.Module) -> Any:
