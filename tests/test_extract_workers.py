@@ -1,0 +1,119 @@
+"""Worker pool: deadlines enforced from outside the worker, crashes recorded, recycling; decode fallback."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hilif.pipeline.workers import Outcome, PoolConfig, WorkerPool
+
+
+def _handler(payload, report):
+    kind, arg = payload
+    if kind == "hang_decode":  # never reports the decode phase done
+        time.sleep(arg)
+    elif kind == "slow_detect":
+        report("detect")
+        time.sleep(arg)
+    elif kind == "crash":
+        os._exit(3)
+    elif kind == "raise":
+        raise RuntimeError("bad input")
+    return ("pid", os.getpid())
+
+
+def _run(tasks, **kw) -> dict:
+    got: dict = {}
+    cfg = PoolConfig(start_method="fork", **kw)
+    WorkerPool(cfg, _handler).run(list(enumerate(tasks)), lambda o: got.__setitem__(o.task_id, o))
+    return got
+
+
+def test_decode_timeout_kills_the_worker_and_the_run_goes_on():
+    t0 = time.monotonic()
+    got = _run([("ok", 0), ("hang_decode", 60), ("ok", 0)], workers=1, first_timeout=1.0, total_timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert got[0].ok and got[2].ok
+    assert not got[1].ok and "timeout" in got[1].error and "decode" in got[1].error
+    assert got[0].result[1] != got[2].result[1]  # a fresh worker after the kill
+
+
+def test_total_timeout_applies_after_decode():
+    got = _run([("slow_detect", 2.5), ("slow_detect", 60)], workers=1, first_timeout=1.0, total_timeout=4.0)
+    assert got[0].ok  # past the decode deadline but reported decode done: allowed up to the total
+    assert not got[1].ok and "detect took longer than 4 s" in got[1].error
+
+
+def test_crash_and_exception_are_recorded():
+    got = _run([("crash", 0), ("raise", 0), ("ok", 0)], workers=2, first_timeout=20, total_timeout=20)
+    assert not got[0].ok and "died" in got[0].error and "exit code 3" in got[0].error
+    assert not got[1].ok and "RuntimeError: bad input" in got[1].error
+    assert got[2].ok
+
+
+def test_workers_are_recycled():
+    got = _run([("ok", 0)] * 5, workers=1, recycle=2)
+    pids = [got[i].result[1] for i in range(5)]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+
+
+def test_decord_failure_falls_back_to_pyav(tmp_path, monkeypatch):
+    import av
+
+    from hilif.pipeline import decode
+
+    path = tmp_path / "v.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"crf": "0"}
+        for i in range(20):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10, np.uint8), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    ref = decode.read_video(path, 5, backend="decord")
+    alt = decode.read_video(path, 5, backend="pyav")
+    assert ref.indices == alt.indices == [2, 6, 10, 14, 18] and ref.frame_count == alt.frame_count == 20
+    for a, b in zip(ref.frames, alt.frames):  # the same frames (near-lossless: same grey level)
+        assert abs(float(a.mean()) - float(b.mean())) < 3
+    assert [round(float(f.mean()) / 10) for f in alt.frames] == [2, 6, 10, 14, 18]
+
+    def broken(*a, **k):
+        raise RuntimeError("decord hiccup")
+
+    monkeypatch.setattr(decode, "read_decord", broken)
+    fb = decode.read_video(path, 5)
+    assert fb.backend == "pyav" and "decord failed" in fb.notes[0] and fb.indices == ref.indices
+
+    # the container claims more frames than decode: indices are clamped to what decodes
+    monkeypatch.setattr(decode, "_pyav_count", lambda p: (40, 10.0))
+    cl = decode.read_video(path, 5, backend="pyav")
+    assert cl.frame_count == 20 and cl.indices == [2, 6, 10, 14, 18] and any("clamped" in n for n in cl.notes)
+
+
+def test_faces_from_image_bundled_photo():
+    import insightface
+
+    from hilif.pipeline.align import template
+    from hilif.pipeline.extract import FaceConfig, faces_from_image
+
+    photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+    vf = faces_from_image(photo, FaceConfig())
+    assert len(vf.faces) == 1 and vf.missing == 0 and vf.faces[0].shape == (256, 256, 3)
+    # re-detected on the aligned crop, the eyes and mouth sit where the template puts them
+    from hilif.pipeline.faces import get_detector
+
+    again = get_detector(FaceConfig()).detect(vf.faces[0])
+    assert len(again) == 1
+    err = np.linalg.norm(again[0].landmarks - template(256, 1.3), axis=1)
+    assert err[[0, 1]].max() < 8 and err.max() < 16, err
+    inter_eye = np.linalg.norm(template()[0] - template()[1])
+    assert np.linalg.norm(again[0].landmarks[0] - again[0].landmarks[1]) == pytest.approx(inter_eye, rel=0.15)
+    # the largest face of the six is the one taken
+    x0, y0, x1, y1 = vf.boxes[0]
+    assert (x1 - x0) > 100
