@@ -106,7 +106,8 @@ def extract(
         face=FaceConfig(detector=detector, margin=margin, size=size, device=device, model_dir=model_dir,
                         upsample=_parse_upsample(upsample)),
         image_ext=image_format, videos_per_shard=videos_per_shard, workers=workers, part=_parse_part(part),
-        overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle)
+        overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle,
+        command=" ".join(["hilif-prep"] + sys.argv[1:]))
     console = Console(stderr=True)
     try:
         with ExtractProgress(console) as prog:

