@@ -117,3 +117,23 @@ def test_faces_from_image_bundled_photo():
     # the largest face of the six is the one taken
     x0, y0, x1, y1 = vf.boxes[0]
     assert (x1 - x0) > 100
+
+
+def test_small_faces_are_found_by_upsampling_only_where_needed():
+    import cv2
+    import insightface
+
+    from hilif.pipeline.detect import DlibConfig, DlibDetector
+
+    photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+    img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    crop = img[238:486, 390:639]  # around the largest face (~125 px wide)
+    small = cv2.resize(crop, (100, 100), interpolation=cv2.INTER_AREA)  # face ~50 px
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    frame[70:170, 110:210] = small
+    auto = DlibDetector(DlibConfig())
+    assert DlibDetector(DlibConfig(upsample=0)).detect(frame) == []  # too small without upsampling
+    found = auto.detect(frame)
+    assert len(found) == 1 and 35 < found[0].width < 75
+    near = auto.detect_near(frame, found[0].box)  # tracking rescales the window instead
+    assert len(near) == 1 and np.abs(near[0].center - found[0].center).max() < 10
