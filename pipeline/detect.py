@@ -84,6 +84,32 @@ class DlibConfig:
     fast_width: int = 320  # width of the downscaled frame tried first
     track_face_px: int = 100  # while tracking, the face is rescaled to about this width
     threshold: float = 0.0  # dlib HOG score threshold
+    #: "auto" only: when the upright search finds nothing, the frame is rotated by these angles
+    #: (degrees) and searched again (HOG is frontal-only; tilted heads are common)
+    rotations: tuple[float, ...] = (-30.0, 30.0)
+
+
+def _rotation(shape: tuple[int, ...], angle: float) -> np.ndarray:
+    """2x3 matrix rotating an image of ``shape`` about its centre (same output size)."""
+    import cv2
+
+    h, w = shape[:2]
+    return cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+
+
+def _map_back(det: Detection, m: np.ndarray, offset: np.ndarray) -> Detection:
+    """A detection found in a warped image (``m`` maps original -> warped) back in original pixels."""
+    import cv2
+
+    inv = cv2.invertAffineTransform(m)
+    x0, y0, x1, y1 = det.box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ inv[:, :2].T + inv[:, 2]
+    # the axis-aligned box of the same size around the mapped centre (a rotated box's hull is too big)
+    c = corners.mean(0)
+    half = np.array([x1 - x0, y1 - y0]) / 2
+    box = np.concatenate([c - half, c + half]) + np.concatenate([offset, offset])
+    lm = det.landmarks @ inv[:, :2].T + inv[:, 2] + offset
+    return Detection(box, lm, det.score)
 
 
 class DlibDetector:
@@ -131,8 +157,29 @@ class DlibDetector:
         if scale == 1.0:
             return self._hog_run(frame, upsample)
         h, w = frame.shape[:2]
-        small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
         return [(b / scale, s) for b, s in self._hog_run(small, upsample)]
+
+    def _cascade(self, img: np.ndarray, steps: list[tuple[float, int]]) -> list[Detection]:
+        """The first step (scale, upsample) that finds anything; landmarks on ``img`` itself."""
+        for scale, up in steps:
+            found = self._scaled(img, scale, up)
+            if found:
+                return self._finish(img, found)
+        return []
+
+    def _rotated(self, img: np.ndarray, steps: list[tuple[float, int]], offset: np.ndarray) -> list[Detection]:
+        import cv2
+
+        for angle in self.cfg.rotations:
+            m = _rotation(img.shape, angle)
+            rot = cv2.warpAffine(np.ascontiguousarray(img), m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT)
+            found = self._cascade(rot, steps)
+            if found:
+                return [_map_back(d, m, offset) for d in found]
+        return []
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         if self.cfg.upsample != "auto":
@@ -142,31 +189,29 @@ class DlibDetector:
         if w > self.cfg.fast_width * 1.25:
             steps.append((self.cfg.fast_width / w, 0))
         steps += [(1.0, k) for k in range(0, self.cfg.max_upsample + 1)]
-        for scale, up in steps:
-            found = self._scaled(frame, scale, up)
-            if found:
-                return self._finish(frame, found)
-        return []
+        found = self._cascade(frame, steps)
+        if found or not self.cfg.rotations:
+            return found
+        # tilted heads: the upright cascade's cheap steps again on rotated frames
+        return self._rotated(frame, steps[:-1] or steps, np.zeros(2))
 
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         """Search a window of three face widths around ``box``, rescaled so the face is ~100 px."""
-        import cv2
-
         h, w = frame.shape[:2]
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        size = max(bw, bh, 1.0)
+        size = max(box[2] - box[0], box[3] - box[1], 1.0)
         x0, y0 = int(max(0, box[0] - size)), int(max(0, box[1] - size))
         x1, y1 = int(min(w, box[2] + size)), int(min(h, box[3] + size))
         if x1 - x0 < 8 or y1 - y0 < 8:
             return []
         crop = frame[y0:y1, x0:x1]
         scale = float(np.clip(self.cfg.track_face_px / size, 0.25, 2.5))
-        ch, cw = crop.shape[:2]
-        if scale != 1.0:
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            crop = cv2.resize(crop, (max(1, round(cw * scale)), max(1, round(ch * scale))), interpolation=interp)
-        found = [(b / scale + np.array([x0, y0, x0, y0], dtype=np.float64), s) for b, s in self._hog_run(crop, 0)]
-        return self._finish(frame, found)
+        offset = np.array([x0, y0], dtype=np.float64)
+        found = [(b + np.concatenate([offset, offset]), s) for b, s in self._scaled(crop, scale, 0)]
+        if found:
+            return self._finish(frame, found)  # landmarks on the full-resolution frame
+        if self.cfg.upsample == "auto" and self.cfg.rotations:
+            return self._rotated(crop, [(scale, 0)], offset)
+        return []
 
 
 # --------------------------------------------------------------------------- insightface

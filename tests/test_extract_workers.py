@@ -137,3 +137,24 @@ def test_small_faces_are_found_by_upsampling_only_where_needed():
     assert len(found) == 1 and 35 < found[0].width < 75
     near = auto.detect_near(frame, found[0].box)  # tracking rescales the window instead
     assert len(near) == 1 and np.abs(near[0].center - found[0].center).max() < 10
+
+
+def test_tilted_head_found_by_the_rotation_fallback_with_landmarks_in_frame_pixels():
+    import cv2
+    import insightface
+
+    from hilif.pipeline.detect import DlibConfig, DlibDetector
+
+    photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+    img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    crop = np.ascontiguousarray(img[238:486, 390:639])
+    upright = DlibDetector(DlibConfig()).detect(crop)
+    assert len(upright) == 1
+    m = cv2.getRotationMatrix2D((124.0, 124.0), -40, 1.0)  # tilt the head by 40 degrees
+    tilted = cv2.warpAffine(crop, m, (249, 248), borderMode=cv2.BORDER_REFLECT)
+    assert DlibDetector(DlibConfig(rotations=())).detect(tilted) == []  # HOG is frontal-only
+    found = DlibDetector(DlibConfig()).detect(tilted)
+    assert len(found) == 1
+    expected = upright[0].landmarks @ m[:, :2].T + m[:, 2]  # where the upright landmarks went
+    assert np.abs(found[0].landmarks - expected)[:2].max() < 8  # eyes
+    assert np.linalg.norm(found[0].center - (upright[0].center @ m[:, :2].T + m[:, 2])) < 15
