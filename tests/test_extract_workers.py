@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hilif.pipeline.workers import Outcome, PoolConfig, WorkerPool
+from hilif.pipeline.workers import PoolConfig, WorkerPool
 
 
 def _handler(payload, report):
