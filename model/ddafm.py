@@ -25,9 +25,9 @@ class MixBlock(nn.Module):
         self.noise_key = nn.Conv2d(channels, channels, 1)
         self.rgb_gamma = nn.Parameter(torch.zeros(1))
         self.noise_gamma = nn.Parameter(torch.zeros(1))
-        self.rgb_conv = nn.Conv2d(channels, channels, 1, groups=channels)
+        self.rgb_conv = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)  # bias is redundant before BN
         self.rgb_bn = nn.BatchNorm2d(channels)
-        self.noise_conv = nn.Conv2d(channels, channels, 1, groups=channels)
+        self.noise_conv = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
         self.noise_bn = nn.BatchNorm2d(channels)
 
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
