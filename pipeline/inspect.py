@@ -82,7 +82,10 @@ def inspect_shards(root: str | Path, sheet: str | Path | None = None, n_faces: i
         rep.info = None
     face_size = rep.info.face_size if rep.info else schema.FACE_SIZE
     rng = random.Random(seed)
-    pool: list[tuple[dict[str, Any], str]] = []  # reservoir of samples for the sheet
+    # one reservoir per label, so the sheet shows reals and fakes half and half
+    pools: dict[int, list[tuple[dict[str, Any], str]]] = {schema.REAL: [], schema.FAKE: []}
+    seen_label = {schema.REAL: 0, schema.FAKE: 0}
+    per_label = {schema.REAL: n_faces // 2, schema.FAKE: n_faces - n_faces // 2}
     seen = 0
     for split in schema.SPLITS:
         for label in (schema.REAL, schema.FAKE):
@@ -103,16 +106,19 @@ def inspect_shards(root: str | Path, sheet: str | Path | None = None, n_faces: i
                     if rep.checked < check or rng.random() < check / seen:
                         rep.problems += check_sample(s, split, label, face_size)
                         rep.checked += 1
-                    if len(pool) < n_faces:
+                    seen_label[label] += 1
+                    pool = pools[label]
+                    if len(pool) < per_label[label]:
                         pool.append((s, split))
                     else:
-                        j = rng.randrange(seen)
-                        if j < n_faces:
+                        j = rng.randrange(seen_label[label])
+                        if j < per_label[label]:
                             pool[j] = (s, split)
                 if n != st.samples:
                     rep.problems.append(f"{tar}: {n} samples, its stats say {st.samples}")
-    if sheet is not None and pool:
-        rep.sheet = contact_sheet(pool, Path(sheet))
+    chosen = pools[schema.REAL] + pools[schema.FAKE]
+    if sheet is not None and chosen:
+        rep.sheet = contact_sheet(chosen, Path(sheet))
     return rep
 
 
