@@ -1,0 +1,198 @@
+"""Benchmark of hilif.model (prints figures; asserts nothing).
+
+1. CPU training step (forward, CE + 0.5 * L_d, backward, AdamW) of HiLIF, side by side with two plain timm
+   backbone training steps (the cost of the two streams alone); ratio HiLIF / (2 x backbone), target <= 1.1.
+2. Block-DCT high-pass: polyphase and conv formulations against the unfold one, forward + backward.
+3. Parameters and FLOPs per module (torch.utils.flop_counter).
+4. Peak memory of each training step (CUDA: max_memory_allocated; CPU: peak RSS growth of a forked child).
+
+Medians over --repeats timed steps after --warmup untimed ones. Quick run:
+    python bench/bench_model.py --batch 2 --size 128 --backbone efficientnet_b0 --repeats 2
+Full setting of the issue: python bench/bench_model.py   (batch 12, 224, efficientnet_b4; slow on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
+from hilif.model.dct import BlockDCTHighPass
+from hilif.model.profile import profile_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def hilif_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
+    model = build_model(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-2)
+    crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = (torch.arange(args.batch, device=device) % 2)
+
+    def step() -> None:
+        logits, f_all = model(x, return_lrc=True)
+        loss = F.cross_entropy(logits, y) + 0.5 * crit(f_all, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def backbones_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    nets = [timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train() for _ in range(2)]
+    opts = [torch.optim.AdamW(n.parameters(), lr=2e-4, weight_decay=1e-2) for n in nets]
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = (torch.arange(args.batch, device=device) % 2)
+
+    def step() -> None:
+        for net, opt in zip(nets, opts):
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return step
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_child(kind: str, args: argparse.Namespace, q: "mp.Queue[float]") -> None:
+    torch.set_num_threads(args.threads)
+    fn = (hilif_step_fn if kind == "hilif" else backbones_step_fn)(args, torch.device("cpu"))
+    before = _rss_bytes()
+    fn()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    q.put((peak - before) / 2**20)
+
+
+def peak_memory_mib(kind: str, args: argparse.Namespace, device: torch.device) -> float:
+    if device.type == "cuda":
+        fn = (hilif_step_fn if kind == "hilif" else backbones_step_fn)(args, device)
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_peak_child, args=(kind, args, q))
+    p.start()
+    value = q.get()
+    p.join()
+    return value
+
+
+def bench_dct(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    side = args.size // 4
+    x = torch.randn(args.batch, args.dct_channels, side, side, device=device, requires_grad=True)
+    results = {}
+    for form in ("unfold", "conv", "polyphase"):
+        mod = BlockDCTHighPass(formulation=form).to(device)
+
+        def fb() -> None:
+            mod(x).square().mean().backward()
+
+        results[form] = median_time(fb, max(args.repeats, 5), 2, device)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--backbone", default="efficientnet_b4")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--dct-channels", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: step,dct,flops,memory")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"# hilif.model benchmark: {args.backbone} at {args.size}, batch {args.batch}, device {device}, "
+          f"{args.threads} threads, torch {torch.__version__}, medians of {args.repeats}")
+
+    if "flops" not in skip:
+        prof = profile_model(HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False))
+        print(f"\n## Parameters and forward FLOPs per image ({args.size}x{args.size})")
+        print(f"{'module':<16}{'params':>14}{'GFLOPs':>10}{'GMACs':>9}")
+        for r in prof.rows:
+            print(f"{r.name:<16}{r.params:>14,}{r.flops / 1e9:>10.3f}{r.flops / 2e9:>9.3f}")
+        print(f"{'total':<16}{prof.total_params:>14,}{prof.total_flops / 1e9:>10.3f}{prof.macs / 1e9:>9.3f}")
+        print(f"{'inference':<16}{'':>14}{prof.inference_flops / 1e9:>10.3f}{prof.inference_flops / 2e9:>9.3f}")
+
+    if "dct" not in skip:
+        d = bench_dct(args, device)
+        side = args.size // 4
+        print(f"\n## Block-DCT high-pass, forward + backward, [{args.batch}, {args.dct_channels}, {side}, {side}]")
+        for form, t in d.items():
+            print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
+
+    if "step" not in skip:
+        step_h = hilif_step_fn(args, device)
+        step_b = backbones_step_fn(args, device)
+        # interleave so that machine-load drifts hit both sides alike
+        th, tb = [], []
+        for _ in range(args.warmup):
+            step_h()
+            step_b()
+        for _ in range(args.repeats):
+            th.append(median_time(step_h, 1, 0, device))
+            tb.append(median_time(step_b, 1, 0, device))
+        mh, mb = statistics.median(th), statistics.median(tb)
+        print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}")
+        print(f"HiLIF                     {mh:8.3f} s   ({args.batch / mh:6.1f} img/s)  all: "
+              + " ".join(f"{t:.3f}" for t in th))
+        print(f"2 x timm {args.backbone:<16} {mb:8.3f} s   ({args.batch / mb:6.1f} img/s)  all: "
+              + " ".join(f"{t:.3f}" for t in tb))
+        print(f"ratio HiLIF / two backbones: {mh / mb:.3f}x (target <= 1.10x)")
+
+    if "memory" not in skip:
+        mem_h = peak_memory_mib("hilif", args, device)
+        mem_b = peak_memory_mib("backbones", args, device)
+        what = "max_memory_allocated" if device.type == "cuda" else "peak RSS growth during 2 steps"
+        print(f"\n## Peak memory of the training step ({what})")
+        print(f"HiLIF            {mem_h:9.0f} MiB")
+        print(f"2 x backbone     {mem_b:9.0f} MiB (steps run one after the other, so about one backbone's peak)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
