@@ -28,13 +28,15 @@ from typing import Any, Callable
 
 from . import schema
 from .datasets import Listing, VideoItem, list_dataset
-from .decode import read_image_sequence, read_video
+from .decode import DecodeError, read_image_sequence, read_video
+from .detect import DetectorError
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
                     faces_from_video, get_detector)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
 from .write import UnitShardWriter, encode_image, read_videos
 
 __all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "faces_from_sequence",
+           "DecodeError", "DetectorError",
            "ExtractConfig", "ExtractError", "RunResult", "run_extract", "plan_units", "default_out"]
 
 log = logging.getLogger(__name__)
