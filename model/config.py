@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 DFTMAttention = Literal["both", "fem", "fsfm"]
 LEMMode = Literal["local", "token_mix"]
-DCTFormulation = Literal["polyphase", "conv", "unfold"]
+DCTFormulation = Literal["separable", "conv", "unfold"]
 
 #: Stride of cut A (stem + stages 0-1) in every timm EfficientNet; checked again against the real backbone.
 CUT_A_STRIDE = 4
@@ -49,7 +49,7 @@ class HiLIFConfig:
     dct_window: int = 8
     dct_stride: int = 2
     dct_low_cut: int = 2  # f_base zeroes DCT frequencies (u, v) with u + v < dct_low_cut (DC, (0,1), (1,0))
-    dct_formulation: DCTFormulation = "polyphase"  # all three are equal; polyphase is the fast one
+    dct_formulation: DCTFormulation = "separable"  # all three are equal; separable is the fast one
     sa_reduction: int = 7  # coarse self-attention keys/values come from a 7x7 stride-7 conv (eq. 12)
     sa_heads: int = 1
     # --- noise stream ---
@@ -97,7 +97,7 @@ class HiLIFConfig:
     def validate(self) -> None:
         """Raise ValueError naming the broken constraint."""
         choices = {"dftm_attention": ("both", "fem", "fsfm"), "lem_mode": ("local", "token_mix"),
-                   "dct_formulation": ("polyphase", "conv", "unfold")}
+                   "dct_formulation": ("separable", "conv", "unfold")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiLIFConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")

@@ -15,10 +15,13 @@ The operation is linear in F for a given mask, so it has three equal formulation
                   (the reference formulation, used to check the others).
 * ``conv``      - a stride-2 conv with the 64 masked DCT basis images, then a stride-2 transposed conv with the 64
                   basis images (no 64 x #windows intermediate kept for a fold).
-* ``polyphase`` - the default: since windows start every 2 pixels, the whole window operator is, for each of the
-                  2x2 output phases, a fixed 15x15 kernel; one stride-2 conv with 4 output channels (16x16 kernels)
-                  followed by pixel_shuffle computes it. 256 multiply-adds per pixel instead of 2x1024 for ``conv``.
-                  The kernels are a linear function of the mask, rebuilt each forward so that f_w keeps learning.
+* ``separable`` - the default. The 2-D DCT is separable, so the whole operator (padding, windows, mask, inverse,
+                  overlap-add, division) is ``sum_{u,v} m_uv R_u X R_v^T`` where R_u is a fixed n x n matrix: the
+                  1-D "keep only frequency u of every window" operator along one axis. With C_u = sum_v m_uv R_v
+                  that is two dense matmuls per channel (8(H+W) multiply-adds per pixel, GEMM-shaped): about 5x
+                  faster than ``unfold`` for forward + backward on CPU, where the 1-input-channel convolutions of
+                  ``conv`` are slow. (A polyphase single-conv variant, 256 multiply-adds per pixel, was tried and
+                  was 4x slower than this one on CPU.)
 """
 
 from __future__ import annotations
@@ -75,15 +78,32 @@ def block_dct_filter_unfold(x: torch.Tensor, mask: torch.Tensor, window: int = 8
     return out[..., t:t + h, l:l + w].reshape(b, c, h, w)
 
 
+def axis_operators(size: int, window: int = 8, stride: int = 2) -> torch.Tensor:
+    """R [window, size, size] (float64): R[u] @ x keeps only DCT frequency u of every window along one axis of x,
+    with the reflect padding, the overlap-add and the 1/(window/stride) share of the window-count division folded
+    in. The 2-D filter is then sum_{u,v} m_uv R[u] X R[v]^T."""
+    d = dct_matrix(window)
+    lo, hi = _pads(size, window, stride)
+    length = size + lo + hi
+    src = (torch.arange(length) - lo).abs()  # reflect padding as a [length, size] selection matrix
+    src = torch.where(src > size - 1, 2 * (size - 1) - src, src)
+    pad = torch.zeros(length, size, dtype=torch.float64)
+    pad[torch.arange(length), src] = 1.0
+    r = torch.zeros(window, length, length, dtype=torch.float64)
+    for start in range(0, length - window + 1, stride):
+        r[:, start:start + window, start:start + window] += d[:, :, None] * d[:, None, :]
+    return r[:, lo:lo + size, :] @ pad / (window // stride)
+
+
 class BlockDCTHighPass(nn.Module):
     """Block-DCT high-pass of eq. 1 with the fixed mask ``f_base`` and the learnable ``f_w`` (init N(0, 0.1))."""
 
-    def __init__(self, window: int = 8, stride: int = 2, low_cut: int = 2, formulation: str = "polyphase",
-                 learnable: bool = True) -> None:
+    def __init__(self, window: int = 8, stride: int = 2, low_cut: int = 2, formulation: str = "separable",
+                 learnable: bool = True, size: int | None = None) -> None:
         super().__init__()
         if window % stride:
             raise ValueError(f"BlockDCTHighPass: window {window} must be a multiple of stride {stride}")
-        if formulation not in ("polyphase", "conv", "unfold"):
+        if formulation not in ("separable", "conv", "unfold"):
             raise ValueError(f"BlockDCTHighPass: unknown formulation {formulation!r}")
         self.window, self.stride, self.formulation = window, stride, formulation
         self.register_buffer("f_base", high_pass_base(window, low_cut), persistent=False)
@@ -92,32 +112,10 @@ class BlockDCTHighPass(nn.Module):
         d = dct_matrix(window)
         basis = torch.kron(d, d)  # [64 (u,v), 64 (y,x)]
         self.register_buffer("basis", basis.float().reshape(-1, 1, window, window), persistent=False)
-        self.register_buffer("phase_basis", self._phase_basis(basis, window, stride).float(), persistent=False)
-
-    @staticmethod
-    def _phase_basis(basis: torch.Tensor, window: int, stride: int) -> torch.Tensor:
-        """G[(u,v), phase, ky, kx] so that the polyphase kernels are ``einsum('f,fpij->pij', mask, G)``.
-
-        Output pixel p = stride*i + r of phase r is covered by the windows whose offset a = p - start is
-        r, r+stride, ... < window; each contributes sum_f B[f, a] m_f B[f, a + d] to the weight of pixel p + d.
-        Kernel index k = d + (window - 1) + r, so all phases share one stride-`stride` conv of size
-        2*window - 2 + stride whose input is padded by window - 1 on the left.
-        """
-        n = window
-        ksize = 2 * n - 2 + stride
-        count = (n // stride) ** 2
-        b = basis.reshape(n * n, n, n)  # [f, y, x]
-        g = torch.zeros(n * n, stride * stride, ksize, ksize, dtype=basis.dtype)
-        for ry in range(stride):
-            for rx in range(stride):
-                ph = ry * stride + rx
-                for ay in range(ry, n, stride):
-                    for ax in range(rx, n, stride):
-                        # sum over the input positions (by, bx) of this window: d = b - a
-                        ky0 = n - 1 + ry - ay  # kernel index of by = 0
-                        kx0 = n - 1 + rx - ax
-                        g[:, ph, ky0:ky0 + n, kx0:kx0 + n] += b[:, ay, ax, None, None] * b
-        return g / count
+        # R matrices of the expected map size (others are built on the fly): [window, size, size]
+        self.size = size
+        ops = axis_operators(size, window, stride).float() if size else torch.zeros(0)
+        self.register_buffer("axis_ops", ops, persistent=False)
 
     def mask(self) -> torch.Tensor:
         """The 8x8 frequency mask f_base + sigma(f_w)."""
@@ -129,7 +127,7 @@ class BlockDCTHighPass(nn.Module):
             return block_dct_filter_unfold(x, mask, self.window, self.stride)
         if self.formulation == "conv":
             return self._forward_conv(x, mask)
-        return self._forward_polyphase(x, mask)
+        return self._forward_separable(x, mask)
 
     def _forward_conv(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -142,12 +140,19 @@ class BlockDCTHighPass(nn.Module):
         out = out[..., t:t + h, l:l + w] / ((n // s) ** 2)  # every kept pixel lies in exactly (n/s)^2 windows
         return out.reshape(b, c, h, w)
 
-    def _forward_polyphase(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _ops(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        if n == self.size:
+            return self.axis_ops
+        return axis_operators(n, self.window, self.stride).to(device=like.device, dtype=torch.float32)
+
+    def _forward_separable(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        n, s = self.window, self.stride
-        weight = torch.einsum("f,fpij->pij", mask.reshape(-1), self.phase_basis).unsqueeze(1)  # [s*s, 1, k, k]
-        hs, ws = -(-h // s), -(-w // s)
-        xp = F.pad(x.reshape(b * c, 1, h, w), (n - 1, s * ws - w + n - 1, n - 1, s * hs - h + n - 1), mode="reflect")
-        out = F.conv2d(xp, weight.to(xp.dtype), stride=s)  # [BC, s*s, hs, ws]
-        out = F.pixel_shuffle(out, s)[..., :h, :w]
+        k = self.window
+        r_h, r_w = self._ops(h, x), self._ops(w, x)
+        c_w = torch.einsum("uv,vij->uij", mask, r_w)  # C_u = sum_v m_uv R_v along the width
+        # rows: P[(u, h')] = sum_h R_u[h', h] X[h, :]
+        p = torch.matmul(r_h.reshape(k * h, h).to(x.dtype), x.reshape(b * c, h, w))  # [BC, k*H, W]
+        p = p.reshape(b * c, k, h, w).transpose(1, 2).reshape(b * c * h, k * w)  # [(BC, h'), (u, w)]
+        # columns: out[h', w'] = sum_{u, w} P[(u, h'), w] C_u[w', w]
+        out = p @ c_w.transpose(1, 2).reshape(k * w, w).to(p.dtype)
         return out.reshape(b, c, h, w)

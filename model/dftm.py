@@ -137,12 +137,12 @@ class DFTM(nn.Module):
     """
 
     def __init__(self, channels: int, patch_sizes: tuple[int, ...], attention: str = "both", lem_mode: str = "local",
-                 dct_window: int = 8, dct_stride: int = 2, dct_low_cut: int = 2, dct_formulation: str = "polyphase",
-                 sa_reduction: int = 7, sa_heads: int = 1) -> None:
+                 dct_window: int = 8, dct_stride: int = 2, dct_low_cut: int = 2, dct_formulation: str = "separable",
+                 sa_reduction: int = 7, sa_heads: int = 1, feature_size: int | None = None) -> None:
         super().__init__()
         if attention not in ("both", "fem", "fsfm"):
             raise ValueError(f"DFTM: unknown attention {attention!r}")
-        self.highpass = BlockDCTHighPass(dct_window, dct_stride, dct_low_cut, dct_formulation)
+        self.highpass = BlockDCTHighPass(dct_window, dct_stride, dct_low_cut, dct_formulation, size=feature_size)
         self.fem = FrequencyEnhance(channels, patch_sizes, lem_mode) if attention in ("both", "fem") else None
         self.fsfm = FrequencySpatialFusion(channels, patch_sizes, lem_mode) if attention in ("both", "fsfm") else None
         branches = 2 if attention == "both" else 1

@@ -74,7 +74,8 @@ class HiLIF(nn.Module):
         self.dftm: DFTM | None = None
         if cfg.dftm:
             self.dftm = DFTM(ch["a"], cfg.lem_patch_sizes, cfg.dftm_attention, cfg.lem_mode, cfg.dct_window,
-                             cfg.dct_stride, cfg.dct_low_cut, cfg.dct_formulation, cfg.sa_reduction, cfg.sa_heads)
+                             cfg.dct_stride, cfg.dct_low_cut, cfg.dct_formulation, cfg.sa_reduction, cfg.sa_heads,
+                             feature_size=cfg.img_size // self.rgb.strides["a"])
         self.ddafm: nn.ModuleDict | None = None
         if cfg.ddafm:
             self.ddafm = nn.ModuleDict({k: DDAFM(ch[k], cfg.msca, cfg.msca_hidden) for k in ("b", "c")})

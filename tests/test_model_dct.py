@@ -30,12 +30,12 @@ def test_paper_sigma_is_the_papers_formula() -> None:
 
 
 @pytest.mark.parametrize("size", [(16, 16), (24, 20), (15, 17)])
-@pytest.mark.parametrize("formulation", ["conv", "polyphase"])
+@pytest.mark.parametrize("formulation", ["conv", "separable"])
 def test_conv_formulations_equal_unfold(size: tuple[int, int], formulation: str) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, *size, requires_grad=True)
     ref_mod = BlockDCTHighPass(formulation="unfold")
-    mod = BlockDCTHighPass(formulation=formulation)
+    mod = BlockDCTHighPass(formulation=formulation, size=16)  # cached operators for 16, built on the fly otherwise
     with torch.no_grad():
         ref_mod.f_w.copy_(torch.randn(8, 8))  # a mask far from f_base, so every coefficient matters
         mod.f_w.copy_(ref_mod.f_w)
@@ -58,7 +58,7 @@ def test_unfold_reference_with_all_pass_mask_is_identity() -> None:
     assert torch.allclose(out, x, atol=1e-10)
 
 
-@pytest.mark.parametrize("formulation", ["unfold", "conv", "polyphase"])
+@pytest.mark.parametrize("formulation", ["unfold", "conv", "separable"])
 def test_high_pass_removes_a_constant_map_and_keeps_fine_detail(formulation: str) -> None:
     mod = BlockDCTHighPass(formulation=formulation)
     with torch.no_grad():
@@ -68,6 +68,14 @@ def test_high_pass_removes_a_constant_map_and_keeps_fine_detail(formulation: str
     checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1.0  # highest frequency
     out = mod(checker.expand(1, 2, 16, 16))
     assert torch.allclose(out, checker.expand(1, 2, 16, 16), atol=1e-4)  # passes unchanged
+
+
+def test_separable_operators_fold_in_padding_windows_and_count() -> None:
+    from hilif.model.dct import axis_operators
+
+    r = axis_operators(12)
+    # the 8 single-frequency operators add up to the identity (all-pass mask along one axis)
+    assert torch.allclose(r.sum(dim=0), torch.eye(12, dtype=r.dtype), atol=1e-12)
 
 
 def test_f_w_receives_gradient() -> None:
