@@ -139,6 +139,23 @@ def read_video(path: str | Path, num_frames: int, backend: str = "auto") -> Deco
     return read_pyav(path, num_frames)
 
 
+def read_frames_at(path: str | Path, indices: Sequence[int], backend: str = "decord") -> list[np.ndarray]:
+    """The frames at ``indices`` (valid indices of a video already opened by :func:`read_video`)."""
+    path = Path(path)
+    if not indices:
+        return []
+    if backend == "decord":
+        import decord
+
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        return [np.ascontiguousarray(f) for f in vr.get_batch(list(indices)).asnumpy()]
+    got, _ = _pyav_decode(path, indices)
+    missing = [i for i in indices if i not in got]
+    if missing:
+        raise DecodeError(f"{path}: frames {missing[:5]} do not decode")
+    return [got[i] for i in indices]
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -185,6 +202,12 @@ def read_image_sequence(frames: Sequence[str], num_frames: int, archive: str | N
             raise DecodeError(f"{archive}: {len(idx) - len(got)} sampled frames missing from the archive")
         imgs = [got[i] for i in idx]
     return DecodedFrames(imgs, idx, len(frames), 0.0, "images")
+
+
+def read_sequence_at(frames: Sequence[str], indices: Sequence[int], archive: str | None = None) -> list[np.ndarray]:
+    """Images at ``indices`` of an image sequence (files, or members of ``archive``)."""
+    sub = [frames[i] for i in indices]
+    return read_image_sequence(sub, len(sub), archive=archive).frames if sub else []
 
 
 def image_bytes_to_array(data: bytes) -> np.ndarray:

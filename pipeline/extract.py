@@ -31,7 +31,7 @@ from .datasets import Listing, VideoItem, list_dataset
 from .decode import DecodeError, read_image_sequence, read_video
 from .detect import DetectorError
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
-                    faces_from_video, get_detector)
+                    faces_from_video, get_detector, sequence_fetch, video_fetch)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
 from .write import UnitShardWriter, encode_image, read_videos
 
@@ -162,11 +162,13 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
     t0 = time.perf_counter()
     if it.frames is not None:
         decoded = read_image_sequence(list(it.frames), task.num_frames, archive=it.archive)
+        fetch = sequence_fetch(list(it.frames), it.archive)
     else:
         decoded = read_video(it.path, task.num_frames, backend=task.face.decode_backend)
+        fetch = video_fetch(it.path, decoded)
     report("detect")
     t1 = time.perf_counter()
-    vf = faces_from_frames(decoded, task.face, task.num_frames)
+    vf = faces_from_frames(decoded, task.face, task.num_frames, fetch=fetch)
     samples: list[tuple[schema.SampleMeta, bytes]] = []
     for i, face in enumerate(vf.faces):
         meta = schema.SampleMeta(

@@ -11,13 +11,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from . import schema
 from .align import align_face
-from .decode import DecodedFrames, read_image, read_image_sequence, read_video
+from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
 from .detect import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
 from .track import SubjectTracker
@@ -36,6 +36,7 @@ class FaceConfig:
     model_dir: str | None = None  # insightface model folder (default ~/.insightface/models/buffalo_l)
     upsample: str | int = "auto"  # dlib: "auto" (only where a frame needs it) or a fixed dlib upsample
     track: bool = True  # search near the subject's last box first (dlib: faster)
+    probe: int = 4  # a sampled frame without the subject: try up to this many neighbouring frames first
     decode_backend: str = "auto"  # auto (decord, PyAV fallback) / decord / pyav
 
     def validate(self) -> None:
@@ -96,12 +97,63 @@ def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: 
     return out
 
 
+def probe_indices(pos: int, indices: Sequence[int], frame_count: int, limit: int) -> list[int]:
+    """Unsampled frames around ``indices[pos]``, nearest first (earlier on ties), at most ``limit``.
+
+    They stay strictly inside the midpoints to the neighbouring samples, so a probe never
+    takes a frame that is closer to another sample.
+    """
+    t = indices[pos]
+    lo = (indices[pos - 1] + t) // 2 + 1 if pos > 0 else 0
+    hi = (t + indices[pos + 1] - 1) // 2 if pos + 1 < len(indices) else frame_count - 1
+    out: list[int] = []
+    d = 1
+    while len(out) < limit and (t - d >= lo or t + d <= hi):
+        for c in (t - d, t + d):
+            if lo <= c <= hi and len(out) < limit:
+                out.append(c)
+        d += 1
+    return out
+
+
+Fetch = Callable[[list[int]], list[np.ndarray]]
+
+
+def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetector, fetch: Fetch,
+           limit: int) -> dict[int, tuple[int, np.ndarray, Detection]]:
+    """For sampled frames without the subject: the nearest neighbouring frame that has it."""
+    hits = [i for i, d in enumerate(found) if d is not None]
+    holes = [i for i, d in enumerate(found) if d is None]
+    if not hits or not holes or limit <= 0:
+        return {}
+    cands = {p: probe_indices(p, decoded.indices, decoded.frame_count, limit) for p in holes}
+    wanted = sorted({i for c in cands.values() for i in c})
+    try:
+        frames = dict(zip(wanted, fetch(wanted)))
+    except Exception as exc:  # e.g. a tail the container lists but cannot decode: keep sampled frames only
+        log.debug("probing frames %s failed: %s", wanted[:8], exc)
+        return {}
+    out: dict[int, tuple[int, np.ndarray, Detection]] = {}
+    for p in holes:
+        ref = found[min(hits, key=lambda j: (abs(j - p), j))]
+        assert ref is not None
+        for fi in cands[p]:
+            tracker = SubjectTracker(last=ref)  # the subject as seen in the nearest sampled frame
+            d = tracker.pick(det.detect_near(frames[fi], ref.box)) or tracker.pick(det.detect(frames[fi]))
+            if d is not None:
+                out[p] = (fi, frames[fi], d)
+                break
+    return out
+
+
 def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
-                      detector: FaceDetector | None = None) -> VideoFaces:
+                      detector: FaceDetector | None = None, fetch: Fetch | None = None) -> VideoFaces:
+    """Faces of the followed subject in ``decoded``; ``fetch(indices)`` decodes neighbours for probing."""
     cfg.validate()
     det = detector or get_detector(cfg)
     t0 = time.perf_counter()
     found = detect_subject(decoded.frames, det, track=cfg.track)
+    probed = _probe(decoded, found, det, fetch, cfg.probe) if fetch is not None else {}
     t1 = time.perf_counter()
     pick = nearest_with_face([d is not None for d in found])
     vf = VideoFaces([], [], [], [], [], [], [], 0, decoded.fps, decoded.frame_count, asked=asked,
@@ -110,14 +162,19 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     for pos, src in enumerate(pick):
         if src is None:
             continue
-        d = found[src]
-        assert d is not None
-        if src not in aligned:
-            aligned[src] = align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin)
-        vf.faces.append(aligned[src])
-        vf.frame_indices.append(int(decoded.indices[src]))
+        if pos in probed:  # a neighbouring, unsampled frame
+            frame_index, frame, d = probed[pos]
+            face = align_face(frame, d.landmarks, cfg.size, cfg.margin)
+        else:  # the frame itself, or the nearest sampled frame with the subject
+            d = found[src]
+            assert d is not None
+            if src not in aligned:
+                aligned[src] = align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin)
+            frame_index, face = int(decoded.indices[src]), aligned[src]
+        vf.faces.append(face)
+        vf.frame_indices.append(int(frame_index))
         vf.target_indices.append(int(decoded.indices[pos]))
-        vf.replaced.append(src != pos)
+        vf.replaced.append(int(frame_index) != int(decoded.indices[pos]))
         vf.boxes.append([round(float(v), 2) for v in d.box])
         vf.landmarks.append([[round(float(x), 2), round(float(y), 2)] for x, y in d.landmarks])
         vf.scores.append(round(float(d.score), 4))
@@ -129,13 +186,22 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     return vf
 
 
+def video_fetch(path: str | Path, decoded: DecodedFrames) -> Fetch:
+    """Decodes more frames of ``path`` with the backend that decoded ``decoded``."""
+    return lambda idx: read_frames_at(path, idx, backend=decoded.backend)
+
+
+def sequence_fetch(frames: Sequence[str], archive: str | None) -> Fetch:
+    return lambda idx: read_sequence_at(frames, idx, archive=archive)
+
+
 def faces_from_video(path: str | Path, num_frames: int, cfg: FaceConfig | None = None) -> VideoFaces:
     """Aligned faces of the main subject on ``num_frames`` uniformly sampled frames."""
     cfg = cfg or FaceConfig()
     t0 = time.perf_counter()
     decoded = read_video(path, num_frames, backend=cfg.decode_backend)
     t1 = time.perf_counter()
-    vf = faces_from_frames(decoded, cfg, num_frames)
+    vf = faces_from_frames(decoded, cfg, num_frames, fetch=video_fetch(path, decoded))
     vf.timings["decode"] = t1 - t0
     return vf
 
@@ -147,7 +213,7 @@ def faces_from_sequence(frames: Sequence[str], num_frames: int, cfg: FaceConfig 
     t0 = time.perf_counter()
     decoded = read_image_sequence(frames, num_frames, archive=archive)
     t1 = time.perf_counter()
-    vf = faces_from_frames(decoded, cfg, num_frames)
+    vf = faces_from_frames(decoded, cfg, num_frames, fetch=sequence_fetch(frames, archive))
     vf.timings["decode"] = t1 - t0
     return vf
 

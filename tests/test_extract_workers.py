@@ -158,3 +158,49 @@ def test_tilted_head_found_by_the_rotation_fallback_with_landmarks_in_frame_pixe
     expected = upright[0].landmarks @ m[:, :2].T + m[:, 2]  # where the upright landmarks went
     assert np.abs(found[0].landmarks - expected)[:2].max() < 8  # eyes
     assert np.linalg.norm(found[0].center - (upright[0].center @ m[:, :2].T + m[:, 2])) < 15
+
+
+def test_probe_indices_stay_between_the_neighbouring_samples():
+    from hilif.pipeline.faces import probe_indices
+
+    idx = [5, 15, 25, 35]
+    assert probe_indices(1, idx, 40, 4) == [14, 16, 13, 17]
+    assert probe_indices(0, idx, 40, 20) == [4, 6, 3, 7, 2, 8, 1, 9, 0]  # 10 is as close to 15: not taken
+    assert probe_indices(3, idx, 40, 20) == [34, 36, 33, 37, 32, 38, 31, 39]
+    assert probe_indices(1, [0, 1, 2], 3, 4) == []  # every frame is sampled
+    assert probe_indices(1, idx, 40, 0) == []
+
+
+def _face_video(path: Path, blank: set[int], n: int = 40) -> None:
+    import av
+    import cv2
+    import insightface
+
+    img = cv2.cvtColor(cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")), cv2.COLOR_BGR2RGB)
+    face = cv2.resize(np.ascontiguousarray(img[238:486, 390:639]), (160, 160), interpolation=cv2.INTER_AREA)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 160, 160, "yuv420p"
+        s.options = {"crf": "18"}
+        for i in range(n):
+            f = np.full_like(face, 120) if i in blank else face
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def test_frame_without_face_replaced_by_nearest_frame_with_one(tmp_path):
+    from hilif.pipeline.extract import FaceConfig, faces_from_video
+
+    # 4 samples of 40 frames: 5, 15, 25, 35; frame 15 has no face, its neighbours do
+    _face_video(tmp_path / "a.mp4", blank={15, 14})
+    vf = faces_from_video(tmp_path / "a.mp4", 4, FaceConfig())
+    assert vf.target_indices == [5, 15, 25, 35] and vf.missing == 0
+    assert vf.frame_indices == [5, 16, 25, 35] and vf.replaced == [False, True, False, False]
+    # without probing (or when no neighbour has the face): the nearest sampled frame, earlier on ties
+    vf = faces_from_video(tmp_path / "a.mp4", 4, FaceConfig(probe=0))
+    assert vf.frame_indices == [5, 5, 25, 35] and vf.replaced == [False, True, False, False]
+    _face_video(tmp_path / "b.mp4", blank=set(range(11, 21)))
+    vf = faces_from_video(tmp_path / "b.mp4", 4, FaceConfig())
+    assert vf.frame_indices == [5, 5, 25, 35] and len(vf.faces) == 4
