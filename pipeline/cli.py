@@ -79,6 +79,7 @@ def extract(
     margin: float = typer.Option(1.3, "--margin", help="crop size relative to the ArcFace template"),
     size: int = typer.Option(256, "--size", help="aligned face size in pixels"),
     upsample: str = typer.Option("auto", "--upsample", help="dlib: auto (only where a frame needs it) or a fixed upsample"),
+    probe: int = typer.Option(4, "--probe", help="a sampled frame without the face: neighbouring frames tried before the nearest sampled one"),
     image_format: str = typer.Option("png", "--image-format", help="png (lossless) or jpg"),
     videos_per_shard: int = typer.Option(None, "--videos-per-shard", help="videos per shard (default: about 3200 faces per shard)"),
     workers: int = typer.Option(1, "--workers", "-j", help="worker processes"),
@@ -104,7 +105,7 @@ def extract(
         methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
         frames=_parse_frames(frames),
         face=FaceConfig(detector=detector, margin=margin, size=size, device=device, model_dir=model_dir,
-                        upsample=_parse_upsample(upsample)),
+                        upsample=_parse_upsample(upsample), probe=probe),
         image_ext=image_format, videos_per_shard=videos_per_shard, workers=workers, part=_parse_part(part),
         overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle,
         command=" ".join(["hilif-prep"] + sys.argv[1:]))
@@ -165,6 +166,51 @@ def inspect_cmd(
         console.print(f"contact sheet: {rep.sheet}")
     if rep.problems:
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option(..., "--out", "-o", help="output folder (new or empty; an earlier demo with --overwrite)"),
+    sources: int = typer.Option(16, "--sources", "-n", help="real (source) videos, even, >= 6; pairs = sources / 2"),
+    seconds: float = typer.Option(4.0, "--seconds", "-s", help="length of each video"),
+    seed: int = typer.Option(0, "--seed", help="same seed, same files", min=0),
+    quality: list[str] = typer.Option(["c23", "c40"], "--quality", "-q", help="c23 (CRF 23), c40 (CRF 40) or raw (CRF 0); repeat for several"),
+    fps: int = typer.Option(25, "--fps", min=1),
+    width: int = typer.Option(320, "--width"),
+    height: int = typer.Option(240, "--height"),
+    workers: int = typer.Option(0, "--workers", help="encoding processes (0: one per core, at most 4)", min=0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier demo in --out"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Make the embedded demo dataset: a small FaceForensics++ look-alike, offline (real faces shipped in installed packages)."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .demo import DemoConfig, DemoError, make_demo, split_pairs
+    from .demo_render import FaceSourceError
+
+    setup_logging(verbose)
+    cfg = DemoConfig(out=Path(out), num_sources=sources, seconds=seconds, fps=fps, width=width, height=height,
+                     qualities=tuple(dict.fromkeys(quality)), seed=seed, overwrite=overwrite, workers=workers)
+    try:
+        cfg.validate()
+    except DemoError as exc:
+        raise fail(str(exc)) from None
+    pairs = sum(split_pairs(sources // 2).values())
+    total = sources + 2 * pairs * len(cfg.methods)
+    with Progress(TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("videos", total=total)
+        try:
+            res = make_demo(cfg, on_video=lambda _p: bar.advance(task))
+        except (DemoError, FaceSourceError) as exc:
+            raise fail(str(exc)) from None
+    n = {s: len(p) for s, p in res.splits.items()}
+    typer.echo(f"demo: {len(res.videos)} videos ({', '.join(cfg.qualities)}) in {res.out}; pairs train/val/test "
+               f"{n['train']}/{n['val']}/{n['test']}; {res.seconds:.0f} s")
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ class FaceConfig:
             raise ValueError(f"margin must be positive, got {self.margin}")
         if self.size < 16:
             raise ValueError(f"face size must be at least 16 px, got {self.size}")
+        if self.probe < 0:
+            raise ValueError(f"--probe must be >= 0, got {self.probe}")
 
 
 @dataclass
