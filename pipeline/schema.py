@@ -56,6 +56,19 @@ class SchemaError(ValueError):
     """A shard folder or sample does not follow this format."""
 
 
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a dict: unknown keys ignored (newer writers), missing required ones a SchemaError."""
+    if not isinstance(d, dict):
+        raise SchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    fields = dataclasses.fields(cls)
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.name not in d]
+    if missing:
+        raise SchemaError(f"{where}: lacks {missing}")
+    known = {f.name for f in fields}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
 def sanitize_key_part(text: str) -> str:
     """Make ``text`` safe inside a webdataset key: no dots (they start the extension), no slashes."""
     return _KEY_BAD.sub("-", str(text)).strip("-") or "x"
@@ -127,9 +140,11 @@ class SampleMeta:
 
     @classmethod
     def from_json(cls, data: bytes | str | dict) -> "SampleMeta":
-        d = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            d = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SchemaError(f"sample metadata is not JSON ({exc})") from exc
+        return _from_dict(cls, d, "sample metadata")
 
 
 def encode_sample(meta: SampleMeta, image_bytes: bytes, image_ext: str = DEFAULT_IMAGE_EXT) -> dict[str, Any]:
@@ -161,7 +176,7 @@ def shard_stem(part: int, index: int) -> str:
 
 
 def shard_dir(root: str | os.PathLike, split: str, label: int | str) -> Path:
-    name = LABEL_NAMES[label] if isinstance(label, int) else label
+    name = LABEL_NAMES.get(label, label) if isinstance(label, int) else label
     if name not in LABEL_IDS:
         raise SchemaError(f"label folder must be 'real' or 'fake', got {name!r}")
     return Path(root) / split / name
@@ -205,8 +220,7 @@ class ShardStats:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SchemaError(f"{path}: unreadable shard stats ({exc}); delete it and re-run extract to redo that shard") from exc
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return _from_dict(cls, d, f"{path} (shard stats; delete it and re-run extract to redo that shard)")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -284,12 +298,7 @@ class DatasetInfo:
             d = json.loads(p.read_text())
         except json.JSONDecodeError as exc:
             raise SchemaError(f"{p}: corrupt dataset JSON ({exc}); re-run `hilif-prep extract` to rewrite it") from exc
-        known = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING and f.name not in d]
-        if missing:
-            raise SchemaError(f"{p}: dataset JSON lacks {missing}; re-run `hilif-prep extract`")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return _from_dict(cls, d, f"{p} (dataset JSON; re-run `hilif-prep extract`)")
 
     def count(self, split: str, label: int | str | None = None) -> int:
         per = self.samples.get(split, {})

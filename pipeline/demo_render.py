@@ -1,0 +1,474 @@
+"""Pixels of the embedded demo dataset: face photographs, portraits, camera motion, face-swap fakes.
+
+The faces are real photographs that ship inside installed packages (no download):
+the six faces of insightface's ``t1.jpg``, ``Tom_Hanks_54745.png``, scikit-image's
+astronaut and matplotlib's Grace Hopper. Each becomes a *portrait*: a square crop
+around one face, other faces in the photo blurred away (so a detector sees exactly one
+face), borders padded with a blurred reflection, landmarks from dlib's 68-point
+predictor.
+
+A video is a portrait filmed by a moving camera (smooth pan, zoom, small rotation)
+under drifting light with sensor noise. A fake of target ``t`` and source ``s`` is the
+target's portrait with the source's face warped onto the target's landmarks and
+blended (LAB colour transfer, eroded and feathered hull mask), then filmed by exactly
+the target's camera, light and noise. So a fake differs from its real twin only inside
+the pasted face region: the label is visible in the pixels and nowhere else.
+
+Blend settings are drawn per clip and stay fixed for the whole clip: per-frame changes
+make fakes flicker, and x264 then compresses fakes differently from reals (a codec
+shortcut a detector would learn instead of the forgery).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import transform as sktf
+
+log = logging.getLogger(__name__)
+
+METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+
+# dlib 68-point landmark groups
+JAW = list(range(0, 17))
+BROWS = list(range(17, 27))
+NOSE = list(range(27, 36))
+EYES = list(range(36, 48))
+MOUTH = list(range(48, 68))
+INNER = BROWS + NOSE + EYES + MOUTH
+LOWER = list(range(3, 14)) + list(range(31, 36)) + MOUTH
+
+#: width of the face box in a portrait (px); larger photos are scaled down to it
+PORTRAIT_FACE = 150
+
+
+class FaceSourceError(RuntimeError):
+    """A face photograph the demo needs is missing or unusable."""
+
+
+# --------------------------------------------------------------------------- identities
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One real person: a photo file (found in an installed package) and which face in it."""
+
+    name: str
+    package: str  # the installed package that ships the photo
+    relpath: str  # path inside the package
+    near: tuple[float, float]  # approximate face centre (x, y) in the photo: picks the face
+    grey: bool = False  # a greyscale photo (unlike every other face)
+
+
+#: The identities and the split each one belongs to. Identities never cross splits, so the
+#: test AUC measures generalisation to unseen faces. The greyscale, low-resolution Tom Hanks
+#: is in train: held out, a model has seen nothing like it (AUC 0.64 in design/demo.md).
+IDENTITIES: dict[str, tuple[Identity, ...]] = {
+    "train": (
+        Identity("t1-joey", "insightface", "data/images/t1.jpg", (934, 131)),
+        Identity("t1-monica", "insightface", "data/images/t1.jpg", (320, 220)),
+        Identity("hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", (273, 232)),
+        Identity("astronaut", "skimage", "data/astronaut.png", (220, 121)),
+        Identity("hanks", "insightface", "data/images/Tom_Hanks_54745.png", (51, 71), grey=True),
+    ),
+    "val": (
+        Identity("t1-rachel", "insightface", "data/images/t1.jpg", (121, 336)),
+        Identity("t1-chandler", "insightface", "data/images/t1.jpg", (778, 420)),
+    ),
+    "test": (
+        Identity("t1-lisa", "insightface", "data/images/t1.jpg", (1172, 336)),
+        Identity("t1-ross", "insightface", "data/images/t1.jpg", (503, 348)),
+    ),
+}
+
+
+def package_file(package: str, relpath: str) -> Path | None:
+    """Path of a data file inside an installed package (without importing the package)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / relpath
+    return p if p.is_file() else None
+
+
+def dlib_model_path(name: str) -> Path:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FaceSourceError("face_recognition_models is not installed: pip install face-recognition-models")
+    p = Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    if not p.is_file():
+        raise FaceSourceError(f"{p}: missing; reinstall face-recognition-models")
+    return p
+
+
+def available_identities() -> dict[str, list[Identity]]:
+    """The identities whose photo is installed, per split (optional packages may be absent)."""
+    out: dict[str, list[Identity]] = {}
+    for split, ids in IDENTITIES.items():
+        out[split] = [i for i in ids if package_file(i.package, i.relpath) is not None]
+        for i in ids:
+            if package_file(i.package, i.relpath) is None:
+                log.warning("demo face %s skipped: %s/%s not installed", i.name, i.package, i.relpath)
+    for split in ("val", "test"):
+        if len(out[split]) < 2:
+            raise FaceSourceError(
+                "insightface's data/images/t1.jpg not found: install it with `pip install --no-deps insightface`")
+    if not out["train"]:
+        raise FaceSourceError("no training faces found: install insightface (pip install --no-deps insightface)")
+    return out
+
+
+# --------------------------------------------------------------------------- dlib
+
+
+@lru_cache(maxsize=1)
+def _detector():
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@lru_cache(maxsize=1)
+def _predictor():
+    import dlib
+
+    return dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+
+
+def detect_faces(rgb: np.ndarray, upsample: int = 1, threshold: float = -0.5) -> list[tuple[np.ndarray, float]]:
+    """dlib HOG detections as (box x0 y0 x1 y1, score), best first."""
+    dets, scores, _ = _detector().run(np.ascontiguousarray(rgb), upsample, threshold)
+    out = [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
+    return sorted(out, key=lambda t: -t[1])
+
+
+def landmarks68(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    import dlib
+
+    rect = dlib.rectangle(*[int(round(v)) for v in box])
+    shape = _predictor()(np.ascontiguousarray(rgb), rect)
+    return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+
+
+# --------------------------------------------------------------------------- portraits
+
+
+@dataclass
+class Portrait:
+    """A square crop around one face, ready to be filmed."""
+
+    identity: str
+    flipped: bool
+    image: np.ndarray  # HxWx3 uint8 RGB
+    box: np.ndarray  # face box x0 y0 x1 y1 (dlib, in portrait pixels)
+    lm68: np.ndarray  # 68x2 landmarks in portrait pixels
+
+    @property
+    def face_width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def face_centre(self) -> np.ndarray:
+        # centre of the landmarks: steadier than the box for framing
+        return self.lm68.mean(axis=0)
+
+
+def _big_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """A wide Gaussian blur, computed at reduced resolution (same look, a fraction of the cost)."""
+    h, w = img.shape[:2]
+    f = max(1, min(int(sigma / 3), h // 8, w // 8))
+    if f == 1:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    small = cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / f)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _feather_pad(img: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Pad with a heavily blurred mirror image: no hard edge, and no mirrored face a detector could find."""
+    if max(top, bottom, left, right) <= 0:
+        return img
+    padded = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+    blurred = _big_blur(padded, max(6.0, max(top, bottom, left, right) / 4))
+    h, w = img.shape[:2]
+    inside = np.zeros(padded.shape[:2], np.float32)
+    inside[top:top + h, left:left + w] = 1.0
+    inside = cv2.GaussianBlur(inside, (0, 0), 3.0)
+    inside[top + 6:top + h - 6, left + 6:left + w - 6] = 1.0
+    inside = inside[..., None]
+    return (padded * inside + blurred * (1 - inside)).round().astype(np.uint8)
+
+
+def _blur_faces(img: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+    """Blur other people's faces away (elliptical, feathered) so each video holds one face."""
+    out = img.copy()
+    H, W = img.shape[:2]
+    for b in boxes:
+        w, h = b[2] - b[0], b[3] - b[1]
+        # only the neighbourhood of the face: ellipse plus three feather sigmas
+        m = int(1.5 * w)
+        x0, y0 = max(0, int(b[0]) - m), max(0, int(b[1]) - m)
+        x1, y1 = min(W, int(b[2]) + m), min(H, int(b[3]) + m)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        roi = out[y0:y1, x0:x1]
+        mask = np.zeros(roi.shape[:2], np.float32)
+        centre = (int((b[0] + b[2]) / 2) - x0, int((b[1] + b[3]) / 2 - 0.1 * h) - y0)
+        cv2.ellipse(mask, centre, (int(0.8 * w), int(0.95 * h)), 0, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), 0.15 * w)[..., None]
+        blurred = _big_blur(roi, 0.3 * w).astype(np.float32)
+        out[y0:y1, x0:x1] = (roi * (1 - mask) + blurred * mask).round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@lru_cache(maxsize=8)
+def _load_photo(path: str) -> tuple[np.ndarray, tuple[tuple[tuple[float, ...], float], ...]]:
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    dets = detect_faces(rgb, upsample=1, threshold=-0.5)
+    return rgb, tuple((tuple(b.tolist()), s) for b, s in dets)
+
+
+def make_portrait(identity: Identity, flipped: bool = False) -> Portrait:
+    """Crop, clean and landmark one identity's face (deterministic)."""
+    path = package_file(identity.package, identity.relpath)
+    if path is None:
+        raise FaceSourceError(f"{identity.package}/{identity.relpath}: not installed")
+    rgb, dets = _load_photo(str(path))
+    if not dets:
+        raise FaceSourceError(f"{path}: dlib finds no face")
+    near = np.array(identity.near)
+    boxes = [np.array(b) for b, _ in dets]
+    face = min(boxes, key=lambda b: float(np.linalg.norm((b[:2] + b[2:]) / 2 - near)))
+    others = [b for b in boxes if _iou(b, face) < 0.3]
+    fw = face[2] - face[0]
+    lm = landmarks68(rgb, face)
+    # roll: level the eyes, so every portrait is upright (the frontal detector's comfort zone)
+    eyes = lm[42:48].mean(0) - lm[36:42].mean(0)
+    roll = math.degrees(math.atan2(eyes[1], eyes[0]))
+    # work on a crop big enough for the rotated square; beyond the photo, a blurred mirror
+    half = int(round(2.2 * fw))
+    big = int(math.ceil(half * 1.5))
+    cx, cy = int(round((face[0] + face[2]) / 2)), int(round((face[1] + face[3]) / 2))
+    x0, y0, x1, y1 = cx - big, cy - big, cx + big, cy + big
+    h, w = rgb.shape[:2]
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    img = rgb[sy0:sy1, sx0:sx1]
+    shift = np.array([sx0, sy0, sx0, sy0], float)
+    if others:
+        img = _blur_faces(img, [o - shift for o in others])
+    img = _feather_pad(img, sy0 - y0, y1 - sy1, sx0 - x0, x1 - sx1)
+    # rotate about the face centre, scale big faces down to PORTRAIT_FACE, crop 2*half square
+    scale = min(1.0, PORTRAIT_FACE / fw)
+    size = int(round(2 * half * scale))
+    m = cv2.getRotationMatrix2D((float(cx - x0), float(cy - y0)), roll, scale)
+    m[:, 2] += np.array([size / 2 - (cx - x0), size / 2 - (cy - y0)])
+    img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    if flipped:
+        img = img[:, ::-1]
+    img = np.ascontiguousarray(img)
+    # re-detect on the upright portrait (the face nearest the centre); fall back to the mapped box
+    found = detect_faces(img, upsample=1, threshold=-0.5)
+    if found:
+        box = min((bx for bx, _ in found), key=lambda bx: float(np.linalg.norm((bx[:2] + bx[2:]) / 2 - size / 2)))
+    else:
+        c = size / 2
+        box = np.array([c - fw * scale / 2, c - fw * scale / 2, c + fw * scale / 2, c + fw * scale / 2])
+    return Portrait(identity.name, flipped, img, box, landmarks68(img, box))
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    """How one fake clip is made: fixed for the whole clip."""
+
+    method: str
+    warp: str  # "similarity" or "affine" landmark alignment
+    region: str  # "face" (hull of all 68 points), "inner" (brows, eyes, nose, mouth) or "lower"
+    resolution: float  # the pasted face is rendered at this fraction of full resolution
+    sigma: float  # feathering of the mask, as a fraction of the face width
+    erode: float  # mask erosion, as a fraction of the face width
+    colour: float  # strength of the LAB colour transfer (0 none, 1 full)
+
+
+# per method: warp, region, and ranges (low, high) of resolution, sigma, erode, colour
+_METHOD_RANGES = {
+    "Deepfakes": ("affine", "face", (0.40, 0.60), (0.05, 0.09), (0.05, 0.08), (0.85, 1.0)),
+    "FaceSwap": ("similarity", "face", (0.85, 1.00), (0.012, 0.025), (0.02, 0.04), (0.5, 0.8)),
+    "Face2Face": ("similarity", "inner", (0.65, 0.90), (0.025, 0.05), (0.01, 0.03), (0.8, 1.0)),
+    "NeuralTextures": ("affine", "lower", (0.40, 0.55), (0.025, 0.045), (0.0, 0.02), (0.9, 1.0)),
+}
+
+
+def draw_blend(method: str, rng: np.random.Generator) -> BlendParams:
+    if method not in _METHOD_RANGES:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    warp, region, *ranges = _METHOD_RANGES[method]
+    res, sig, ero, col = (float(rng.uniform(lo, hi)) for lo, hi in ranges)
+    return BlendParams(method, warp, region, res, sig, ero, col)
+
+
+_REGION_POINTS = {"face": list(range(68)), "inner": INNER, "lower": LOWER}
+_ALIGN_POINTS = {"face": list(range(68)), "inner": INNER, "lower": list(range(27, 68))}
+
+
+def _estimate(kind: str, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    cls = sktf.SimilarityTransform if kind == "similarity" else sktf.AffineTransform
+    if hasattr(cls, "from_estimate"):
+        tf = cls.from_estimate(src, dst)
+        if not tf:
+            raise FaceSourceError("landmark alignment failed")
+        return np.asarray(tf.params)
+    tf = cls()
+    if not tf.estimate(src, dst):
+        raise FaceSourceError("landmark alignment failed")
+    return np.asarray(tf.params)
+
+
+def _colour_transfer(src: np.ndarray, ref: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+    """Match src's LAB mean/std inside ``mask`` to ref's (Reinhard et al.), blended by strength."""
+    s = cv2.cvtColor(src, cv2.COLOR_RGB2LAB).astype(np.float32)
+    r = cv2.cvtColor(ref, cv2.COLOR_RGB2LAB).astype(np.float32)
+    m = mask > 0.5
+    ms, ss = s[m].mean(0), s[m].std(0) + 1e-3
+    mr, sr = r[m].mean(0), r[m].std(0) + 1e-3
+    t = (s - ms) / ss * sr + mr
+    out = s * (1 - strength) + t * strength
+    return cv2.cvtColor(out.clip(0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def blend_mask(target: Portrait, p: BlendParams) -> np.ndarray:
+    """The feathered, eroded hull mask of the pasted region (float32 in [0, 1])."""
+    h, w = target.image.shape[:2]
+    hull = cv2.convexHull(target.lm68[_REGION_POINTS[p.region]].astype(np.float32)).astype(np.int32)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255)
+    fw = target.face_width
+    k = int(round(p.erode * fw))
+    if k > 0:
+        mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, p.sigma * fw))
+    return soft
+
+
+def fake_portrait(target: Portrait, source: Portrait, p: BlendParams) -> np.ndarray:
+    """The target portrait with the source's face pasted on by landmark alignment and blending."""
+    h, w = target.image.shape[:2]
+    mask = blend_mask(target, p)
+    # work only inside the mask's bounding box (plus a margin): the rest of the portrait is unchanged
+    ys, xs = np.nonzero(mask > 1e-3)
+    m = int(0.1 * target.face_width) + 4
+    x0, y0 = max(0, xs.min() - m), max(0, ys.min() - m)
+    x1, y1 = min(w, xs.max() + m + 1), min(h, ys.max() + m + 1)
+    idx = _ALIGN_POINTS[p.region]
+    tf = _estimate(p.warp, source.lm68[idx], target.lm68[idx])
+    tf = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ tf  # into box coordinates
+    bw, bh = x1 - x0, y1 - y0
+    warped = cv2.warpAffine(source.image, tf[:2], (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if p.resolution < 0.999:
+        small = cv2.resize(warped, (max(8, round(bw * p.resolution)), max(8, round(bh * p.resolution))),
+                           interpolation=cv2.INTER_AREA)
+        warped = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
+    box_mask = mask[y0:y1, x0:x1]
+    base = target.image[y0:y1, x0:x1]
+    warped = _colour_transfer(warped, base, box_mask, p.colour)
+    a = box_mask[..., None]
+    out = target.image.copy()
+    out[y0:y1, x0:x1] = (warped.astype(np.float32) * a + base.astype(np.float32) * (1 - a)).round().astype(np.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------- camera and light
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A smooth camera path and lighting drift for one clip (drawn once per source video)."""
+
+    face_frac: float  # face width / frame height
+    offset: tuple[float, float]  # face centre offset from frame centre, fraction of width/height
+    pan: tuple[float, float, float, float, float, float]  # amp_x, amp_y (fractions), freq_x, freq_y, phase_x, phase_y
+    zoom: tuple[float, float, float]  # amplitude, frequency, phase
+    rot: tuple[float, float, float]  # amplitude (degrees), frequency, phase
+    gain: tuple[float, float, float, float]  # base, amplitude, frequency, phase
+    tint: tuple[float, float, float]  # per-channel multipliers
+    gradient: tuple[float, float, float]  # amplitude, frequency, phase of a left-right light gradient
+    noise: float  # sensor noise std (grey levels)
+    noise_seed: int
+
+
+def draw_camera(rng: np.random.Generator) -> Camera:
+    u = rng.uniform
+    tau = 2 * math.pi
+    return Camera(
+        face_frac=float(u(0.42, 0.50)),
+        offset=(float(u(-0.06, 0.06)), float(u(-0.05, 0.03))),
+        pan=(float(u(0.02, 0.05)), float(u(0.015, 0.035)), float(u(0.10, 0.30)), float(u(0.10, 0.30)),
+             float(u(0, tau)), float(u(0, tau))),
+        zoom=(float(u(0.03, 0.07)), float(u(0.08, 0.25)), float(u(0, tau))),
+        rot=(float(u(1.5, 4.0)), float(u(0.10, 0.30)), float(u(0, tau))),
+        gain=(float(u(0.9, 1.05)), float(u(0.04, 0.10)), float(u(0.08, 0.25)), float(u(0, tau))),
+        tint=tuple(float(v) for v in u(0.95, 1.05, 3)),  # type: ignore[arg-type]
+        gradient=(float(u(0.03, 0.10)), float(u(0.05, 0.2)), float(u(0, tau))),
+        noise=float(u(0.8, 1.8)),
+        noise_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+def camera_matrix(cam: Camera, portrait: Portrait, t: float, width: int, height: int) -> np.ndarray:
+    """2x3 affine map from portrait pixels to frame pixels at time ``t`` (seconds)."""
+    tau = 2 * math.pi
+    ax, ay, fx, fy, px, py = cam.pan
+    za, zf, zp = cam.zoom
+    ra, rf, rp = cam.rot
+    s = cam.face_frac * height / portrait.face_width * (1 + za * math.sin(tau * zf * t + zp))
+    theta = math.radians(ra * math.sin(tau * rf * t + rp))
+    cx = width * (0.5 + cam.offset[0] + ax * math.sin(tau * fx * t + px))
+    cy = height * (0.5 + cam.offset[1] + ay * math.sin(tau * fy * t + py))
+    c, si = s * math.cos(theta), s * math.sin(theta)
+    fcx, fcy = portrait.face_centre
+    return np.array([[c, -si, cx - (c * fcx - si * fcy)], [si, c, cy - (si * fcx + c * fcy)]], np.float64)
+
+
+def film(image: np.ndarray, portrait: Portrait, cam: Camera, frames: int, fps: float,
+         width: int, height: int) -> list[np.ndarray]:
+    """Render ``frames`` RGB frames of ``image`` (the portrait or its fake) through the camera.
+
+    The motion is computed from ``portrait`` (the target), so a real and its fakes are filmed identically.
+    """
+    noise_rng = np.random.default_rng(cam.noise_seed)
+    xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :, None]
+    tint = np.array(cam.tint, np.float32)[None, None, :]
+    tau = 2 * math.pi
+    out = []
+    for k in range(frames):
+        t = k / fps
+        m = camera_matrix(cam, portrait, t, width, height)
+        f = cv2.warpAffine(image, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        base, amp, freq, ph = cam.gain
+        gain = base + amp * math.sin(tau * freq * t + ph)
+        ga, gf, gp = cam.gradient
+        grad = 1 + ga * math.sin(tau * gf * t + gp) * 2 * xs
+        lit = f.astype(np.float32) * (np.float32(gain) * tint * grad)
+        lit += noise_rng.standard_normal(lit.shape, dtype=np.float32) * np.float32(cam.noise)
+        out.append(lit.round().clip(0, 255).astype(np.uint8))
+    return out
