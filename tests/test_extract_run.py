@@ -24,12 +24,17 @@ METHODS = ["Deepfakes", "FaceSwap"]
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    from hilif.pipeline.demo import DemoConfig, make_demo
+def demo_root(request, tmp_path_factory) -> Path:
+    """The session's small demo (tests/conftest.py) when there is one, else a small demo made here."""
+    try:
+        return request.getfixturevalue("small_demo")
+    except pytest.FixtureLookupError:
+        from hilif.pipeline.demo import DemoConfig, make_demo
 
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    make_demo(DemoConfig(out=out, num_sources=6, seconds=1.2, fps=10, qualities=("c40",), methods=tuple(METHODS), workers=1))
-    return out
+        out = tmp_path_factory.mktemp("demo") / "demo"
+        make_demo(DemoConfig(out=out, num_sources=6, seconds=1.2, fps=10, qualities=("c40",), methods=tuple(METHODS),
+                             workers=1))
+        return out
 
 
 def _cfg(root: Path, out: Path, **kw) -> ExtractConfig:
@@ -232,7 +237,7 @@ def test_broken_inputs_are_recorded_and_the_run_goes_on(demo_root, tmp_path):
     (["extract", "--dataset", "nope", "--root", "."], "unknown dataset"),
     (["extract", "--dataset", "demo", "--root", "ROOT", "--part", "3/2"], "--part"),
     (["extract", "--dataset", "demo", "--root", "ROOT", "--quality", "c41"], "c23, c40"),
-    (["extract", "--dataset", "ffpp", "--root", "ROOT"], "original_sequences/youtube/c23/videos"),
+    (["extract", "--dataset", "ffpp", "--root", "ROOT", "--quality", "raw"], "original_sequences/youtube/raw/videos"),
     (["extract", "--dataset", "demo", "--root", "ROOT", "--quality", "c40", "--detector", "insightface",
       "--model-dir", "NOMODELS"], "--detector dlib"),
     (["extract", "--dataset", "demo", "--root", "ROOT", "--workers", "x"], "--workers"),
