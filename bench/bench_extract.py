@@ -89,17 +89,17 @@ def run_baseline(path: Path, num: int) -> tuple[dict[str, float], list[bool]]:
     return dict(decode=t1 - t0, detect=t2 - t1, align=t3 - t2, write=t4 - t3, total=t4 - t0), [d is not None for d in found]
 
 
-def run_hilif(path: Path, num: int) -> tuple[dict[str, float], list[bool]]:
+def run_hilif(path: Path, num: int, cfg=None) -> tuple[dict[str, float], list[bool]]:
     from hilif.pipeline.decode import read_video
-    from hilif.pipeline.faces import FaceConfig, faces_from_frames, get_detector
+    from hilif.pipeline.faces import FaceConfig, faces_from_frames, get_detector, video_fetch
     from hilif.pipeline.write import encode_image
 
-    cfg = FaceConfig(detector="dlib")
+    cfg = cfg or FaceConfig(detector="dlib")
     det = get_detector(cfg)
     t0 = time.perf_counter()
     decoded = read_video(path, num)
     t1 = time.perf_counter()
-    vf = faces_from_frames(decoded, cfg, num, detector=det)
+    vf = faces_from_frames(decoded, cfg, num, detector=det, fetch=video_fetch(path, decoded))
     t3 = time.perf_counter()
     _ = [encode_image(f) for f in vf.faces]
     t4 = time.perf_counter()
@@ -114,19 +114,30 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--clip", type=Path, default=None, help="use this video instead of the generated clip")
     ap.add_argument("--zoom", type=float, default=1.0, help="shrink the photo: 0.5 gives faces of about 50-80 px")
+    ap.add_argument("--detector", default="dlib", choices=("dlib", "insightface"), help="hilif's detector (baseline: dlib)")
+    ap.add_argument("--model-dir", default=None, help="insightface model folder (buffalo_l)")
+    ap.add_argument("--device", default="auto", help="insightface: auto, cpu or cuda")
     args = ap.parse_args()
+    from hilif.pipeline.detect import DetectorError
+    from hilif.pipeline.faces import FaceConfig, get_detector
+
+    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device)
+    try:
+        get_detector(face_cfg)
+    except DetectorError as exc:
+        raise SystemExit(f"error: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = args.clip or make_clip(Path(tmp) / "clip.mp4", zoom=args.zoom)
         res: dict[str, list[dict[str, float]]] = {"baseline": [], "hilif": []}
         hits: dict[str, list[bool]] = {}
         for _ in range(args.repeats):  # interleaved so both see the same machine load
-            for name, fn in (("baseline", run_baseline), ("hilif", run_hilif)):
+            for name, fn in (("baseline", run_baseline), ("hilif", lambda c, n: run_hilif(c, n, face_cfg))):
                 t, h = fn(clip, args.frames)
                 res[name].append(t)
                 hits[name] = h
     keys = ("decode", "detect", "align", "write", "total")
     med = {n: {k: statistics.median(r[k] for r in rs) for k in keys} for n, rs in res.items()}
-    print(f"clip: {'given' if args.clip else f'10 s 640x480 25 fps CRF 40, zoom {args.zoom}'}; {args.frames} frames; median of {args.repeats}")
+    print(f"hilif detector: {args.detector}; clip: {'given' if args.clip else f'10 s 640x480 25 fps CRF 40, zoom {args.zoom}'}; {args.frames} frames; median of {args.repeats}")
     print(f"{'seconds':>10} " + " ".join(f"{k:>8}" for k in keys) + f" {'frames/s':>9}")
     for n in ("baseline", "hilif"):
         print(f"{n:>10} " + " ".join(f"{med[n][k]:8.3f}" for k in keys) + f" {args.frames / med[n]['total']:9.1f}")
