@@ -41,8 +41,22 @@ def _check_file(path: Path) -> None:
         raise DecodeError(f"{path}: empty file (0 bytes)")
 
 
-def read_decord(path: Path, num_frames: int) -> DecodedFrames:
+_DECORD_QUIET = False
+
+
+def _decord():
+    """decord, with FFmpeg's console messages off (failures are reported in the manifest instead)."""
+    global _DECORD_QUIET
     import decord
+
+    if not _DECORD_QUIET:
+        decord.logging.set_level(decord.logging.QUIET)
+        _DECORD_QUIET = True
+    return decord
+
+
+def read_decord(path: Path, num_frames: int) -> DecodedFrames:
+    decord = _decord()
 
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     n = len(vr)
@@ -145,8 +159,7 @@ def read_frames_at(path: str | Path, indices: Sequence[int], backend: str = "dec
     if not indices:
         return []
     if backend == "decord":
-        import decord
-
+        decord = _decord()
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         return [np.ascontiguousarray(f) for f in vr.get_batch(list(indices)).asnumpy()]
     got, _ = _pyav_decode(path, indices)
