@@ -252,3 +252,35 @@ def test_bad_arguments_exit_2_with_one_line(args, needle, demo_root, tmp_path):
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
     assert not (tmp_path / "o" / schema.MANIFEST_JSONL).exists()
+
+
+def test_wilddeepfake_image_sequences_extract(tmp_path):
+    """Image sequences (unpacked and inside a tar.gz) go through the same workers and shards."""
+    import io
+    import tarfile
+
+    import cv2
+    import insightface
+
+    img = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
+    face = cv2.resize(img[238:486, 390:639], (128, 128), interpolation=cv2.INTER_AREA)
+    frames = [cv2.imencode(".png", np.roll(face, i, axis=1))[1].tobytes() for i in range(5)]
+    root = tmp_path / "wdf"
+    for i, data in enumerate(frames):
+        p = root / "real_train" / "3" / "real" / "21" / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (root / "fake_test").mkdir()
+    with tarfile.open(root / "fake_test" / "9.tar.gz", "w:gz") as tf:
+        for i, data in enumerate(frames):
+            ti = tarfile.TarInfo(f"9/fake/4/{i}.png")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    res = run_extract(ExtractConfig(dataset="wilddeepfake", root=str(root), out=str(tmp_path / "out"),
+                                    frames={"train": 3, "test": 2}))
+    assert not res.failed
+    got = {(r["split"], r["label"], r["video_id"], r["samples"]) for r in res.records}
+    assert got == {("train", 0, "3_21", 3), ("test", 1, "9_4", 2)}
+    metas = [schema.SampleMeta.from_json(s["json"]) for s in _samples(tmp_path / "out")]
+    assert sorted((m.video_id, m.frame_index) for m in metas) == [("3_21", 0), ("3_21", 2), ("3_21", 4), ("9_4", 1), ("9_4", 3)]
+    assert {m.method for m in metas} == {"real", "WildDeepfake"}
