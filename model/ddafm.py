@@ -63,7 +63,10 @@ class MultiScaleChannelAttention(nn.Module):
                   for i in self.scales]
         c = torch.stack(pooled, dim=-1)  # [B, 2C, 3]
         weights = torch.sigmoid(self.mlp(c).squeeze(-1))  # [B, 2C]
-        w_rgb, w_noise = weights[:, :, None, None].chunk(2, dim=1)
+        # contiguous halves: a [B, C, 1, 1] channel slice of [B, 2C, 1, 1] has channels-last-like strides, and the
+        # product would then come out channels_last and drag the rest of both backbones into that layout (whose
+        # depthwise-conv backward is several times slower on CPU).
+        w_rgb, w_noise = (w.contiguous()[:, :, None, None] for w in weights.chunk(2, dim=1))
         return x_rgb * w_rgb + x_rgb, x_noise * w_noise + x_noise
 
 

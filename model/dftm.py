@@ -9,6 +9,13 @@ from torch import nn
 from .dct import BlockDCTHighPass
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``t`` is stored so (and not also plain contiguous), else contiguous_format."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _to_patches(t: torch.Tensor, p: int) -> torch.Tensor:
     """[B, c, H, W] -> [B, (H/p)*(W/p), p*p, c]: the pixels of each non-overlapping p x p patch as tokens."""
     b, c, h, w = t.shape
@@ -68,7 +75,9 @@ class LocalEnhance(nn.Module):
                 raise ValueError(f"LocalEnhance: patch size {p} does not divide the {h}x{w} feature map")
             sl = slice(i * self.group, (i + 1) * self.group)
             outs.append(attend(q[:, sl], k[:, sl], v[:, sl], p))
-        return torch.cat(outs, dim=1)
+        # keep the input's memory layout: reshapes of attention outputs can come back as channels_last-like views,
+        # and a layout change here would propagate through the rest of the backbone (slow depthwise backward on CPU)
+        return torch.cat(outs, dim=1).contiguous(memory_format=memory_format_of(v))
 
     def extra_repr(self) -> str:
         return f"patch_sizes={self.patch_sizes}, mode={self.mode!r}"
@@ -124,7 +133,7 @@ class CoarseSelfAttention(nn.Module):
         q = self.q(x).reshape(b, self.heads, d, h * w).transpose(-1, -2)  # [B, heads, HW, d]
         k, v = self.kv(self.down(x)).reshape(b, 2, self.heads, d, -1).transpose(-1, -2).unbind(1)
         o = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, d]
-        o = o.transpose(-1, -2).reshape(b, c, h, w)
+        o = o.transpose(-1, -2).reshape(b, c, h, w).contiguous(memory_format=memory_format_of(x))  # see LocalEnhance
         return self.proj(o)
 
 

@@ -221,3 +221,14 @@ def test_profile_rows_add_up_and_match_the_model() -> None:
     assert prof.macs == prof.total_flops // 2 and prof.inference_flops < prof.total_flops
     # FLOPs grow with the input size
     assert profile_model(TINY, input_size=96).total_flops > prof.total_flops
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_every_cut_keeps_the_input_memory_format(fmt: torch.memory_format) -> None:
+    # A layout flip inside DFTM or DDAFM silently drags the rest of both backbones into the other layout (seen:
+    # contiguous input -> channels_last from the coarse SA on, with a 3-4x slower depthwise backward on CPU).
+    model = build_model(TINY).to(memory_format=fmt)
+    r, n, levels = model.forward_features(torch.randn(2, 3, 64, 64).contiguous(memory_format=fmt))
+    for k, (a, b) in levels.items():
+        assert a.is_contiguous(memory_format=fmt) and b.is_contiguous(memory_format=fmt), k
+    assert r.is_contiguous(memory_format=fmt) and n.is_contiguous(memory_format=fmt)
