@@ -152,6 +152,9 @@ def base_record(dataset: str, quality: str, it: VideoItem, asked: int = 0) -> di
 
 
 def _init_worker(face: FaceConfig) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: no thread oversubscription inside workers
     get_detector(face)
 
 
