@@ -40,10 +40,16 @@ class MixBlock(nn.Module):
                        self.noise_key(x_noise).reshape(b * c, h, w).transpose(1, 2)], dim=1)  # [BC, 2W, H]
         attention = torch.softmax(torch.bmm(q, k), dim=-1).reshape(b, c, h, h)
         att_noise = x_noise * attention * (2.0 * torch.sigmoid(self.noise_gamma) - 1.0)
-        y_rgb = x_rgb + self.rgb_bn(self.rgb_conv(att_noise))
+        y_rgb = x_rgb + self.rgb_bn(self._depthwise(self.rgb_conv, att_noise))
         att_rgb = x_rgb * attention * (2.0 * torch.sigmoid(self.rgb_gamma) - 1.0)
-        y_noise = x_noise + self.noise_bn(self.noise_conv(att_rgb))
+        y_noise = x_noise + self.noise_bn(self._depthwise(self.noise_conv, att_rgb))
         return y_rgb, y_noise
+
+    @staticmethod
+    def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        # A 1x1 depthwise conv is a per-channel scale; PyTorch's CPU conv runs it as one tiny conv per channel
+        # (hundreds of calls), so apply the conv's own weight as a multiplication instead (same parameters).
+        return x * conv.weight.reshape(1, -1, 1, 1)
 
 
 class MultiScaleChannelAttention(nn.Module):
@@ -57,11 +63,30 @@ class MultiScaleChannelAttention(nn.Module):
         self.scales = tuple(scales)
         self.mlp = nn.Sequential(nn.Linear(len(self.scales), hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
+    @staticmethod
+    def _box_means(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+        """For each i in ``sizes``: the i x i stride-1 average pool with 'same' padding, not counting the padding
+        (= F.avg_pool2d(x, i, 1, i // 2, count_include_pad=False)), all from one integral image with slices only;
+        PyTorch's CPU avg_pool2d was the slowest op of DDAFM."""
+        h, w = x.shape[-2:]
+        integral = F.pad(x.cumsum(2).cumsum(3), (1, 0, 1, 0))  # integral[.., y, x] = sum of x[.., :y, :x]
+        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        means = []
+        for i in sizes:
+            r = i // 2
+            padded = F.pad(integral, (r, r, r, r), mode="replicate")  # clamps the box to the map
+            rows = padded[..., 2 * r + 1:2 * r + 1 + h, :] - padded[..., :h, :]
+            box = rows[..., 2 * r + 1:2 * r + 1 + w] - rows[..., :w]
+            count = (((ys + r + 1).clamp(max=h) - (ys - r).clamp(min=0))[:, None]
+                     * ((xs + r + 1).clamp(max=w) - (xs - r).clamp(min=0))[None, :])
+            means.append(box / count.to(box.dtype))
+        return means
+
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f_a = torch.cat([x_rgb, x_noise], dim=1)
-        pooled = [F.avg_pool2d(f_a, i, stride=1, padding=i // 2, count_include_pad=False).amax(dim=(2, 3))
-                  for i in self.scales]
-        c = torch.stack(pooled, dim=-1)  # [B, 2C, 3]
+        # F_a = concat(F_rgb, F_noise); the pooling is per channel, so each half is pooled without building F_a
+        per_stream = [torch.stack([m.amax(dim=(2, 3)) for m in self._box_means(x, self.scales)], dim=-1)
+                      for x in (x_rgb, x_noise)]
+        c = torch.cat(per_stream, dim=1)  # [B, 2C, 3]: GMP(AvgPool_ixi(F_a)) for i = 3, 5, 7
         weights = torch.sigmoid(self.mlp(c).squeeze(-1))  # [B, 2C]
         # contiguous halves: a [B, C, 1, 1] channel slice of [B, 2C, 1, 1] has channels-last-like strides, and the
         # product would then come out channels_last and drag the rest of both backbones into that layout (whose

@@ -145,3 +145,19 @@ def test_msca_weights_are_per_channel_in_0_1_and_residual() -> None:
 def test_ddafm_without_msca_is_only_the_mixblock() -> None:
     assert DDAFM(4, msca=False).msca is None
     assert isinstance(DDAFM(4).msca, MultiScaleChannelAttention)
+
+
+def test_msca_integral_image_box_means_equal_the_average_pools() -> None:
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, 14, 12)
+    for i, mean in zip((3, 5, 7), MultiScaleChannelAttention._box_means(x, (3, 5, 7))):
+        direct = F.avg_pool2d(x, i, stride=1, padding=i // 2, count_include_pad=False)
+        assert torch.allclose(mean, direct, atol=1e-5)
+
+
+def test_mixblock_depthwise_scale_equals_the_grouped_conv() -> None:
+    mix = MixBlock(5)
+    torch.nn.init.normal_(mix.rgb_conv.weight)
+    x = torch.randn(2, 5, 4, 4)
+    assert torch.allclose(MixBlock._depthwise(mix.rgb_conv, x), mix.rgb_conv(x), atol=1e-6)
