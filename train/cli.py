@@ -113,6 +113,8 @@ def train(
     img_size: Optional[int] = typer.Option(None, help="Input size (default: the preset's)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
+                                       help="NHWC memory format (faster on CUDA and CPU)."),
     workers: int = typer.Option(4, help="Data-loading processes per rank."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Override the epoch length (default: from dataset.json)."),
@@ -135,7 +137,7 @@ def train(
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
             lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []),
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
-            img_size=img_size, compile=compile, precision=precision, workers=workers, resume=resume,
+            img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, resume=resume,
             steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,
             device=device)
     except ValueError as exc:
@@ -144,7 +146,7 @@ def train(
         trainer = Trainer(cfg)
         if dist_util.env_dist_info().is_master and sys.stderr.isatty():
             with RichReporter() as rep:
-                trainer.reporter = rep
+                trainer.reporter, trainer.step_log_level = rep, logging.DEBUG
                 results = trainer.run()
         else:
             results = trainer.run()

@@ -1,6 +1,6 @@
 """The two-stage schedule: stage 1 cross-entropy, stage 2 CE + lambda * L_d from the best stage-1 epoch.
 
-AdamW with a per-stage schedule (cosine by default), bf16 autocast and channels_last on CUDA,
+AdamW with a per-stage schedule (cosine by default), bf16 autocast on CUDA, channels_last,
 optional torch.compile, DDP under torchrun. Model selection uses the validation split only.
 Every epoch appends a row to ``OUT/metrics.jsonl``, redraws ``OUT/plots/curves.png`` and writes
 ``stageN/last.pt`` (and ``best.pt`` when validation AUC improved).
@@ -150,13 +150,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, reporter: Reporter | None = None) -> None:
         self.cfg = cfg
         self.reporter: Reporter = reporter or _NullReporter()
+        self.step_log_level = logging.DEBUG if reporter is not None else logging.INFO  # no progress bar: log steps
         self.out = Path(cfg.out)
         self.info, self.counts = check_data(cfg)
         self.dist, self.device = dist_util.init_distributed(cfg.device)
         self.mcfg = model_config(cfg)
         self.mcfg_dict = self.mcfg.to_dict()
         self.amp = amp_dtype(cfg, self.device)
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        self.channels_last = cfg.channels_last
         self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
                                workers=cfg.workers, steps_override=cfg.steps_per_epoch)
         self.tb = None
@@ -308,8 +309,8 @@ class Trainer:
                 lr = optimizer.param_groups[0]["lr"]
                 self.reporter.step(stage, epoch, n_steps, lv, lr, ips)
                 if cfg.log_every and n_steps % cfg.log_every == 0:
-                    log.debug("stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s", stage, epoch, n_steps,
-                              steps, lv, lr, ips)
+                    log.log(self.step_log_level, "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
+                            stage, epoch, n_steps, steps, lv, lr, ips)
             if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
                 raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
             train_time = time.perf_counter() - t0
