@@ -420,7 +420,7 @@ def draw_camera(rng: np.random.Generator) -> Camera:
     u = rng.uniform
     tau = 2 * math.pi
     return Camera(
-        face_frac=float(u(0.42, 0.50)),
+        face_frac=float(u(0.38, 0.46)),
         offset=(float(u(-0.06, 0.06)), float(u(-0.05, 0.03))),
         pan=(float(u(0.02, 0.05)), float(u(0.015, 0.035)), float(u(0.10, 0.30)), float(u(0.10, 0.30)),
              float(u(0, tau)), float(u(0, tau))),
