@@ -116,6 +116,7 @@ def train(
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
                                        help="NHWC memory format (faster on CUDA and CPU)."),
     workers: int = typer.Option(4, help="Data-loading processes per rank."),
+    threads: Optional[int] = typer.Option(None, help="CPU: torch threads (default: cores left after --workers)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Override the epoch length (default: from dataset.json)."),
     val_max_batches: Optional[int] = typer.Option(None, help="Cap validation batches per epoch (default: whole split)."),
@@ -137,7 +138,7 @@ def train(
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
             lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []),
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
-            img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, resume=resume,
+            img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, threads=threads, resume=resume,
             steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,
             device=device)
     except ValueError as exc:
@@ -219,7 +220,7 @@ def evaluate(
     perturb_level: Optional[list[str]] = typer.Option(None, help="Override levels, e.g. gaussian_noise=5,10."),
     gradcam: int = typer.Option(0, help="Grad-CAM overlays of N faces (DFTM, RGB, noise stream) as PNG grids."),
     batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
+    workers: int = typer.Option(1, help="Data-loading processes."),
     max_batches: Optional[int] = typer.Option(None, help="Evaluate only the first N batches (a quick look)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),

@@ -12,7 +12,7 @@ LR_SCHEDULES = ("cosine", "constant", "linear")
 
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
-                            "log_every", "val_batch_size"})
+                            "log_every", "val_batch_size", "threads"})
 
 
 @dataclass
@@ -43,6 +43,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: bool = True  # NHWC: faster convolutions on CUDA and on CPU (oneDNN) alike
     workers: int = 4  # DataLoader worker processes per rank
+    threads: int | None = None  # CPU only: torch threads; None = cores left after the workers (at least 1)
     shuffle_buffer: int = 2000  # samples per class stream
     resume: bool = False
     steps_per_epoch: int | None = None  # None: derived from dataset.json (every sample of the larger class once)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -192,7 +193,7 @@ class EvalOptions:
     perturb_levels: dict[str, tuple[float, ...]] = field(default_factory=dict)
     gradcam: int = 0
     batch_size: int = 64
-    workers: int = 2
+    workers: int = 1
     device: str = "auto"
     max_batches: int | None = None
 
@@ -206,6 +207,8 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         raise ValueError(f"--split must be one of {schema.SPLITS}")
     conditions = expand_perturbations(opts.perturb, opts.perturb_levels)
     dinfo, device = dist_util.init_distributed(opts.device)
+    if device.type == "cpu":  # leave the loader workers their cores (oversubscribed OpenMP threads crawl)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - opts.workers))
     model, mcfg, ck = load_model(opts.checkpoint, device)
     amp = torch.bfloat16 if device.type == "cuda" else None
     channels_last = True  # as in training: NHWC is faster on CUDA and CPU

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,12 @@ class Trainer:
         self.out = Path(cfg.out)
         self.info, self.counts = check_data(cfg)
         self.dist, self.device = dist_util.init_distributed(cfg.device)
+        if self.device.type == "cpu":
+            # OpenMP threads beyond the free cores (the loader workers take theirs) spin against each other:
+            # on 2 cores, 2 threads + 1 worker made a step 10x slower than 1 thread
+            threads = cfg.threads or max(1, (os.cpu_count() or 1) - cfg.workers)
+            torch.set_num_threads(threads)
+            log.info("CPU: %d torch thread(s), %d loader worker(s)", threads, cfg.workers)
         self.mcfg = model_config(cfg)
         self.mcfg_dict = self.mcfg.to_dict()
         self.amp = amp_dtype(cfg, self.device)
