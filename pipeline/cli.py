@@ -175,7 +175,7 @@ def inspect_cmd(
 def demo_cmd(
     out: str = typer.Option(..., "--out", "-o", help="output folder (new or empty; an earlier demo with --overwrite)"),
     sources: int = typer.Option(16, "--sources", "-n", help="real (source) videos, even, >= 6; pairs = sources / 2"),
-    seconds: float = typer.Option(4.0, "--seconds", "-s", help="length of each video"),
+    seconds: float = typer.Option(3.4, "--seconds", "-s", help="length of each video"),
     seed: int = typer.Option(0, "--seed", help="same seed, same files", min=0),
     quality: list[str] = typer.Option(["c23", "c40"], "--quality", "-q", help="c23 (CRF 23), c40 (CRF 40) or raw (CRF 0); repeat for several"),
     fps: int = typer.Option(25, "--fps", min=1),

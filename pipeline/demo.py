@@ -59,7 +59,7 @@ class DemoConfig:
 
     out: Path
     num_sources: int = 16  # real (source) videos; pairs = num_sources / 2
-    seconds: float = 4.0
+    seconds: float = 3.4  # 85 frames at 25 fps: extract takes 80 per training video
     fps: int = 25
     # 384 = 24 macroblocks: x264's SIMD macroblock-tree code reads uninitialised memory when the
     # width in macroblocks is not a multiple of 8, so only widths that are multiples of 128 px give
