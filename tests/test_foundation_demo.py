@@ -175,6 +175,7 @@ def test_fake_differs_from_its_real_only_in_the_face(small_demo: Path):
             assert d[core].mean() > 2 * d[~near].mean() + 2, p  # and the face itself really changed
 
 
+@pytest.mark.slow  # about 10 s on 2 idle cores (240 dlib detections); essential: keep it in CI
 def test_dlib_finds_a_face_in_95_percent_of_frames(small_demo: Path):
     """Reals and fakes each, both qualities: detection must not fail more often on one label."""
     import dlib
