@@ -252,7 +252,11 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) -> DemoResult:
-    """Make the demo dataset described by ``cfg``; ``on_video(path)`` is called as each clip is done."""
+    """Make the demo dataset described by ``cfg``; ``on_video(path)`` is called as each clip is done.
+
+    With ``workers`` > 1 the clips are encoded in ``spawn``-ed processes: call this from a script under
+    ``if __name__ == "__main__":`` (or pass ``workers=1``).
+    """
     t0 = time.perf_counter()
     cfg.validate()
     cfg.out = Path(cfg.out)
