@@ -138,3 +138,11 @@ def test_detect_on_an_image(run: Path, tmp_path: Path) -> None:
     assert out["kind"] == "image" and len(out["frames"]) == 1 and 0.0 <= out["fake_prob"] <= 1.0
     res = runner.invoke(eval_app, ["detect", str(tmp_path / "none.mp4"), "--checkpoint", str(ck.best_path(run, 2))])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def test_info_prints_parameters_and_flops() -> None:
+    res = runner.invoke(eval_app, ["info", "--preset", "tiny"])
+    assert res.exit_code == 0, res.output
+    assert "noise backbone" in res.output and "MACs" in res.output
+    res = runner.invoke(eval_app, ["info", "--preset", "nonesuch"])
+    assert res.exit_code == 2 and "nonesuch" in res.output

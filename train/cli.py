@@ -288,7 +288,8 @@ def info(
         t.add_row(str(r.name), f"{r.params / 1e6:.3f}M", f"{r.trainable_params / 1e6:.3f}M", f"{r.flops / 1e9:.3f}")
     t.add_row("[bold]total", f"[bold]{prof.total_params / 1e6:.3f}M", "", f"[bold]{prof.total_flops / 1e9:.3f}")
     console.print(t)
-    console.print(f"MACs: {prof.macs / 1e9:.3f} G (FLOPs / 2, torch.utils.flop_counter)")
+    console.print(f"MACs: {prof.macs / 1e9:.3f} G (FLOPs / 2, torch.utils.flop_counter); at inference (without "
+                  f"the stage-2 lrc projections) {prof.inference_flops / 2e9:.3f} GMACs")
 
 
 @eval_app.command()
