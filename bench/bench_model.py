@@ -4,7 +4,8 @@
    backbone training steps (the cost of the two streams alone); ratio HiLIF / (2 x backbone), target <= 1.1.
 2. Block-DCT high-pass: the separable (default) and conv formulations against the unfold one, forward + backward.
 3. Parameters and FLOPs per module (torch.utils.flop_counter).
-4. Peak memory of each training step (CUDA: max_memory_allocated; CPU: peak RSS growth of a fresh child process).
+4. Memory of the training step: activations saved for backward (counted with autograd's saved-tensor hooks, so
+   independent of the allocator) and parameters + gradients + AdamW state; on CUDA also max_memory_allocated.
 
 Medians over --repeats timed steps after --warmup untimed ones. Quick run:
     python bench/bench_model.py --batch 2 --size 128 --backbone efficientnet_b0 --repeats 2
@@ -14,9 +15,6 @@ Full setting of the issue: python bench/bench_model.py   (batch 12, 224, efficie
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import os
-import resource
 import statistics
 import sys
 import time
@@ -88,37 +86,52 @@ def backbones_step_fn(args: argparse.Namespace, device: torch.device) -> Callabl
     return step
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def saved_activations_mib(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> float:
+    """MiB of the tensors autograd keeps for the backward of ``forward()`` (parameters excluded, each storage once):
+    the activation part of a training step's peak memory, independent of the allocator."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(seen.values()) / 2**20
 
 
-def _peak_child(kind: str, args: argparse.Namespace, q: "mp.Queue[float]") -> None:
-    torch.set_num_threads(args.threads)
-    fn = (hilif_step_fn if kind == "hilif" else backbones_step_fn)(args, torch.device("cpu"))
-    before = _rss_bytes()
+def memory_report(args: argparse.Namespace, device: torch.device) -> list[tuple[str, float, float]]:
+    """(name, activations saved for backward in MiB, parameters + gradients + AdamW state in MiB)."""
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.arange(args.batch, device=device) % 2
+    cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
+    model = build_model(cfg).to(device).train()
+    crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
+
+    def hilif_forward() -> torch.Tensor:
+        logits, f_all = model(x, return_lrc=True)
+        return F.cross_entropy(logits, y) + 0.5 * crit(f_all, y)
+
+    net = timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train()
+    rows = []
+    for name, m, fwd in (("HiLIF", model, hilif_forward),
+                         (f"one timm {args.backbone}", net, lambda: F.cross_entropy(net(x), y))):
+        state = 4 * sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20  # weights, grads, 2 moments
+        rows.append((name, saved_activations_mib(m, fwd), state))
+    return rows
+
+
+def cuda_peak_mib(kind: str, args: argparse.Namespace, device: torch.device) -> float:
+    fn = (hilif_step_fn if kind == "hilif" else backbones_step_fn)(args, device)
     fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    q.put((peak - before) / 2**20)
-
-
-def peak_memory_mib(kind: str, args: argparse.Namespace, device: torch.device) -> float:
-    if device.type == "cuda":
-        fn = (hilif_step_fn if kind == "hilif" else backbones_step_fn)(args, device)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
-    ctx = mp.get_context("spawn")  # a fresh process: ru_maxrss is then this step's own peak
-    q = ctx.Queue()
-    p = ctx.Process(target=_peak_child, args=(kind, args, q))
-    p.start()
-    value = q.get()
-    p.join()
-    return value
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def bench_dct(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -194,12 +207,15 @@ def main(argv: list[str] | None = None) -> None:
               f"CPU time {min(ch) / min(cb):.3f}x")
 
     if "memory" not in skip:
-        mem_h = peak_memory_mib("hilif", args, device)
-        mem_b = peak_memory_mib("backbones", args, device)
-        what = "max_memory_allocated" if device.type == "cuda" else "peak RSS growth over the built model, 2 steps, fresh process"
-        print(f"\n## Peak memory of the training step ({what})")
-        print(f"HiLIF            {mem_h:9.0f} MiB")
-        print(f"2 x backbone     {mem_b:9.0f} MiB (steps run one after the other, so about one backbone's peak)")
+        print(f"\n## Memory of the training step, batch {args.batch}")
+        print(f"{'':<30}{'activations MiB':>16}{'params+grads+AdamW MiB':>24}")
+        for name, act, state in memory_report(args, device):
+            print(f"{name:<30}{act:16.0f}{state:24.0f}")
+        print("(activations: tensors saved for backward, counted once per storage; the two plain backbones hold "
+              "twice the one-backbone figures when run together)")
+        if device.type == "cuda":
+            print(f"peak max_memory_allocated: HiLIF {cuda_peak_mib('hilif', args, device):.0f} MiB, "
+                  f"two backbones (one after the other) {cuda_peak_mib('backbones', args, device):.0f} MiB")
     sys.stdout.flush()
 
 

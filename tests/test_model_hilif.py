@@ -232,3 +232,13 @@ def test_every_cut_keeps_the_input_memory_format(fmt: torch.memory_format) -> No
     for k, (a, b) in levels.items():
         assert a.is_contiguous(memory_format=fmt) and b.is_contiguous(memory_format=fmt), k
     assert r.is_contiguous(memory_format=fmt) and n.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("size", [96, 256, 320])
+def test_other_input_sizes_build_and_run(size: int) -> None:
+    cfg = dataclasses.replace(TINY, img_size=size)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        logits, f_all = model(torch.randn(1, 3, size, size), return_lrc=True)
+    assert logits.shape == (1, 2) and f_all.shape[-2:] == (14, 14)
+    assert model.dftm.fem.lem.patch_sizes == cfg.lem_patch_sizes
