@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 #: The small demo built once per test session: 6 source videos (one pair per split), 8 frames of
-#: 320x240 at 10 fps, c23 and c40, all four methods -> 6 reals and 24 fakes per quality.
+#: 384x288 (the default size) at 10 fps, c23 and c40, all four methods -> 6 reals and 24 fakes per quality.
 SMALL_DEMO = dict(num_sources=6, seconds=0.8, fps=10, qualities=("c23", "c40"), seed=0, workers=1)
 
 
