@@ -18,10 +18,10 @@ The operation is linear in F for a given mask, so it has three equal formulation
 * ``separable`` - the default. The 2-D DCT is separable, so the whole operator (padding, windows, mask, inverse,
                   overlap-add, division) is ``sum_{u,v} m_uv R_u X R_v^T`` where R_u is a fixed n x n matrix: the
                   1-D "keep only frequency u of every window" operator along one axis. With C_u = sum_v m_uv R_v
-                  that is two dense matmuls per channel (8(H+W) multiply-adds per pixel, GEMM-shaped): about 5x
+                  that is two dense matmuls per channel (8(H+W) multiply-adds per pixel, GEMM-shaped): about 4-5x
                   faster than ``unfold`` for forward + backward on CPU, where the 1-input-channel convolutions of
                   ``conv`` are slow. (A polyphase single-conv variant, 256 multiply-adds per pixel, was tried and
-                  was 4x slower than this one on CPU.)
+                  was 3-4x slower than this one on CPU.)
 """
 
 from __future__ import annotations
