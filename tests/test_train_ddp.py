@@ -39,7 +39,7 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
         def end_epoch(self, row) -> None: ...
 
     cfg = TrainConfig(shards=shards, out=out, preset="tiny", stage="both", stage1_epochs=1, stage2_epochs=1,
-                      batch_size=4, workers=0, val_batch_size=8, shuffle_buffer=10, device="cpu")
+                      batch_size=4, workers=0, steps_per_epoch=0, val_batch_size=8, shuffle_buffer=10, device="cpu")
     trainer = Trainer(cfg, reporter=Count())
     trainer.run()
     torch.save({"steps": Count.steps, "planned": trainer.plan.steps,

@@ -90,7 +90,8 @@ def test_resume_after_interruption_continues_at_the_right_step(shards: Path, tmp
     # the same command without --resume refuses to overwrite the run
     with pytest.raises(Exception, match="--resume"):
         Trainer(_cfg(shards, cut, stage="1", stage1_epochs=3)).run()
-    (res,) = train(_cfg(shards, cut, stage="1", stage1_epochs=3, resume=True, workers=1))  # workers are runtime-only
+    # runtime-only options (here the validation batch) may change on resume
+    (res,) = train(_cfg(shards, cut, stage="1", stage1_epochs=3, resume=True, val_batch_size=5))
     assert res.epochs_run == 2
     rows = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in rows] == [(0, 2), (1, 4), (2, 6)]
@@ -112,6 +113,9 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
     res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"),
                                     "--train-methods", "NeuralTextures"])
     assert res.exit_code == 2 and "NeuralTextures" in res.output
+    res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "huge", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "huge" in res.output
+    assert not (tmp_path / "o").exists()  # nothing written on bad input
 
 
 def test_eval_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> None:

@@ -93,10 +93,10 @@ def train(
     preset: str = typer.Option("paper", help="Model preset: paper (2x EfficientNet-b4, 224) | demo | tiny."),
     out: Path = typer.Option(Path("runs/hilif"), help="Run folder: checkpoints, metrics.jsonl, plots."),
     stage: str = typer.Option("both", help="1 | 2 | both. Stage 2 starts from OUT/stage1/best.pt."),
-    stage1_epochs: int = typer.Option(20, help="Stage-1 epochs (cross-entropy)."),
-    stage2_epochs: int = typer.Option(20, help="Stage-2 epochs (CE + lambda_d * L_d)."),
-    batch_size: int = typer.Option(12, help="Global batch (split over ranks); half real, half fake."),
-    lr: float = typer.Option(2e-4, help="AdamW learning rate at the start of each stage."),
+    stage1_epochs: Optional[int] = typer.Option(None, help="Stage-1 epochs, cross-entropy (paper: 20)."),
+    stage2_epochs: Optional[int] = typer.Option(None, help="Stage-2 epochs, CE + lambda_d * L_d (paper: 20)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch, split over ranks, half real, half fake (paper: 12)."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate at the start of each stage (paper: 2e-4)."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
     lr_schedule: str = typer.Option("cosine", help="Per stage, per step: cosine (to --min-lr) | linear | constant."),
     min_lr: float = typer.Option(1e-5, help="Final lr of the cosine / linear schedule."),
@@ -115,17 +115,21 @@ def train(
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
                                        help="NHWC memory format (faster on CUDA and CPU)."),
-    workers: int = typer.Option(4, help="Data-loading processes per rank."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading processes per rank (paper preset: 4, demo: 1)."),
     threads: Optional[int] = typer.Option(None, help="CPU: torch threads (default: cores left after --workers)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
-    steps_per_epoch: Optional[int] = typer.Option(None, help="Override the epoch length (default: from dataset.json)."),
+    steps_per_epoch: Optional[int] = typer.Option(
+        None, help="Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40)."),
     val_max_batches: Optional[int] = typer.Option(None, help="Cap validation batches per epoch (default: whole split)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to OUT/tensorboard."),
     seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
     device: str = typer.Option("auto", help="auto | cuda | cpu."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC)."""
+    """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC).
+
+    Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4);
+    --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3, 1 loader worker)."""
     setup_logging(verbose)
     from hilif.train import distributed as dist_util
     from hilif.train.config import TrainConfig
