@@ -135,7 +135,7 @@ def check_data(cfg: TrainConfig) -> tuple[schema.DatasetInfo, tuple[int, int]]:
     if n_real == 0 or n_fake == 0:
         raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
                         f"fake samples; training needs both - extract the train split first")
-    v_real, v_fake = class_counts(info, "val", cfg.train_methods)
+    v_real, v_fake = class_counts(info, "val")  # validation scores the whole val split, whatever --train-methods
     if v_real == 0 or v_fake == 0:
         raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the val split has {v_real} real and {v_fake} fake "
                         f"samples; model selection needs both (never the test split) - extract the val split")
