@@ -76,6 +76,7 @@ def extract(
     detector: str = typer.Option("dlib", "--detector", help="dlib (offline) or insightface (SCRFD)"),
     device: str = typer.Option("auto", "--device", help="insightface: auto, cpu or cuda"),
     model_dir: str = typer.Option(None, "--model-dir", help="insightface model folder (default ~/.insightface/models/buffalo_l)"),
+    det_batch: int = typer.Option(16, "--det-batch", help="insightface: frames per SCRFD run (models with a dynamic batch axis)"),
     margin: float = typer.Option(1.3, "--margin", help="crop size relative to the ArcFace template"),
     size: int = typer.Option(256, "--size", help="aligned face size in pixels"),
     upsample: str = typer.Option("auto", "--upsample", help="dlib: auto (only where a frame needs it) or a fixed upsample"),
@@ -105,7 +106,7 @@ def extract(
         methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
         frames=_parse_frames(frames),
         face=FaceConfig(detector=detector, margin=margin, size=size, device=device, model_dir=model_dir,
-                        upsample=_parse_upsample(upsample), probe=probe),
+                        upsample=_parse_upsample(upsample), probe=probe, det_batch=det_batch),
         image_ext=image_format, videos_per_shard=videos_per_shard, workers=workers, part=_parse_part(part),
         overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle,
         command=" ".join(["hilif-prep"] + sys.argv[1:]))

@@ -268,12 +268,23 @@ class InsightFaceConfig:
     device: str = "auto"
     input_size: int = 640
     threshold: float = 0.5
+    #: frames per onnxruntime run in :meth:`InsightFaceDetector.detect_batch` (models with a dynamic batch axis)
+    batch: int = 16
 
 
 class InsightFaceDetector:
-    """SCRFD (from insightface's model pack) run through onnxruntime."""
+    """SCRFD (from insightface's model pack) run through onnxruntime.
+
+    :meth:`detect` runs insightface's ``SCRFD.detect`` on one frame. :meth:`detect_batch`
+    letterboxes a batch of frames the same way, runs the session once per ``cfg.batch``
+    frames and decodes each image with insightface's ``distance2bbox`` / ``distance2kps``
+    and ``SCRFD.nms`` (same results as :meth:`detect`); a model whose input has a fixed
+    batch size runs frame by frame instead.
+    """
 
     name = "insightface"
+    #: detect_near is the whole-frame detect, so a caller may detect all frames first (in batches)
+    batch_detect = True
 
     def __init__(self, cfg: InsightFaceConfig | None = None) -> None:
         self.cfg = cfg or InsightFaceConfig()
@@ -293,6 +304,13 @@ class InsightFaceDetector:
         size = (self.cfg.input_size, self.cfg.input_size)
         self._det.prepare(0 if self.device == "cuda" else -1, input_size=size, det_thresh=self.cfg.threshold)
         self._size = size
+        if self.cfg.batch < 1:
+            raise DetectorError(f"detector batch must be >= 1, got {self.cfg.batch}")
+        batch_dim = self._det.session.get_inputs()[0].shape[0]
+        #: whether the model takes several images per run (a symbolic/unknown batch axis, not a fixed int)
+        self.dynamic_batch = not isinstance(batch_dim, (int, np.integer)) or int(batch_dim) <= 0
+        if not self.dynamic_batch:
+            log.info("%s: input batch fixed to %s, SCRFD runs one frame per session run", self.model_path, batch_dim)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(frame[:, :, ::-1])
@@ -306,13 +324,95 @@ class InsightFaceDetector:
         return self.detect(frame)  # SCRFD is fast enough over the whole frame
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
-        return [self.detect(f) for f in frames]
+        """All faces in each RGB frame; one session run per ``cfg.batch`` frames when the model allows it."""
+        if not self.dynamic_batch or self.cfg.batch == 1 or len(frames) <= 1:
+            return [self.detect(f) for f in frames]
+        out: list[list[Detection]] = []
+        for i in range(0, len(frames), self.cfg.batch):
+            out += self._run_batch(frames[i:i + self.cfg.batch])
+        return out
+
+    def _letterbox(self, frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+        """``frame`` resized into ``size`` (w, h) keeping its aspect ratio, padded bottom/right with zeros,
+        and the scale: the resize arithmetic of insightface's ``SCRFD._detect_candidates``."""
+        import cv2
+
+        im_ratio = float(frame.shape[0]) / frame.shape[1]
+        if im_ratio > float(size[1]) / size[0]:
+            new_h = size[1]
+            new_w = int(new_h / im_ratio)
+        else:
+            new_w = size[0]
+            new_h = int(new_w * im_ratio)
+        out = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+        out[:new_h, :new_w] = cv2.resize(frame, (new_w, new_h))
+        return out, float(new_h) / frame.shape[0]
+
+    def _anchor_centers(self, height: int, width: int, stride: int) -> np.ndarray:
+        """SCRFD's anchor centres for one feature map, shared with insightface's own cache."""
+        det = self._det
+        key = (height, width, stride)
+        centers = det.center_cache.get(key)
+        if centers is None:
+            centers = (np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+            if det._num_anchors > 1:
+                centers = np.stack([centers] * det._num_anchors, axis=1).reshape(-1, 2)
+            if len(det.center_cache) < 100:
+                det.center_cache[key] = centers
+        return centers
+
+    def _blob(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+        """The NCHW network input of ``frames`` (RGB) and each frame's letterbox scale."""
+        import cv2
+
+        det = self._det
+        size = tuple(det._resolve_input_sizes(self._size)[0])
+        boxed = [self._letterbox(f, size) for f in frames]
+        # insightface feeds BGR and swaps to RGB in the blob; the frames are RGB already, so no swap
+        blob = cv2.dnn.blobFromImages([b for b, _ in boxed], 1.0 / det.input_std, size,
+                                      (det.input_mean,) * 3, swapRB=False)
+        return np.ascontiguousarray(blob, dtype=np.float32), [s for _, s in boxed]
+
+    def _run_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        det = self._det
+        if not det.use_kps:
+            raise DetectorError(f"{self.model_path}: this model gives no keypoints; use det_10g.onnx from buffalo_l")
+        blob, scales = self._blob(frames)
+        outs = det.session.run(det.output_names, {det.input_name: blob})
+        n = len(frames)
+        # batched exports give (N, anchors, C); single-image exports with a free batch axis give (N * anchors, C)
+        per_image = [o if o.ndim == 3 else o.reshape(n, -1, o.shape[-1]) for o in outs]
+        return [self._decode([o[i] for o in per_image], blob.shape[2], blob.shape[3], scales[i]) for i in range(n)]
+
+    def _decode(self, outs: list[np.ndarray], in_h: int, in_w: int, scale: float) -> list[Detection]:
+        """One image's network outputs -> detections in frame pixels (as ``SCRFD.forward`` + ``detect``)."""
+        from insightface.model_zoo.scrfd import distance2bbox, distance2kps
+
+        det, fmc = self._det, self._det.fmc
+        scores_l, boxes_l, kps_l = [], [], []
+        for idx, stride in enumerate(det._feat_stride_fpn):
+            scores = outs[idx]
+            centers = self._anchor_centers(in_h // stride, in_w // stride, stride)
+            pos = np.where(scores >= det.det_thresh)[0]
+            scores_l.append(scores[pos])
+            boxes_l.append(distance2bbox(centers, outs[idx + fmc] * stride)[pos])
+            kps = distance2kps(centers, outs[idx + 2 * fmc] * stride)
+            kps_l.append(kps.reshape(kps.shape[0], -1, 2)[pos])
+        if sum(s.size for s in scores_l) == 0:
+            return []
+        scores = np.vstack(scores_l)
+        order = np.argsort(-scores.ravel(), kind="stable")
+        pre = np.hstack((np.vstack(boxes_l) / scale, scores)).astype(np.float32, copy=False)[order]
+        kpss = (np.vstack(kps_l) / scale)[order]
+        keep = det.nms(pre)
+        return [Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
+                for b, k in zip(pre[keep], kpss[keep])]
 
 
 def make_detector(name: str, *, upsample: str | int = "auto", model_dir: str | None = None,
-                  device: str = "auto") -> FaceDetector:
+                  device: str = "auto", batch: int = 16) -> FaceDetector:
     if name == "dlib":
         return DlibDetector(DlibConfig(upsample=upsample))
     if name == "insightface":
-        return InsightFaceDetector(InsightFaceConfig(model_dir=model_dir, device=device))
+        return InsightFaceDetector(InsightFaceConfig(model_dir=model_dir, device=device, batch=batch))
     raise DetectorError(f"unknown detector {name!r}: use dlib or insightface")

@@ -214,6 +214,7 @@ def run_config(cfg: ExtractConfig, listing: Listing, frames: dict[str, int]) -> 
     """What determines the output; stored in run.json and compared when resuming."""
     face = dataclasses.asdict(cfg.face)
     face.pop("device", None)  # where it runs does not change what is asked
+    face.pop("det_batch", None)  # nor how many frames go through the detector at once
     return {"dataset": listing.dataset, "root": str(Path(listing.root).resolve()), "quality": listing.quality,
             "methods": sorted({it.method for it in listing.items + listing.missing}),
             "frames": frames, "face": face, "image_ext": cfg.image_ext, "videos_per_shard": cfg.videos_per_shard,
