@@ -117,15 +117,20 @@ def main() -> None:
     ap.add_argument("--detector", default="dlib", choices=("dlib", "insightface"), help="hilif's detector (baseline: dlib)")
     ap.add_argument("--model-dir", default=None, help="insightface model folder (buffalo_l)")
     ap.add_argument("--device", default="auto", help="insightface: auto, cpu or cuda")
+    ap.add_argument("--det-batch", type=int, default=16, help="insightface: frames per SCRFD run (1 = per frame)")
     args = ap.parse_args()
     from hilif.pipeline.detect import DetectorError
     from hilif.pipeline.faces import FaceConfig, get_detector
 
-    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device)
+    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device, det_batch=args.det_batch)
     try:
-        get_detector(face_cfg)
+        det = get_detector(face_cfg)
     except DetectorError as exc:
         raise SystemExit(f"error: {exc}")
+    if args.detector == "insightface":
+        batched = getattr(det, "dynamic_batch", False) and args.det_batch > 1
+        print(f"SCRFD {getattr(det, 'model_path', '')} on {getattr(det, 'providers', '?')}: "
+              f"{f'batches of {args.det_batch} frames' if batched else 'one frame per run (fixed-batch model or --det-batch 1)'}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = args.clip or make_clip(Path(tmp) / "clip.mp4", zoom=args.zoom)
         res: dict[str, list[dict[str, float]]] = {"baseline": [], "hilif": []}

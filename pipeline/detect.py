@@ -379,10 +379,22 @@ class InsightFaceDetector:
             raise DetectorError(f"{self.model_path}: this model gives no keypoints; use det_10g.onnx from buffalo_l")
         blob, scales = self._blob(frames)
         outs = det.session.run(det.output_names, {det.input_name: blob})
-        n = len(frames)
+        n, in_h, in_w = blob.shape[0], blob.shape[2], blob.shape[3]
         # batched exports give (N, anchors, C); single-image exports with a free batch axis give (N * anchors, C)
-        per_image = [o if o.ndim == 3 else o.reshape(n, -1, o.shape[-1]) for o in outs]
-        return [self._decode([o[i] for o in per_image], blob.shape[2], blob.shape[3], scales[i]) for i in range(n)]
+        per_image = []
+        for k, o in enumerate(outs):
+            stride = det._feat_stride_fpn[k % det.fmc]
+            anchors = (in_h // stride) * (in_w // stride) * det._num_anchors
+            if o.ndim == 3 and o.shape[:2] == (n, anchors):
+                per_image.append(o)
+            elif o.ndim == 2 and o.shape[0] == n * anchors:
+                per_image.append(o.reshape(n, anchors, o.shape[-1]))
+            else:  # the declared batch axis is not a real one (batch 1 hard-coded inside the graph)
+                log.warning("%s: output %s has shape %s for a batch of %d (expected %d anchors per image); "
+                            "running SCRFD one frame at a time", self.model_path, det.output_names[k], o.shape, n, anchors)
+                self.dynamic_batch = False
+                return [self.detect(f) for f in frames]
+        return [self._decode([o[i] for o in per_image], in_h, in_w, scales[i]) for i in range(n)]
 
     def _decode(self, outs: list[np.ndarray], in_h: int, in_w: int, scale: float) -> list[Detection]:
         """One image's network outputs -> detections in frame pixels (as ``SCRFD.forward`` + ``detect``)."""

@@ -11,8 +11,9 @@ from hilif.pipeline.detect import InsightFaceConfig, InsightFaceDetector
 from test_extract_units import _tiny_scrfd
 
 
-def _with_batch_axis(path: Path, rank3: bool) -> Path:
-    """The tiny SCRFD graph with a free batch axis; outputs (N * anchors, C) or, with ``rank3``, (N, anchors, C)."""
+def _with_batch_axis(path: Path, rank3: bool, shape: tuple[int, ...] = (0, -1, 1)) -> Path:
+    """The tiny SCRFD graph with a free batch axis; outputs (N * anchors, C) or, with ``rank3``, ``shape``
+    (default (N, anchors, C))."""
     import onnx
     from onnx import numpy_helper
 
@@ -23,7 +24,7 @@ def _with_batch_axis(path: Path, rank3: bool) -> Path:
     if rank3:
         for init in model.graph.initializer:
             if init.name == "shp":
-                init.CopyFrom(numpy_helper.from_array(np.array([0, -1, 1], np.int64), "shp"))
+                init.CopyFrom(numpy_helper.from_array(np.array(shape, np.int64), "shp"))
         for out in model.graph.output:
             width = out.type.tensor_type.shape.dim[1].dim_value
             out.type.tensor_type.shape.ClearField("dim")
@@ -108,6 +109,21 @@ def test_fixed_batch_model_runs_frame_by_frame(tmp_path):
     got = det.detect_batch(frames)
     assert all(n == 1 for n in runs)
     _assert_same(got, [det.detect(f) for f in frames])
+
+
+def test_fake_batch_axis_falls_back_to_per_frame(tmp_path, caplog):
+    """A graph that declares a free batch axis but puts every image in one (1, N * anchors, C) output
+    (batch 1 hard-coded inside, like insightface's shipped packs) is noticed and run frame by frame."""
+    _with_batch_axis(_tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=True, shape=(1, -1, 1))
+    det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu", batch=4))
+    assert det.dynamic_batch  # as declared
+    frames = _frames()
+    got = det.detect_batch(frames)
+    assert not det.dynamic_batch and "one frame at a time" in caplog.text
+    _assert_same(got, [det.detect(f) for f in frames])
+    runs = _count_runs(det)
+    det.detect_batch(frames)
+    assert runs == []  # later batches go straight to the per-frame path
 
 
 def test_faces_pipeline_uses_the_batch(tmp_path):
