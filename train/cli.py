@@ -98,6 +98,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Global batch, split over ranks, half real, half fake (paper: 12)."),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate at the start of each stage (paper: 2e-4)."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 lr (default: the same as --lr, as in the paper)."),
     lr_schedule: str = typer.Option("cosine", help="Per stage, per step: cosine (to --min-lr) | linear | constant."),
     min_lr: float = typer.Option(1e-5, help="Final lr of the cosine / linear schedule."),
     warmup_steps: int = typer.Option(0, help="Linear warm-up steps at the start of each stage."),
@@ -138,7 +139,7 @@ def train(
     try:
         cfg = TrainConfig(
             shards=str(shards), out=str(out), preset=preset, stage=stage, stage1_epochs=stage1_epochs,
-            stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, stage2_lr=stage2_lr,
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
             lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []),
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,

@@ -39,6 +39,7 @@ class TrainConfig:
     batch_size: int | None = None  # global batch (split over ranks)
     lr: float | None = None
     weight_decay: float = 1e-2
+    stage2_lr: float | None = None  # None: the same lr as stage 1 (the paper: "the same optimizer and parameters")
     lr_schedule: str = "cosine"  # per stage; the paper gives only the initial lr, the reference code used cosine
     min_lr: float = 1e-5  # end of the cosine / linear schedule (the reference code's eta_min)
     warmup_steps: int = 0

@@ -109,7 +109,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-step schedule within a stage: linear warm-up (optional), then cosine / constant / linear to min_lr."""
     total = max(1, total_steps - cfg.warmup_steps)
-    end = cfg.min_lr / cfg.lr
+    end = cfg.min_lr / optimizer.param_groups[0]["lr"]
     if cfg.lr_schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=cfg.min_lr)
     elif cfg.lr_schedule == "linear":
@@ -241,7 +241,8 @@ class Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lr = cfg.stage2_lr if stage == 2 and cfg.stage2_lr is not None else cfg.lr
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         scheduler = make_scheduler(cfg, optimizer, epochs * steps)
         start_epoch, step, best_auc, best_epoch = 0, 0, -math.inf, -1
 
