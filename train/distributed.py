@@ -37,6 +37,15 @@ def env_dist_info() -> DistInfo:
     return DistInfo()
 
 
+def local_world_size() -> int:
+    """Processes of this job on this machine (torchrun's LOCAL_WORLD_SIZE, SLURM's tasks per node), 1 if alone."""
+    env = os.environ
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        if env.get(name, "").isdigit():
+            return max(1, int(env[name]))
+    return 1
+
+
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun / srun; pick this process's device.
 

@@ -158,7 +158,7 @@ class Trainer:
         if self.device.type == "cpu":
             # OpenMP threads beyond the free cores (the loader workers take theirs) spin against each other:
             # on 2 cores, 2 threads + 1 worker made a step 10x slower than 1 thread
-            per_rank = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            per_rank = (os.cpu_count() or 1) // dist_util.local_world_size()
             threads = cfg.threads or max(1, per_rank - cfg.workers)
             torch.set_num_threads(threads)
             log.info("CPU: %d torch thread(s), %d loader worker(s)", threads, cfg.workers)
