@@ -21,9 +21,8 @@ hilif-prep inspect "$D/shards"
 
 stamp "3/4 two-stage training of the demo preset into $D/run"
 rm -rf "$D/run"
-hilif-train --shards "$D/shards" --preset demo --out "$D/run" --workers 1 \
-  --stage1-epochs "${HILIF_DEMO_STAGE1_EPOCHS:-6}" --stage2-epochs "${HILIF_DEMO_STAGE2_EPOCHS:-2}" \
-  --batch-size "${HILIF_DEMO_BATCH:-32}" --lr "${HILIF_DEMO_LR:-1e-3}"
+# the demo preset carries its CPU recipe (epochs, steps, batch, lr); HILIF_TRAIN_ARGS adds or overrides options
+hilif-train --shards "$D/shards" --preset demo --out "$D/run" ${HILIF_TRAIN_ARGS:-}
 
 stamp "4/4 evaluating the best stage-2 checkpoint on the test split"
 hilif-eval --checkpoint "$D/run/stage2/best.pt" --shards "$D/shards" --split test --out "$D/eval"

@@ -116,6 +116,13 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
     res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "huge", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "huge" in res.output
     assert not (tmp_path / "o").exists()  # nothing written on bad input
+    # ImageNet weights from a file that is not there: the backbone's one-line error, not a traceback
+    res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"),
+                                    "--pretrained", "--backbone-weights", str(tmp_path / "nope.safetensors"),
+                                    "--workers", "0"])
+    assert res.exit_code == 2 and "nope.safetensors" in res.output, res.output
+    errors = [line for line in res.output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in res.output, res.output
 
 
 def test_eval_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> None:

@@ -35,12 +35,13 @@ def setup_logging(verbose: bool) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from hilif.model import BackboneWeightsError
     from hilif.pipeline.schema import SchemaError
     from hilif.train.checkpoint import CheckpointError
     from hilif.train.data import DataError
     from hilif.train.trainer import TrainError
 
-    return (SchemaError, CheckpointError, DataError, TrainError, FileNotFoundError)
+    return (SchemaError, CheckpointError, DataError, TrainError, BackboneWeightsError, FileNotFoundError)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
