@@ -83,32 +83,34 @@ class LocalEnhance(nn.Module):
         return f"patch_sizes={self.patch_sizes}, mode={self.mode!r}"
 
 
-class FrequencyEnhance(nn.Module):
+class _FrequencyGuidedLEM(nn.Module):
+    """Shared body of FEM and FSFM: 1x1-conv Q/K/V projections feeding LEM; Q always from F_H, V always from F.
+
+    The two modules differ only in where K comes from (``key_from_frequency``)."""
+
+    key_from_frequency: bool
+
+    def __init__(self, channels: int, patch_sizes: tuple[int, ...], mode: str = "local") -> None:
+        super().__init__()
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.lem = LocalEnhance(channels, patch_sizes, mode)
+
+    def forward(self, f: torch.Tensor, f_h: torch.Tensor) -> torch.Tensor:
+        return self.lem(self.q(f_h), self.k(f_h if self.key_from_frequency else f), self.v(f))
+
+
+class FrequencyEnhance(_FrequencyGuidedLEM):
     """FEM (eq. 6-7): Q, K = 1x1 conv of F_H; V = 1x1 conv of F; then LEM. Output F_FE."""
 
-    def __init__(self, channels: int, patch_sizes: tuple[int, ...], mode: str = "local") -> None:
-        super().__init__()
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.lem = LocalEnhance(channels, patch_sizes, mode)
-
-    def forward(self, f: torch.Tensor, f_h: torch.Tensor) -> torch.Tensor:
-        return self.lem(self.q(f_h), self.k(f_h), self.v(f))
+    key_from_frequency = True
 
 
-class FrequencySpatialFusion(nn.Module):
+class FrequencySpatialFusion(_FrequencyGuidedLEM):
     """FSFM (eq. 8-9): Q = 1x1 conv of F_H; K, V = 1x1 conv of F; then LEM. Output F_FS."""
 
-    def __init__(self, channels: int, patch_sizes: tuple[int, ...], mode: str = "local") -> None:
-        super().__init__()
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.lem = LocalEnhance(channels, patch_sizes, mode)
-
-    def forward(self, f: torch.Tensor, f_h: torch.Tensor) -> torch.Tensor:
-        return self.lem(self.q(f_h), self.k(f), self.v(f))
+    key_from_frequency = False
 
 
 class CoarseSelfAttention(nn.Module):
