@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hilif.pipeline import demo_render as render
+from hilif.pipeline import schema
 from hilif.pipeline.demo_render import METHODS
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def encode_mp4(frames: Sequence[np.ndarray], path: Path, fps: int, crf: int) -> 
     """H.264 (libx264, yuv420p) in MP4 through PyAV: written to a temporary name, then renamed."""
     import av
 
-    tmp = path.with_name("." + path.name + ".tmp")
+    tmp = schema.tmp_path(path)
     h, w = frames[0].shape[:2]
     with av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -243,9 +244,7 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    schema.atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------- main entry

@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
@@ -221,13 +220,6 @@ def run_config(cfg: ExtractConfig, listing: Listing, frames: dict[str, int]) -> 
             "schema": schema.SCHEMA_VERSION}
 
 
-def _write_unique(path: Path, text: str) -> None:
-    """Atomic write through a temporary name unique to this process (parts may finish together)."""
-    tmp = path.with_name(f"{schema.TMP_PREFIX}{path.name}.{os.getpid()}{schema.TMP_SUFFIX}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
     p = out / RUN_JSON
     if overwrite and out.exists():
@@ -248,7 +240,7 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
         raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); pick another --out or empty it")
     out.mkdir(parents=True, exist_ok=True)
     if not p.is_file():
-        _write_unique(p, json.dumps(conf, sort_keys=True, indent=1))
+        schema.atomic_write_text(p, json.dumps(conf, sort_keys=True, indent=1))
 
 
 def _unit_done(unit: Unit, out: Path) -> bool:
@@ -267,7 +259,7 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
             records += read_videos(u.shard(out))
     for it in sorted(listing.missing, key=lambda it: (schema.SPLITS.index(it.split), it.label, it.sort_key)):
         records.append(dict(base_record(listing.dataset, listing.quality, it), reason="not on disk"))
-    _write_unique(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    schema.atomic_write_text(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     videos: dict[str, dict[str, int]] = {}
     methods: dict[str, dict[str, int]] = {}
     for s in stats:
@@ -283,7 +275,7 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         failed=sum(r["status"] in FAILED for r in records), missing=sum(r["status"] == MISSING for r in records),
         image_ext=cfg.image_ext, face_size=cfg.face.size,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    _write_unique(out / schema.DATASET_JSON, info.to_json())
+    schema.atomic_write_text(out / schema.DATASET_JSON, info.to_json())
     return RunResult(out, records, len(units), done, units_run, info)
 
 

@@ -224,9 +224,12 @@ class ShardStats:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename.
+
+    The temporary name carries the process id: parallel ``--part`` jobs may finish together and rewrite the
+    same manifest or dataset JSON, and must not rename each other's half-written temporary file."""
     path = Path(path)
-    tmp = tmp_path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}{TMP_SUFFIX}")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hilif.pipeline import schema
+
 log = logging.getLogger(__name__)
 
 FORMAT = "hilif-checkpoint"
@@ -120,7 +122,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
         payload["scheduler"] = scheduler.state_dict()
     if with_rng:
         payload["rng"] = rng_state()
-    tmp = path.with_name("." + path.name + ".tmp")
+    tmp = schema.tmp_path(path)
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)
         fh.flush()
