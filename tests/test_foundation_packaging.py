@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,13 @@ def _outside_python(code: str) -> subprocess.CompletedProcess:
     packages are importable, not the checkout's folders)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=120)
+
+
+def _outside_json(code: str):
+    """`_outside_python` for a snippet that prints one JSON value: that value, decoded."""
+    r = _outside_python("import json\n" + code)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 def _script(name: str) -> str:
@@ -45,14 +53,10 @@ def test_import_names_map_to_the_top_level_folders():
 
 
 def test_installed_environment_has_no_bare_model_train_pipeline():
-    r = _outside_python(
-        "import importlib.util as u, json\n"
+    found = _outside_json(
+        "import importlib.util as u\n"
         "print(json.dumps({n: u.find_spec(n) is not None for n in "
         "('hilif.pipeline','hilif.model','hilif.train','pipeline','model','train')}))")
-    assert r.returncode == 0, r.stderr
-    import json
-
-    found = json.loads(r.stdout)
     assert found["hilif.pipeline"] and found["hilif.model"] and found["hilif.train"]
     assert not found["pipeline"] and not found["model"] and not found["train"], found
 
@@ -88,14 +92,10 @@ def test_wheel_holds_only_the_hilif_namespace(tmp_path):
 
 
 def test_console_scripts_are_installed_and_answer_help():
-    r = _outside_python(
-        "import importlib.metadata as md, json\n"
+    assert _outside_json(
+        "import importlib.metadata as md\n"
         "eps = {e.name: e.value for e in md.entry_points(group='console_scripts') if e.name.startswith('hilif-')}\n"
-        "print(json.dumps(eps))")
-    assert r.returncode == 0, r.stderr
-    import json
-
-    assert json.loads(r.stdout) == SCRIPTS
+        "print(json.dumps(eps))") == SCRIPTS
     helps = {}
     for script in SCRIPTS:
         h = subprocess.run([_script(script), "--help"], capture_output=True, text=True, timeout=120)
