@@ -10,11 +10,13 @@
 Medians over --repeats timed steps after --warmup untimed ones. Quick run:
     python bench/bench_model.py --batch 2 --size 128 --backbone efficientnet_b0 --repeats 2
 Full setting of the issue: python bench/bench_model.py   (batch 12, 224, efficientnet_b4; slow on 2 cores)
+On a GPU: python bench/bench_model.py --device cuda --repeats 20 --warmup 5 --modes fp32,bf16-cl,bf16-cl-compile
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -52,17 +54,40 @@ def median_time(fn: Callable[[], None], repeats: int, warmup: int, device: torch
     return statistics.median(times)
 
 
-def hilif_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+#: execution modes of the training step: (autocast dtype or None, channels_last, torch.compile)
+MODES: dict[str, tuple[torch.dtype | None, bool, bool]] = {
+    "fp32": (None, False, False),  # eager fp32, NCHW: the plain baseline
+    "fp32-cl": (None, True, False),
+    "bf16-cl": (torch.bfloat16, True, False),  # hilif-train's default on CUDA
+    "bf16-cl-compile": (torch.bfloat16, True, True),
+}
+
+
+def _prepare(net: torch.nn.Module, x: torch.Tensor, mode: str) -> tuple[Callable[..., torch.Tensor], torch.Tensor]:
+    _, cl, comp = MODES[mode]
+    if cl:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return (torch.compile(net) if comp else net), x
+
+
+def _autocast(device: torch.device, mode: str):
+    dtype = MODES[mode][0]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
     cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
     model = build_model(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-2)
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    fwd, x = _prepare(model, torch.randn(args.batch, 3, args.size, args.size, device=device), mode)
     y = (torch.arange(args.batch, device=device) % 2)
 
     def step() -> None:
-        logits, f_all = model(x, return_lrc=True)
-        loss = F.cross_entropy(logits, y) + 0.5 * crit(f_all, y)
+        with _autocast(device, mode):
+            logits, f_all = fwd(x, return_lrc=True)
+            loss = F.cross_entropy(logits.float(), y) + 0.5 * crit(f_all.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,15 +95,17 @@ def hilif_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[]
     return step
 
 
-def backbones_step_fn(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+def backbones_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
     nets = [timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train() for _ in range(2)]
     opts = [torch.optim.AdamW(n.parameters(), lr=2e-4, weight_decay=1e-2) for n in nets]
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    x0 = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    fwds = [_prepare(n, x0, mode) for n in nets]
     y = (torch.arange(args.batch, device=device) % 2)
 
     def step() -> None:
-        for net, opt in zip(nets, opts):
-            loss = F.cross_entropy(net(x), y)
+        for (fwd, x), opt in zip(fwds, opts):
+            with _autocast(device, mode):
+                loss = F.cross_entropy(fwd(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -159,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dct-channels", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: step,dct,flops,memory")
+    ap.add_argument("--modes", default="fp32", help=f"comma list of training-step modes: {', '.join(MODES)}")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(args.threads)
@@ -184,27 +212,44 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
 
     if "step" not in skip:
-        step_h = hilif_step_fn(args, device)
-        step_b = backbones_step_fn(args, device)
-        # interleave so that machine-load drifts hit both sides alike
-        th, tb, ch, cb = [], [], [], []
-        for _ in range(args.warmup):
-            step_h()
-            step_b()
-        for _ in range(args.repeats):
-            th.append(median_time(step_h, 1, 0, device, ch))
-            tb.append(median_time(step_b, 1, 0, device, cb))
-        mh, mb = statistics.median(th), statistics.median(tb)
-        print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}")
-        print(f"{'':<26}{'wall s':>8}{'img/s':>8}{'CPU s':>8}   all wall times")
-        for name, t, c in (("HiLIF", th, ch), (f"2 x timm {args.backbone}", tb, cb)):
-            m = statistics.median(t)
-            print(f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   "
-                  + " ".join(f"{x:.3f}" for x in t))
-        print(f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
-              f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)")
-        print(f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
-              f"CPU time {min(ch) / min(cb):.3f}x")
+        modes = [m for m in args.modes.split(",") if m]
+        bad = [m for m in modes if m not in MODES]
+        if bad:
+            ap.error(f"unknown --modes {bad}: choose from {', '.join(MODES)}")
+        summary = []
+        for mode in modes:
+            step_h = hilif_step_fn(args, device, mode)
+            step_b = backbones_step_fn(args, device, mode)
+            # interleave so that machine-load drifts hit both sides alike
+            th, tb, ch, cb = [], [], [], []
+            t_warm = time.perf_counter()
+            for _ in range(args.warmup):
+                step_h()
+                step_b()
+            _sync(device)
+            t_warm = time.perf_counter() - t_warm
+            for _ in range(args.repeats):
+                th.append(median_time(step_h, 1, 0, device, ch))
+                tb.append(median_time(step_b, 1, 0, device, cb))
+            mh, mb = statistics.median(th), statistics.median(tb)
+            summary.append((mode, args.batch / mh, args.batch / mb, mh / mb))
+            print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
+                  f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)")
+            print(f"{'':<26}{'wall s':>8}{'img/s':>8}{'CPU s':>8}   all wall times")
+            for name, t, c in (("HiLIF", th, ch), (f"2 x timm {args.backbone}", tb, cb)):
+                m = statistics.median(t)
+                print(f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   "
+                      + " ".join(f"{x:.3f}" for x in t))
+            print(f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
+                  f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)")
+            print(f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
+                  f"CPU time {min(ch) / min(cb):.3f}x")
+            del step_h, step_b
+        if len(summary) > 1:
+            print(f"\n## Modes side by side (training images/s, batch {args.batch}, {device})")
+            print(f"{'mode':<18}{'HiLIF':>10}{'2 x backbone':>14}{'ratio':>8}{'HiLIF vs ' + summary[0][0]:>18}")
+            for mode, ih, ib, r in summary:
+                print(f"{mode:<18}{ih:10.1f}{ib:14.1f}{r:8.3f}{ih / summary[0][1]:17.2f}x")
 
     if "memory" not in skip:
         print(f"\n## Memory of the training step, batch {args.batch}")

@@ -36,10 +36,13 @@ class LocalRelationLoss(nn.Module):
 
     def forward(self, f_all: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         m = local_max_difference(f_all, self.k, self.s, self.n)
-        fake, real = labels == 1, labels == 0
-        if not bool(fake.any()) or not bool(real.any()):
-            return m.sum() * 0.0
-        return F.relu(self.margin - m[fake].mean() + m[real].mean())
+        fake, real = (labels == 1).to(m.dtype), (labels == 0).to(m.dtype)
+        n_fake, n_real = fake.sum(), real.sum()
+        # class means by masked sums: no data-dependent branch or indexing, so no host sync on a GPU and no
+        # graph break under torch.compile; a one-class batch gives exactly 0 (and stays attached to the graph)
+        both = (n_fake > 0) & (n_real > 0)
+        gap = (m * fake).sum() / n_fake.clamp_min(1) - (m * real).sum() / n_real.clamp_min(1)
+        return torch.where(both, F.relu(self.margin - gap), m.sum() * 0.0)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, s={self.s}, n={self.n}, margin={self.margin}"

@@ -122,6 +122,19 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_ste
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[cfg.warmup_steps])
 
 
+def forward_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrc: torch.nn.Module | None,
+                 lambda_d: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training forward: (loss, CE, L_d). Stage 1 passes ``lrc=None`` (CE only); stage 2 adds
+    ``lambda_d * L_d`` on the features the same forward returns. Losses are computed in float32."""
+    if lrc is None:
+        ce = F.cross_entropy(model(x).float(), y)
+        return ce, ce, torch.zeros((), device=x.device)
+    logits, f_all = model(x, return_lrc=True)
+    ce = F.cross_entropy(logits.float(), y)
+    ld = lrc(f_all.float(), y)
+    return ce + lambda_d * ld, ce, ld
+
+
 def set_lrc_trainable(model: torch.nn.Module, trainable: bool) -> None:
     """The constraint loss's 1x1 convs only get gradients in stage 2; freezing them in stage 1 keeps DDP
     free of unused parameters (no find_unused_parameters)."""
@@ -269,7 +282,8 @@ class Trainer:
 
         stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, self.plan.local_batch,
                                      self.plan.batches_per_worker, methods=cfg.train_methods,
-                                     seed=cfg.seed * 1000 + stage, shuffle_buffer=cfg.shuffle_buffer)
+                                     seed=cfg.seed * 1000 + stage, shuffle_buffer=cfg.shuffle_buffer,
+                                     augment=cfg.augment)
         loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
         lrc = None
         if stage == 2:
@@ -290,16 +304,7 @@ class Trainer:
                 x = normalize(batch["image"], self.device, self.channels_last)
                 y = batch["label"].to(self.device, non_blocking=True)
                 with autocast(self.device, self.amp):
-                    if lrc is not None:
-                        logits, f_all = train_model(x, return_lrc=True)
-                        ce = F.cross_entropy(logits.float(), y)
-                        ld = lrc(f_all.float(), y)
-                        loss = ce + cfg.lambda_d * ld
-                    else:
-                        logits = train_model(x)
-                        ce = F.cross_entropy(logits.float(), y)
-                        ld = torch.zeros((), device=self.device)
-                        loss = ce
+                    loss, ce, ld = forward_loss(train_model, x, y, lrc, cfg.lambda_d)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
