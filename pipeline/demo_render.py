@@ -8,11 +8,14 @@ face), borders padded with a blurred reflection, landmarks from dlib's 68-point
 predictor.
 
 A video is a portrait filmed by a moving camera (smooth pan, zoom, small rotation)
-under drifting light with sensor noise. A fake of target ``t`` and source ``s`` is the
-target's portrait with the source's face warped onto the target's landmarks and
-blended (LAB colour transfer, eroded and feathered hull mask), then filmed by exactly
-the target's camera, light and noise. So a fake differs from its real twin only inside
-the pasted face region: the label is visible in the pixels and nowhere else.
+under drifting light with sensor noise. A fake of target ``t`` and source ``s`` is made
+as its FF++ method makes it: Deepfakes and FaceSwap swap identities (the source's face
+warped onto the target's landmarks, LAB colour transfer); Face2Face and NeuralTextures
+reenact (the target's own face re-rendered with a changed pose/expression, at a lower
+rendering resolution and with a small colour error). Either is blended with an eroded,
+feathered hull mask and then filmed by exactly the target's camera, light and noise. So
+a fake differs from its real twin only inside the pasted face region: the label is
+visible in the pixels and nowhere else.
 
 Blend settings are drawn per clip and stay fixed for the whole clip: per-frame changes
 make fakes flicker, and x264 then compresses fakes differently from reals (a codec
@@ -302,21 +305,38 @@ class BlendParams:
     """How one fake clip is made: fixed for the whole clip."""
 
     method: str
-    warp: str  # "similarity" or "affine" landmark alignment
+    warp: str  # "similarity" or "affine" landmark alignment (face swaps); "pose" for reenactment
     region: str  # "face" (hull of all 68 points), "inner" (brows, eyes, nose, mouth) or "lower"
     resolution: float  # the pasted face is rendered at this fraction of full resolution
     sigma: float  # feathering of the mask, as a fraction of the face width
     erode: float  # mask erosion, as a fraction of the face width
     colour: float  # strength of the LAB colour transfer (0 none, 1 full)
+    # reenactment only (Face2Face, NeuralTextures): the target's own face re-rendered with a changed pose/expression
+    # (scale, rotation in degrees, shift x / y as fractions of the face width) and a rendering tint (LAB offsets)
+    pose: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+    tint: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def reenact(self) -> bool:
+        return self.warp == "pose"
 
 
-# per method: warp, region, and ranges (low, high) of resolution, sigma, erode, colour
+#: FF++'s Deepfakes and FaceSwap swap identities: the source's face is warped onto the target. Face2Face and
+#: NeuralTextures are *reenactment*: the target keeps its own identity and only its expression follows the source,
+#: so the fake is the target's own face re-rendered (pose/expression change, rendering resolution, a small colour
+#: error of the renderer) and blended back. Keeping the identity there matters for what a detector learns: with
+#: only identity swaps in a handful of training identities, a model memorises "this face on that head" for
+#: those people instead of the blending traces that carry over to unseen faces.
+#: per method: warp, region, and ranges (low, high) of resolution, sigma, erode, colour
 _METHOD_RANGES = {
     "Deepfakes": ("affine", "face", (0.40, 0.60), (0.05, 0.09), (0.05, 0.08), (0.85, 1.0)),
     "FaceSwap": ("similarity", "face", (0.85, 1.00), (0.012, 0.025), (0.02, 0.04), (0.5, 0.8)),
-    "Face2Face": ("similarity", "inner", (0.65, 0.90), (0.025, 0.05), (0.01, 0.03), (0.8, 1.0)),
-    "NeuralTextures": ("affine", "lower", (0.40, 0.55), (0.025, 0.045), (0.0, 0.02), (0.9, 1.0)),
+    "Face2Face": ("pose", "inner", (0.65, 0.90), (0.025, 0.05), (0.01, 0.03), (0.0, 0.0)),
+    "NeuralTextures": ("pose", "lower", (0.40, 0.55), (0.025, 0.045), (0.0, 0.02), (0.0, 0.0)),
 }
+#: reenactment: |scale - 1|, |rotation| (degrees), |shift| (fraction of the face width), |LAB tint| (L, a and b)
+_POSE_RANGES = ((0.015, 0.04), (0.5, 2.5), (0.01, 0.03))
+_TINT_RANGES = ((2.0, 6.0), (1.0, 4.0), (1.0, 4.0))
 
 
 def draw_blend(method: str, rng: np.random.Generator) -> BlendParams:
@@ -324,7 +344,16 @@ def draw_blend(method: str, rng: np.random.Generator) -> BlendParams:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     warp, region, *ranges = _METHOD_RANGES[method]
     res, sig, ero, col = (float(rng.uniform(lo, hi)) for lo, hi in ranges)
-    return BlendParams(method, warp, region, res, sig, ero, col)
+    if warp != "pose":
+        return BlendParams(method, warp, region, res, sig, ero, col)
+
+    def signed(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi) * rng.choice((-1.0, 1.0)))
+
+    (s, r, d) = _POSE_RANGES
+    pose = (1.0 + signed(*s), signed(*r), signed(*d), signed(*d))
+    tint = tuple(signed(*t) for t in _TINT_RANGES)
+    return BlendParams(method, warp, region, res, sig, ero, col, pose, tint)  # type: ignore[arg-type]
 
 
 _REGION_POINTS = {"face": list(range(68)), "inner": INNER, "lower": LOWER}
@@ -354,6 +383,22 @@ def _colour_transfer(src: np.ndarray, ref: np.ndarray, mask: np.ndarray, strengt
     t = (s - ms) / ss * sr + mr
     out = s * (1 - strength) + t * strength
     return cv2.cvtColor(out.clip(0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def _lab_shift(img: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
+    """Offset an RGB image's LAB channels (OpenCV's 8-bit LAB units): a renderer's small colour error."""
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32) + np.array(tint, np.float32)
+    return cv2.cvtColor(lab.clip(0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def pose_matrix(target: Portrait, pose: tuple[float, float, float, float]) -> np.ndarray:
+    """3x3 similarity about the face centre: scale, rotation (degrees), shift (fractions of the face width)."""
+    scale, rot, dx, dy = pose
+    cx, cy = target.face_centre
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D((float(cx), float(cy)), rot, scale)
+    m[:2, 2] += np.array([dx, dy]) * target.face_width
+    return m
 
 
 def blend_mask(target: Portrait, p: BlendParams) -> np.ndarray:
@@ -386,18 +431,21 @@ def fake_portrait(target: Portrait, source: Portrait, p: BlendParams) -> np.ndar
     m = int(0.1 * target.face_width) + 4
     x0, y0 = max(0, xs.min() - m), max(0, ys.min() - m)
     x1, y1 = min(w, xs.max() + m + 1), min(h, ys.max() + m + 1)
-    idx = _ALIGN_POINTS[p.region]
-    tf = _estimate(p.warp, source.lm68[idx], target.lm68[idx])
+    if p.reenact:  # the target's own face, moved by the new pose/expression (the source's face is not used)
+        tf, image = pose_matrix(target, p.pose), target.image
+    else:
+        idx = _ALIGN_POINTS[p.region]
+        tf, image = _estimate(p.warp, source.lm68[idx], target.lm68[idx]), source.image
     tf = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ tf  # into box coordinates
     bw, bh = x1 - x0, y1 - y0
-    warped = cv2.warpAffine(source.image, tf[:2], (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    warped = cv2.warpAffine(image, tf[:2], (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if p.resolution < 0.999:
         small = cv2.resize(warped, (max(8, round(bw * p.resolution)), max(8, round(bh * p.resolution))),
                            interpolation=cv2.INTER_AREA)
         warped = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
     box_mask = mask[y0:y1, x0:x1]
     base = target.image[y0:y1, x0:x1]
-    warped = _colour_transfer(warped, base, box_mask, p.colour)
+    warped = _lab_shift(warped, p.tint) if p.reenact else _colour_transfer(warped, base, box_mask, p.colour)
     a = box_mask[..., None]
     out = target.image.copy()
     out[y0:y1, x0:x1] = (warped.astype(np.float32) * a + base.astype(np.float32) * (1 - a)).round().astype(np.uint8)

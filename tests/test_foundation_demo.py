@@ -213,6 +213,24 @@ def test_fake_portrait_changes_only_the_blend_region():
     assert areas["lower"] < areas["inner"] < areas["face"]  # methods differ in what they replace
 
 
+def test_reenactment_keeps_the_identity_swaps_do_not():
+    """Face2Face / NeuralTextures re-render the target's own face (the source's face must not leak in);
+    Deepfakes / FaceSwap paste the source's face (a different source gives a different fake)."""
+    ids = demo_render.IDENTITIES
+    target = demo_render.make_portrait(ids["test"][0])
+    src_a = demo_render.make_portrait(ids["val"][0])
+    src_b = demo_render.make_portrait(ids["val"][1])
+    for m in METHODS:
+        p = demo_render.draw_blend(m, np.random.default_rng(3))
+        a = demo_render.fake_portrait(target, src_a, p)
+        b = demo_render.fake_portrait(target, src_b, p)
+        assert not np.array_equal(a, target.image), m  # every method changes the face
+        if m in ("Face2Face", "NeuralTextures"):
+            assert p.reenact and np.array_equal(a, b), m
+        else:
+            assert not p.reenact and not np.array_equal(a, b), m
+
+
 # --------------------------------------------------------------------------- determinism
 
 
