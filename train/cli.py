@@ -109,6 +109,8 @@ def train(
     lrc_n: Optional[int] = typer.Option(None, "--lrc-n", help="Top-N blocks of L_d (preset: 8)."),
     train_methods: Optional[list[str]] = typer.Option(None, "--train-methods",
                                                       help="Fake methods to train on (repeat; default all): Table II."),
+    augment: Optional[str] = typer.Option(
+        None, help="paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: the preset's."),
     backbone_weights: Optional[Path] = typer.Option(None, help="Local ImageNet weights file for the backbones."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="ImageNet backbones (default: the preset's choice)."),
@@ -142,7 +144,7 @@ def train(
             shards=str(shards), out=str(out), preset=preset, stage=stage, stage1_epochs=stage1_epochs,
             stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, stage2_lr=stage2_lr,
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
-            lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []),
+            lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []), augment=augment,
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
             img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, threads=threads, resume=resume,
             steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,

@@ -10,6 +10,10 @@ from typing import Any
 #: Learning-rate schedules within one stage (stepped per optimiser step).
 LR_SCHEDULES = ("cosine", "constant", "linear")
 
+#: Training augmentations: "paper" = random crop + horizontal flip (section V-B); "colour" adds a per-sample
+#: photometric jitter (brightness, contrast, saturation, white balance; hilif.train.data.colour_jitter).
+AUGMENTS = ("paper", "colour")
+
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
                             "log_every", "val_batch_size", "threads"})
@@ -19,9 +23,12 @@ RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard",
 #: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU (about 8 minutes):
 #: 440 steps of 32 faces, a from-scratch b0 needs the higher lr. "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": dict(stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4),
-    "demo": dict(stage1_epochs=8, stage2_epochs=3, batch_size=32, lr=1e-3, steps_per_epoch=40, workers=1),
-    "tiny": dict(stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0),
+    "paper": dict(stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4,
+                  augment="paper"),
+    "demo": dict(stage1_epochs=8, stage2_epochs=3, batch_size=32, lr=1e-3, steps_per_epoch=40, workers=1,
+                 augment="paper"),
+    "tiny": dict(stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0,
+                 augment="paper"),
 }
 
 
@@ -48,6 +55,7 @@ class TrainConfig:
     lrc_s: int | None = None
     lrc_n: int | None = None
     train_methods: list[str] = field(default_factory=list)  # fake methods to train on; empty = all
+    augment: str | None = None  # None: the recipe's; "paper" (crop + flip) or "colour" (+ photometric jitter)
     backbone_weights: str | None = None
     pretrained: bool | None = None  # None: the preset's choice (paper: ImageNet weights)
     img_size: int | None = None  # None: the preset's input size
@@ -77,6 +85,8 @@ class TrainConfig:
             self.steps_per_epoch = None
         if self.stage not in ("1", "2", "both"):
             raise ValueError(f"stage must be 1, 2 or both, got {self.stage!r}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.precision not in ("auto", "bf16", "fp32"):

@@ -32,6 +32,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hilif.pipeline import schema
+from hilif.train.config import AUGMENTS
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ def _resize(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (side, side), interpolation=interp)
 
 
-def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator) -> np.ndarray:
-    """The paper's training augmentation: random crop (224 of 256) + horizontal flip."""
+def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator, augment: str = "paper") -> np.ndarray:
+    """The paper's training augmentation: random crop (224 of 256) + horizontal flip; ``augment="colour"`` adds
+    `colour_jitter`."""
     img = _resize(img, face_resize(img_size))
     h, w = img.shape[:2]
     y = int(rng.integers(0, h - img_size + 1))
@@ -96,7 +98,25 @@ def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator) -> n
     img = img[y:y + img_size, x:x + img_size]
     if rng.random() < 0.5:
         img = img[:, ::-1]
+    if augment == "colour":
+        img = colour_jitter(img, rng)
+    elif augment != "paper":
+        raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
     return img
+
+
+def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
+    """Random brightness, contrast and saturation in [1 - strength, 1 + strength] and per-channel gains in
+    [1 - strength / 4, 1 + strength / 4] (white balance), applied to the whole image (never locally: a local
+    change could imitate or hide a blending trace)."""
+    f = img.astype(np.float32)
+    grey = f @ np.array([0.299, 0.587, 0.114], np.float32)
+    b, c, sat = rng.uniform(1 - strength, 1 + strength, 3)
+    gains = rng.uniform(1 - strength / 4, 1 + strength / 4, 3).astype(np.float32)
+    f = grey[..., None] + (f - grey[..., None]) * np.float32(sat)
+    mean = np.float32(grey.mean())
+    f = ((f - mean) * np.float32(c) + mean) * (np.float32(b) * gains)
+    return np.clip(f, 0, 255).round().astype(np.uint8)
 
 
 def center_crop(img: np.ndarray, img_size: int) -> np.ndarray:
@@ -237,7 +257,8 @@ class BalancedTrainStream(IterableDataset):
     """
 
     def __init__(self, root: str | Path, split: str, img_size: int, local_batch: int, batches_per_worker: int,
-                 methods: Sequence[str] = (), seed: int = 0, shuffle_buffer: int = 2000) -> None:
+                 methods: Sequence[str] = (), seed: int = 0, shuffle_buffer: int = 2000,
+                 augment: str = "paper") -> None:
         self.urls = {label: class_shards(root, split, label) for label in (schema.REAL, schema.FAKE)}
         for label, urls in self.urls.items():
             if not urls:
@@ -249,6 +270,9 @@ class BalancedTrainStream(IterableDataset):
         self.methods = frozenset(methods)
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
+        self.augment = augment
         self.epoch = 0
         self.handler = SkipCounter()
 
@@ -277,7 +301,7 @@ class BalancedTrainStream(IterableDataset):
         src = wds.select(self._keep)(src)
         src = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 200),
                           rng=random.Random(_seed(self.seed, self.epoch, rank, worker, label, 2)))(src)
-        decode = _Decoder(self.img_size, train=True, rng=rng)
+        decode = _Decoder(self.img_size, train=True, rng=rng, augment=self.augment)
         src = wds.map(decode, handler=self.handler)(src)
         seen = 0
         for s in src:
@@ -306,13 +330,14 @@ class _Decoder:
     """Raw webdataset sample -> Sample (decode, then train augmentation or centre crop, then optional perturbation)."""
 
     def __init__(self, img_size: int, train: bool, rng: np.random.Generator | None = None,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        self.img_size, self.train, self.rng, self.perturb = img_size, train, rng, perturb
+                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper") -> None:
+        self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
 
     def __call__(self, sample: dict[str, Any]) -> Sample:
         ext = schema.sample_image_ext(sample)
         img = decode_image(sample[ext])
-        img = train_augment(img, self.img_size, self.rng) if self.train else center_crop(img, self.img_size)
+        img = (train_augment(img, self.img_size, self.rng, self.augment) if self.train
+               else center_crop(img, self.img_size))
         if self.perturb is not None:
             img = self.perturb(img)
         meta = _meta(sample)
