@@ -118,3 +118,28 @@ def test_normalize_is_imagenet() -> None:
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     y = normalize(x)
     assert torch.allclose(y[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+
+
+def test_colour_augment_is_global_seeded_and_optional() -> None:
+    import numpy as np
+
+    from hilif.train.config import TrainConfig
+    from hilif.train.data import colour_jitter, train_augment
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    a = colour_jitter(img, np.random.default_rng(1))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert not np.array_equal(a, img)
+    assert np.array_equal(a, colour_jitter(img, np.random.default_rng(1)))  # seeded
+    # global, never local: a flat image stays flat (a local change could imitate a blending seam)
+    flat = np.full((32, 32, 3), 120, np.uint8)
+    out = colour_jitter(flat, np.random.default_rng(2)).reshape(-1, 3)
+    assert (out == out[0]).all()
+    # "paper" is crop + flip only: the pixels are a crop of the input, possibly mirrored
+    crop = train_augment(img, 56, np.random.default_rng(3), "paper")
+    assert any((img[y:y + 56, x:x + 56] == c).all() for y in range(9) for x in range(9)
+               for c in (crop, crop[:, ::-1]))
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(shards="x", augment="mixup")
+    assert TrainConfig(shards="x").augment == "paper"
