@@ -172,7 +172,11 @@ def test_fake_differs_from_its_real_only_in_the_face(small_demo: Path):
             core = (np.abs(xx - cx) < 0.5 * w) & (np.abs(yy - cy) < 0.5 * w)
             changed = d > 24  # above x264 c23's own differences (99.9th percentile off the face: 10-15)
             assert changed[~near].sum() <= 0.02 * max(1, changed.sum()), p  # nothing pasted off the face
-            assert d[core].mean() > 2 * d[~near].mean() + 2, p  # and the face itself really changed
+            # and the face itself really changed: at least 5 % of the central face square differs by more than the
+            # codec's own 99th-percentile difference off the face (5x the off-face rate). Reenactment
+            # (NeuralTextures: lower face only, the target's own face re-rendered) is the subtlest: 9-18 % here
+            noise = np.percentile(d[~near], 99)
+            assert (d[core] > noise).mean() > 0.05, p
 
 
 @pytest.mark.slow  # about 10 s on 2 idle cores (240 dlib detections); essential: keep it in CI
