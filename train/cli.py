@@ -99,7 +99,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Global batch, split over ranks, half real, half fake (paper: 12)."),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate at the start of each stage (paper: 2e-4)."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
-    stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 lr (default: the same as --lr, as in the paper)."),
+    stage2_lr: Optional[float] = typer.Option(None, help="Stage-2 lr (default: the preset's; paper: the same as --lr, as in the paper; demo: 1e-4)."),
     lr_schedule: str = typer.Option("cosine", help="Per stage, per step: cosine (to --min-lr) | linear | constant."),
     min_lr: float = typer.Option(1e-5, help="Final lr of the cosine / linear schedule."),
     warmup_steps: int = typer.Option(0, help="Linear warm-up steps at the start of each stage."),
@@ -133,7 +133,8 @@ def train(
     """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC).
 
     Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4);
-    --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3, 1 loader worker)."""
+    --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3 then 1e-4 in stage 2,
+    colour jitter, 1 loader worker)."""
     setup_logging(verbose)
     from hilif.train import distributed as dist_util
     from hilif.train.config import TrainConfig
