@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -208,7 +207,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     conditions = expand_perturbations(opts.perturb, opts.perturb_levels)
     dinfo, device = dist_util.init_distributed(opts.device)
     if device.type == "cpu":  # leave the loader workers their cores (oversubscribed OpenMP threads crawl)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - opts.workers))
+        dist_util.set_cpu_threads(opts.workers)
     model, mcfg, ck = load_model(opts.checkpoint, device)
     amp = torch.bfloat16 if device.type == "cuda" else None
     channels_last = True  # as in training: NHWC is faster on CUDA and CPU

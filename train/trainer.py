@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,11 +168,7 @@ class Trainer:
         self.info, self.counts = check_data(cfg)
         self.dist, self.device = dist_util.init_distributed(cfg.device)
         if self.device.type == "cpu":
-            # OpenMP threads beyond the free cores (the loader workers take theirs) spin against each other:
-            # on 2 cores, 2 threads + 1 worker made a step 10x slower than 1 thread
-            per_rank = (os.cpu_count() or 1) // dist_util.local_world_size()
-            threads = cfg.threads or max(1, per_rank - cfg.workers)
-            torch.set_num_threads(threads)
+            threads = dist_util.set_cpu_threads(cfg.workers, cfg.threads)
             log.info("CPU: %d torch thread(s), %d loader worker(s)", threads, cfg.workers)
         self.mcfg = model_config(cfg)
         self.mcfg_dict = self.mcfg.to_dict()
