@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
 from hilif.model.dct import BlockDCTHighPass
 from hilif.model.profile import profile_model
+from hilif.train.trainer import autocast
 
 
 def _sync(device: torch.device) -> None:
@@ -71,9 +72,17 @@ def _prepare(net: torch.nn.Module, x: torch.Tensor, mode: str) -> tuple[Callable
     return (torch.compile(net) if comp else net), x
 
 
-def _autocast(device: torch.device, mode: str):
-    dtype = MODES[mode][0]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    return autocast(device, MODES[mode][0])  # hilif-train's own autocast switch
+
+
+def parse_modes(ap: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma list of --modes, each checked against MODES (an argparse error otherwise)."""
+    modes = [m for m in text.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        ap.error(f"unknown --modes {bad}: choose from {', '.join(MODES)}")
+    return modes
 
 
 def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
@@ -189,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--modes", default="fp32", help=f"comma list of training-step modes: {', '.join(MODES)}")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    modes = parse_modes(ap, args.modes)  # before any work: a typo fails at once
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -212,10 +222,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
 
     if "step" not in skip:
-        modes = [m for m in args.modes.split(",") if m]
-        bad = [m for m in modes if m not in MODES]
-        if bad:
-            ap.error(f"unknown --modes {bad}: choose from {', '.join(MODES)}")
         summary = []
         for mode in modes:
             step_h = hilif_step_fn(args, device, mode)

@@ -1,8 +1,8 @@
 """Training throughput of a stage-2 step fed from shards (prints figures; asserts nothing).
 
 For each mode (fp32 eager, bf16 autocast + channels_last, optionally + torch.compile) it times the same step
-hilif-train runs in stage 2 (hilif.train.trainer.forward_loss: CE + lambda * L_d, backward, AdamW, one loss read
-per step as the progress bar does):
+hilif-train runs in stage 2 (hilif.train.trainer.forward_loss: CE + lambda * L_d, backward, AdamW, one host read
+of the loss per step):
 
   - "GPU alone": the step on one batch that stays on the device: what the model can do;
   - "from shards": the real loader (BalancedTrainStream, --workers processes, pinned memory) feeding it.
@@ -32,26 +32,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loader import write_synthetic  # noqa: E402
-from bench_model import MODES  # noqa: E402
+from bench_model import MODES, _sync, parse_modes  # noqa: E402
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model  # noqa: E402
 from hilif.train.data import BalancedTrainStream, make_loader, normalize  # noqa: E402
-from hilif.train.trainer import forward_loss  # noqa: E402
+from hilif.train.trainer import autocast, forward_loss  # noqa: E402
 
 
 class UtilSampler:
     """GPU utilisation (%) read from NVML every ``period`` seconds in a thread; empty where NVML is missing."""
 
-    def __init__(self, index: int = 0, period: float = 0.05) -> None:
+    def __init__(self, device: torch.device, period: float = 0.05) -> None:
         self.period, self.values, self._stop = period, [], threading.Event()
-        try:
-            import pynvml
+        self._read = None
+        if device.type == "cuda":
+            try:
+                import pynvml
 
-            pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            self._read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
-        except Exception:  # no NVML (CPU machine, or nvidia-ml-py not installed)
-            self._read = None
+                pynvml.nvmlInit()
+                self._handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+                self._read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
+            except Exception:  # nvidia-ml-py not installed
+                self._read = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -75,11 +77,6 @@ class UtilSampler:
         return f"{statistics.mean(self.values):.0f}% (median {statistics.median(self.values):.0f}%)"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def build_step(args: argparse.Namespace, device: torch.device, mode: str):
     amp, channels_last, comp = MODES[mode]
     cfg = dataclasses.replace(HiLIFConfig.preset(args.preset), pretrained=False,
@@ -95,12 +92,12 @@ def build_step(args: argparse.Namespace, device: torch.device, mode: str):
     def step(images_uint8: torch.Tensor, labels: torch.Tensor) -> float:
         x = normalize(images_uint8, device, channels_last)
         y = labels.to(device, non_blocking=True)
-        with (torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)):
+        with autocast(device, amp):
             loss, _, _ = forward_loss(fwd, x, y, lrc, 0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss.detach())  # as hilif-train: one read per step for the progress bar
+        return float(loss.detach())  # one host read per step (hilif-train reads three: loss, CE and L_d)
 
     return step, cfg.img_size
 
@@ -132,7 +129,7 @@ def run_mode(args: argparse.Namespace, device: torch.device, mode: str, shards: 
         step(b["image"], b["label"])
     _sync(device)
     waits = []
-    with UtilSampler(device.index or 0) if device.type == "cuda" else UtilSampler(-1) as util:
+    with UtilSampler(device) as util:
         t0 = time.perf_counter()
         for _ in range(args.steps):
             tw = time.perf_counter()
@@ -143,7 +140,7 @@ def run_mode(args: argparse.Namespace, device: torch.device, mode: str, shards: 
         wall = time.perf_counter() - t0
     del it, loader
     return {"mode": mode, "alone": alone, "shards": args.steps * args.batch / wall, "wait": sum(waits) / wall,
-            "util": util.summary() if device.type == "cuda" else "n/a", "warm_s": warm_s}
+            "util": util.summary(), "warm_s": warm_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,10 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--modes", default="fp32,bf16-cl", help=f"comma list: {', '.join(MODES)}")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    modes = [m for m in args.modes.split(",") if m]
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        ap.error(f"unknown --modes {bad}: choose from {', '.join(MODES)}")
+    modes = parse_modes(ap, args.modes)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"# stage-2 training step from shards: preset {args.preset}, batch {args.batch}, {args.steps} timed steps "
           f"after {args.warmup}, {args.workers} loader workers, {name}, torch {torch.__version__}")
@@ -174,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'mode':<18}{'GPU alone img/s':>16}{'from shards img/s':>19}{'data wait':>11}   GPU utilisation (NVML)")
     for r in rows:
         print(f"{r['mode']:<18}{r['alone']:16.1f}{r['shards']:19.1f}{r['wait']:10.0%}    {r['util']}")
-    print(f"(warm-up of each mode, compile included: " + ", ".join(f"{r['mode']} {r['warm_s']:.0f} s" for r in rows) + ")")
+    print("(warm-up of each mode, compile included: " + ", ".join(f"{r['mode']} {r['warm_s']:.0f} s" for r in rows) + ")")
 
 
 if __name__ == "__main__":
