@@ -112,9 +112,9 @@ class BlockDCTHighPass(nn.Module):
         d = dct_matrix(window)
         basis = torch.kron(d, d)  # [64 (u,v), 64 (y,x)]
         self.register_buffer("basis", basis.float().reshape(-1, 1, window, window), persistent=False)
-        # R matrices of the expected map size (others are built on the fly): [window, size, size]
-        self.size = size
-        ops = axis_operators(size, window, stride).float() if size else torch.zeros(0)
+        # R matrices of the expected map size (others are built on the fly): [window, size, size]; separable only
+        self.size = size if formulation == "separable" else None
+        ops = axis_operators(size, window, stride).float() if self.size else torch.zeros(0)
         self.register_buffer("axis_ops", ops, persistent=False)
 
     def mask(self) -> torch.Tensor:

@@ -229,7 +229,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     The temporary name carries the process id: parallel ``--part`` jobs may finish together and rewrite the
     same manifest or dataset JSON, and must not rename each other's half-written temporary file."""
     path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = tmp_path(path.with_name(f"{path.name}.{os.getpid()}"))
     tmp.write_text(text)
     os.replace(tmp, path)
 
