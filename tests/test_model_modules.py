@@ -148,12 +148,16 @@ def test_ddafm_without_msca_is_only_the_mixblock() -> None:
 
 
 def test_msca_integral_image_box_means_equal_the_average_pools() -> None:
-    import torch.nn.functional as F
-
-    x = torch.randn(2, 3, 14, 12)
-    for i, mean in zip((3, 5, 7), MultiScaleChannelAttention._box_means(x, (3, 5, 7))):
-        direct = F.avg_pool2d(x, i, stride=1, padding=i // 2, count_include_pad=False)
-        assert torch.allclose(mean, direct, atol=1e-5)
+    """The CPU path (integral image) and the GPU path (avg_pool2d) of MSCA give the same means and gradients."""
+    x = torch.randn(2, 3, 14, 12, requires_grad=True)
+    box = MultiScaleChannelAttention._box_means(x, (3, 5, 7))
+    pools = MultiScaleChannelAttention._average_pools(x, (3, 5, 7))
+    w = [torch.randn_like(m) for m in box]
+    for m, p in zip(box, pools):
+        assert torch.allclose(m, p, atol=1e-5)
+    (g_box,) = torch.autograd.grad(sum((m * v).sum() for m, v in zip(box, w)), x)
+    (g_pool,) = torch.autograd.grad(sum((p * v).sum() for p, v in zip(pools, w)), x)
+    assert torch.allclose(g_box, g_pool, atol=1e-5)
 
 
 def test_mixblock_depthwise_scale_equals_the_grouped_conv() -> None:
