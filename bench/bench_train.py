@@ -36,7 +36,7 @@ from bench_model import MODES, _sync, parse_modes  # noqa: E402
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model  # noqa: E402
 from hilif.train.data import BalancedTrainStream, make_loader, normalize  # noqa: E402
-from hilif.train.trainer import autocast, forward_loss  # noqa: E402
+from hilif.train.trainer import autocast, forward_loss, make_optimizer  # noqa: E402
 
 
 class UtilSampler:
@@ -86,7 +86,7 @@ def build_step(args: argparse.Namespace, device: torch.device, mode: str):
     if channels_last:
         model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if comp else model
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-2)
+    opt = make_optimizer(list(model.parameters()), 2e-4, 1e-2, device)  # hilif-train's optimizer
     lrc = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
 
     def step(images_uint8: torch.Tensor, labels: torch.Tensor) -> float:
