@@ -2,6 +2,10 @@
 
 1. CPU training step (forward, CE + 0.5 * L_d, backward, AdamW) of HiLIF, side by side with two plain timm
    backbone training steps (the cost of the two streams alone); ratio HiLIF / (2 x backbone), target <= 1.1.
+   Then where HiLIF's extra time goes: forward + backward of each part it adds to the two backbones (SRM, DFTM and
+   its sub-modules, DDAFM, head, L_d projections + loss, AdamW on the added parameters), timed alone on maps of the
+   shapes the model feeds it, as a share of the two-backbone step, with its FLOPs and achieved GFLOP/s next to a
+   plain matmul of the head's shape (what this device's GEMM reaches).
 2. Block-DCT high-pass: the separable (default) and conv formulations against the unfold one, forward + backward.
 3. Parameters and FLOPs per module (torch.utils.flop_counter).
 4. Memory of the training step: activations saved for backward (counted with autograd's saved-tensor hooks, so
@@ -28,8 +32,8 @@ import torch.nn.functional as F
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
 from hilif.model.dct import BlockDCTHighPass
-from hilif.model.profile import profile_model
-from hilif.train.trainer import autocast
+from hilif.model.profile import flop_counter, profile_model
+from hilif.train.trainer import autocast, make_optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -88,7 +92,7 @@ def parse_modes(ap: argparse.ArgumentParser, text: str) -> list[str]:
 def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
     cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
     model = build_model(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-2)
+    opt = make_optimizer(list(model.parameters()), 2e-4, 1e-2, device)  # hilif-train's optimizer
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
     fwd, x = _prepare(model, torch.randn(args.batch, 3, args.size, args.size, device=device), mode)
     y = (torch.arange(args.batch, device=device) % 2)
@@ -106,7 +110,7 @@ def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "f
 
 def backbones_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
     nets = [timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train() for _ in range(2)]
-    opts = [torch.optim.AdamW(n.parameters(), lr=2e-4, weight_decay=1e-2) for n in nets]
+    opts = [make_optimizer(list(n.parameters()), 2e-4, 1e-2, device) for n in nets]
     x0 = torch.randn(args.batch, 3, args.size, args.size, device=device)
     fwds = [_prepare(n, x0, mode) for n in nets]
     y = (torch.arange(args.batch, device=device) % 2)
@@ -184,6 +188,90 @@ def bench_dct(args: argparse.Namespace, device: torch.device) -> dict[str, float
     return results
 
 
+def extras_breakdown(args: argparse.Namespace, device: torch.device) -> tuple[list[tuple[str, float, float]], float]:
+    """(part, median seconds of forward + backward, FLOPs of forward + backward) for every part HiLIF adds to its two
+    backbones, each run alone on random maps of the shapes the model gives it, at the bench's batch, fp32 eager.
+    Inputs the model's gradient reaches require grad (SRM's input, the image, does not: forward only).
+    Also returns the FLOP/s of a plain matmul of the head's shape on ``device`` (the GEMM reference)."""
+    cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
+    model = build_model(cfg).to(device).train()
+    crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.arange(args.batch, device=device) % 2
+    with torch.no_grad():
+        r_d, _, levels = model.forward_features(x)
+
+    def maps(*shapes: torch.Size) -> list[torch.Tensor]:
+        return [torch.randn(s, device=device, requires_grad=True) for s in shapes]
+
+    def fb(fn: Callable[..., object], *inputs: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            out = fn(*inputs)
+            outs = out if isinstance(out, tuple) else (out,)
+            sum(o.float().square().mean() for o in outs).backward()
+        return run
+
+    a, b, c = (levels[k][0].shape for k in ("a", "b", "c"))
+    parts: list[tuple[str, Callable[[], None]]] = []
+
+    def srm_forward() -> None:
+        with torch.no_grad():
+            model.srm(x)
+
+    parts.append(("srm (forward only)", srm_forward))
+    if model.dftm is not None:
+        dftm = model.dftm
+        parts.append(("dftm", fb(dftm, *maps(a))))
+        parts.append(("  block-DCT high-pass", fb(dftm.highpass, *maps(a))))
+        for name, mod in (("fem", dftm.fem), ("fsfm", dftm.fsfm)):
+            if mod is not None:
+                parts.append((f"  {name}", fb(mod, *maps(a, a))))
+                parts.append((f"    {name} LEM attention", fb(mod.lem, *maps(a, a, a))))
+        parts.append(("  fuse", fb(dftm.fuse, *maps(torch.Size([a[0], dftm.fuse[0].in_channels, *a[2:]])))))
+        parts.append(("  coarse SA", fb(dftm.coarse_sa, *maps(a))))
+    if model.ddafm is not None:
+        parts.append(("ddafm.b", fb(model.ddafm["b"], *maps(b, b))))
+        parts.append(("ddafm.c", fb(model.ddafm["c"], *maps(c, c))))
+    parts.append(("head", fb(model.head, *maps(r_d.shape, r_d.shape))))
+    lv = {k: tuple(maps(s, s)) for k, s in (("a", a), ("b", b), ("c", c))}
+    parts.append(("lrc projections + L_d", lambda: crit(model.lrc(lv), y).backward()))
+    backbone_ids = {id(p) for p in (*model.rgb.parameters(), *model.noise.parameters())}
+    added = [p for p in model.parameters() if id(p) not in backbone_ids]
+    for p in added:
+        p.grad = torch.randn_like(p)
+    opt = make_optimizer(added, 2e-4, 1e-2, device)
+    parts.append((f"AdamW on the added {sum(p.numel() for p in added) / 1e6:.1f}M params", opt.step))
+
+    rows = []
+    for name, fn in parts:
+        fn()  # untimed first call
+        counter = flop_counter()
+        with counter:
+            fn()
+        rows.append((name, median_time(fn, max(args.repeats, 5), 1, device), float(counter.get_total_flops())))
+    m, k = args.batch * r_d.shape[-2] * r_d.shape[-1], 2 * r_d.shape[1]
+    lhs, rhs = torch.randn(m, k, device=device), torch.randn(k, k // 2, device=device)
+    t = median_time(lambda: torch.mm(lhs, rhs), max(args.repeats, 5), 2, device)
+    return rows, 2 * m * k * (k // 2) / t
+
+
+def print_breakdown(args: argparse.Namespace, device: torch.device, baseline: float | None) -> None:
+    rows, gemm = extras_breakdown(args, device)
+    if baseline is None:
+        baseline = median_time(backbones_step_fn(args, device), args.repeats, args.warmup, device)
+    print(f"\n## Where HiLIF's extra time goes: forward + backward of each added part alone, batch {args.batch}, fp32")
+    print(f"{'part':<36}{'ms':>9}{'% of 2 x backbone':>19}{'GFLOP':>9}{'GFLOP/s':>9}")
+    top = 0.0
+    for name, t, flops in rows:
+        if not name.startswith(" "):
+            top += t
+        rate = f"{flops / t / 1e9:9.1f}" if flops else f"{'-':>9}"
+        print(f"{name:<36}{t * 1e3:9.1f}{100 * t / baseline:18.1f}%{flops / 1e9:9.2f}{rate}")
+    print(f"{'sum of the top-level parts':<36}{top * 1e3:9.1f}{100 * top / baseline:18.1f}%")
+    print(f"(two backbones' step: {baseline * 1e3:.0f} ms; a plain fp32 matmul of the head's shape runs at "
+          f"{gemm / 1e9:.1f} GFLOP/s on this device; indented rows are inside the row above them)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=12)
@@ -194,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--dct-channels", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: step,dct,flops,memory")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: step,parts,dct,flops,memory")
     ap.add_argument("--modes", default="fp32", help=f"comma list of training-step modes: {', '.join(MODES)}")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -221,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         for form, t in d.items():
             print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
 
+    baseline = None  # the two backbones' fp32 step time, for the breakdown
     if "step" not in skip:
         summary = []
         for mode in modes:
@@ -238,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                 th.append(median_time(step_h, 1, 0, device, ch))
                 tb.append(median_time(step_b, 1, 0, device, cb))
             mh, mb = statistics.median(th), statistics.median(tb)
+            if mode == "fp32":
+                baseline = mb
             summary.append((mode, args.batch / mh, args.batch / mb, mh / mb))
             print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
                   f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)")
@@ -256,6 +347,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'mode':<18}{'HiLIF':>10}{'2 x backbone':>14}{'ratio':>8}{'HiLIF vs ' + summary[0][0]:>18}")
             for mode, ih, ib, r in summary:
                 print(f"{mode:<18}{ih:10.1f}{ib:14.1f}{r:8.3f}{ih / summary[0][1]:17.2f}x")
+
+    if "parts" not in skip:
+        print_breakdown(args, device, baseline)
 
     if "memory" not in skip:
         print(f"\n## Memory of the training step, batch {args.batch}")

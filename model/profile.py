@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .config import HiLIFConfig
 from .hilif import HiLIF, build_model
@@ -49,6 +49,21 @@ def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
 
+def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent FlopCounterMode that also counts PyTorch's CPU attention kernels (forward and backward)."""
+    custom = {}
+    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops),
+                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_cpu_backward_flops)):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            custom[op] = fn
+    return FlopCounterMode(display=False, custom_mapping=custom)
+
+
 def _module_rows(model: HiLIF) -> list[tuple[str, nn.Module]]:
     rows: list[tuple[str, nn.Module]] = [("rgb backbone", model.rgb), ("noise backbone", model.noise),
                                          ("srm", model.srm)]
@@ -67,11 +82,7 @@ def profile_model(cfg: HiLIFConfig, input_size: int | None = None, batch: int = 
     cfg = dataclasses.replace(cfg, img_size=size, pretrained=False, backbone_weights=None)
     model = build_model(cfg).eval()
     x = torch.zeros(batch, 3, size, size)
-    custom = {}
-    sdpa_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if sdpa_cpu is not None:
-        custom[sdpa_cpu] = _sdpa_cpu_flops
-    counter = FlopCounterMode(display=False, custom_mapping=custom)
+    counter = flop_counter()
     with torch.no_grad(), counter:
         model(x, return_lrc=True)
     counts = counter.get_flop_counts()
