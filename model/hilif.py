@@ -18,6 +18,18 @@ from .srm import SRMConv
 log = logging.getLogger(__name__)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous (NCHW)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return grad.contiguous()
+
+
 class FusionHead(nn.Module):
     """concat(RGB D, noise D) -> 1x1 conv -> BN -> ReLU -> global average pool -> dropout -> linear.
 
@@ -35,7 +47,18 @@ class FusionHead(nn.Module):
         self.fc = nn.Linear(mid_channels, num_classes)
 
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv_rgb(x_rgb) + self.conv_noise(x_noise)), inplace=True)
+        if x_rgb.device.type == "cpu" and x_rgb.is_contiguous() and x_noise.is_contiguous():
+            # the same 1x1 convs as one matmul each on the [B, C, H*W] view: about 20 % faster forward + backward
+            # on CPU (batch 12, b4: 232 vs 295 ms, of which the three GEMMs take 3 x 71 ms). The matmul's input
+            # gradient comes back with channels-last strides, which would drag the backbones' backward onto its slow
+            # CPU path, so _ContiguousGrad hands them plain NCHW gradients (a 4 MB copy per stream).
+            b, _, h, w = x_rgb.shape
+            x_rgb, x_noise = _ContiguousGrad.apply(x_rgb), _ContiguousGrad.apply(x_noise)
+            y = (torch.matmul(self.conv_rgb.weight.flatten(1), x_rgb.flatten(2))
+                 + torch.matmul(self.conv_noise.weight.flatten(1), x_noise.flatten(2))).view(b, -1, h, w)
+        else:  # cuDNN's 1x1 convs, in whatever memory format the streams run
+            y = self.conv_rgb(x_rgb) + self.conv_noise(x_noise)
+        x = F.relu(self.bn(y), inplace=True)
         return self.fc(self.dropout(x.mean(dim=(2, 3))))
 
 

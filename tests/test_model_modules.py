@@ -165,3 +165,22 @@ def test_mixblock_depthwise_scale_equals_the_grouped_conv() -> None:
     torch.nn.init.normal_(mix.rgb_conv.weight)
     x = torch.randn(2, 5, 4, 4)
     assert torch.allclose(MixBlock._depthwise(mix.rgb_conv, x), mix.rgb_conv(x), atol=1e-6)
+
+
+def test_fusion_head_cpu_matmul_path_equals_the_convs() -> None:
+    """FusionHead's CPU fast path (batched matmuls) is the same function as its 1x1 convs (the channels_last path),
+    in values and in every gradient, and hands the streams contiguous NCHW gradients."""
+    from hilif.model.hilif import FusionHead
+
+    torch.manual_seed(0)
+    head = FusionHead(6, 5).eval()  # eval: dropout off, BN on running stats, so both paths see the same function
+    r, n = torch.randn(3, 6, 4, 4, requires_grad=True), torch.randn(3, 6, 4, 4, requires_grad=True)
+    fast = head(r, n)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [r, n, *head.parameters()])
+    r_cl, n_cl = (t.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for t in (r, n))
+    slow = head(r_cl, n_cl)  # not contiguous NCHW: the conv path
+    grads_slow = torch.autograd.grad(slow.square().sum(), [r_cl, n_cl, *head.parameters()])
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for a, b in zip(grads_fast, grads_slow):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert grads_fast[0].is_contiguous() and grads_fast[1].is_contiguous()
