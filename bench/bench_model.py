@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
 from hilif.model.dct import BlockDCTHighPass
 from hilif.model.profile import flop_counter, profile_model
-from hilif.train.trainer import autocast, make_optimizer
+from hilif.train.trainer import autocast, forward_loss, make_optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -68,12 +68,18 @@ MODES: dict[str, tuple[torch.dtype | None, bool, bool]] = {
 }
 
 
-def _prepare(net: torch.nn.Module, x: torch.Tensor, mode: str) -> tuple[Callable[..., torch.Tensor], torch.Tensor]:
+def prepare_model(net: torch.nn.Module, mode: str) -> Callable[..., torch.Tensor]:
+    """``net`` in ``mode``'s memory format (in place), compiled when the mode says so: what to call forward on."""
     _, cl, comp = MODES[mode]
     if cl:
         net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return (torch.compile(net) if comp else net), x
+    return torch.compile(net) if comp else net
+
+
+def _prepare(net: torch.nn.Module, x: torch.Tensor, mode: str) -> tuple[Callable[..., torch.Tensor], torch.Tensor]:
+    """`prepare_model`, and the input ``x`` in the same memory format."""
+    fwd = prepare_model(net, mode)
+    return fwd, (x.contiguous(memory_format=torch.channels_last) if MODES[mode][1] else x)
 
 
 def _autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
@@ -99,8 +105,7 @@ def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "f
 
     def step() -> None:
         with _autocast(device, mode):
-            logits, f_all = fwd(x, return_lrc=True)
-            loss = F.cross_entropy(logits.float(), y) + 0.5 * crit(f_all.float(), y)
+            loss, _, _ = forward_loss(fwd, x, y, crit, 0.5)  # hilif-train's stage-2 loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -152,8 +157,7 @@ def memory_report(args: argparse.Namespace, device: torch.device) -> list[tuple[
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
 
     def hilif_forward() -> torch.Tensor:
-        logits, f_all = model(x, return_lrc=True)
-        return F.cross_entropy(logits, y) + 0.5 * crit(f_all, y)
+        return forward_loss(model, x, y, crit, 0.5)[0]
 
     net = timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train()
     rows = []

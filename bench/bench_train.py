@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loader import write_synthetic  # noqa: E402
-from bench_model import MODES, _sync, parse_modes  # noqa: E402
+from bench_model import MODES, _sync, parse_modes, prepare_model  # noqa: E402
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model  # noqa: E402
 from hilif.train.data import BalancedTrainStream, make_loader, normalize  # noqa: E402
@@ -78,14 +78,12 @@ class UtilSampler:
 
 
 def build_step(args: argparse.Namespace, device: torch.device, mode: str):
-    amp, channels_last, comp = MODES[mode]
+    amp, channels_last, _ = MODES[mode]
     cfg = dataclasses.replace(HiLIFConfig.preset(args.preset), pretrained=False,
                               **({"img_size": args.img_size} if args.img_size else {}))
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if comp else model
+    fwd = prepare_model(model, mode)
     opt = make_optimizer(list(model.parameters()), 2e-4, 1e-2, device)  # hilif-train's optimizer
     lrc = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
 
