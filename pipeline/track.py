@@ -1,19 +1,42 @@
-"""Follow one subject across the sampled frames of a video.
+"""Follow faces across the sampled frames of a video.
 
-The subject is the largest face of the first frame where a face is found; in later
-frames only a face close to the subject's last position (centre within ``gate`` face
-widths, size within a factor ``size_ratio``) is taken, so the crop never jumps to
-another person. A frame where only other people are found counts as "no face" and is
-replaced by the nearest frame that has the subject.
+:class:`SubjectTracker` follows one subject: the largest face of the first frame where a
+face is found; in later frames only a face close to the subject's last position (centre
+within ``gate`` face widths, size within a factor ``size_ratio``) is taken, so the crop
+never jumps to another person. A frame where only other people are found counts as "no
+face" and is replaced by the nearest frame of the same shot that has the subject.
+
+:func:`track_faces` follows every person: detections of consecutive frames are joined
+into :class:`Track` objects by the same gate and size rule, one-to-one (Hungarian
+assignment on the centre distance); a track never crosses a cut.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from .detect import Detection
+
+
+def size_order(d: Detection) -> tuple:
+    """Sort key of "the larger face first": area, then score, then position (deterministic)."""
+    return (round(d.area, 3), d.score, -d.box[0], -d.box[1])
+
+
+def gate_distance(ref: Detection, d: Detection, gate: float, size_ratio: float) -> float | None:
+    """Centre distance from ``ref`` to ``d`` when ``d`` can be the same face, else None.
+
+    The same face: centre within ``gate`` times ``ref``'s size, width within a factor ``size_ratio``.
+    """
+    size = max(ref.width, ref.height, 1.0)
+    dist = float(np.linalg.norm(d.center - ref.center))
+    ratio = max(d.width, 1.0) / max(ref.width, 1.0)
+    if dist > gate * size or not (1 / size_ratio <= ratio <= size_ratio):
+        return None
+    return dist
 
 
 @dataclass
@@ -31,22 +54,95 @@ class SubjectTracker:
         if not dets:
             return None
         if self.last is None:
-            # the largest face; ties by score, then position (deterministic)
-            return max(dets, key=lambda d: (round(d.area, 3), d.score, -d.box[0], -d.box[1]))
-        ref = self.last
-        size = max(ref.width, ref.height, 1.0)
+            return max(dets, key=size_order)
         best, best_dist = None, None
         for d in dets:
-            dist = float(np.linalg.norm(d.center - ref.center))
-            ratio = max(d.width, 1.0) / max(ref.width, 1.0)
-            if dist > self.gate * size or not (1 / self.size_ratio <= ratio <= self.size_ratio):
-                continue
-            if best_dist is None or dist < best_dist:
+            dist = gate_distance(self.last, d, self.gate, self.size_ratio)
+            if dist is not None and (best_dist is None or dist < best_dist):
                 best, best_dist = d, dist
         return best
+
+    def reset(self) -> None:
+        """Forget the subject (a new shot starts): the next frame's largest face is taken."""
+        self.last = None
 
     def update(self, dets: list[Detection]) -> Detection | None:
         d = self.pick(dets)
         if d is not None:
             self.last = d
         return d
+
+
+@dataclass
+class Track:
+    """One person followed through one shot."""
+
+    id: int  # 0, 1, ... in order of first appearance (same frame: the larger face first)
+    detections: dict[int, Detection] = field(default_factory=dict)  # position among the sampled frames -> detection
+    shot: int = 0  # the shot the track lives in (tracks never cross a cut)
+
+    @property
+    def positions(self) -> list[int]:
+        return sorted(self.detections)
+
+    @property
+    def last(self) -> Detection:
+        return self.detections[max(self.detections)]
+
+
+def shot_of_positions(num: int, cuts: Sequence[int]) -> list[int]:
+    """The shot index of each of ``num`` positions, given the positions where a new shot starts."""
+    starts = sorted({int(c) for c in cuts if 0 < int(c) < num})
+    out, shot = [], 0
+    for pos in range(num):
+        while shot < len(starts) and starts[shot] <= pos:
+            shot += 1
+        out.append(shot)
+    return out
+
+
+def track_faces(dets_per_frame: Sequence[Sequence[Detection]], cuts: Sequence[int] = (), gate: float = 1.0,
+                size_ratio: float = 2.0, max_gap: int | None = None) -> list[Track]:
+    """Every person of a video as a track of detections over the sampled frames.
+
+    Frame by frame, the detections are assigned one-to-one to the tracks of the current shot by
+    the Hungarian method on the centre distance; a pair is allowed only under the gate and size
+    rule of :class:`SubjectTracker` (measured from the track's last detection). A detection left
+    over starts a new track (the larger face first). ``cuts`` are the positions where a new shot
+    starts: every track ends there. A track not seen for more than ``max_gap`` positions ends too
+    (None: it may come back anywhere later in its shot). Tracks are returned by id.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if max_gap is not None and max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0 or None, got {max_gap}")
+    shots = shot_of_positions(len(dets_per_frame), cuts)
+    tracks: list[Track] = []
+    active: list[Track] = []
+    for pos, dets in enumerate(dets_per_frame):
+        if pos > 0 and shots[pos] != shots[pos - 1]:
+            active = []
+        if max_gap is not None:
+            active = [t for t in active if pos - max(t.detections) <= max_gap + 1]
+        dets = sorted(dets, key=size_order, reverse=True)
+        taken: set[int] = set()
+        if active and dets:
+            big = 1e9
+            cost = np.full((len(active), len(dets)), big)
+            for i, t in enumerate(active):
+                ref = t.last
+                for j, d in enumerate(dets):
+                    dist = gate_distance(ref, d, gate, size_ratio)
+                    if dist is not None:
+                        cost[i, j] = dist
+            rows, cols = linear_sum_assignment(cost)
+            for i, j in zip(rows, cols):
+                if cost[i, j] < big:
+                    active[i].detections[pos] = dets[j]
+                    taken.add(int(j))
+        for j, d in enumerate(dets):
+            if j not in taken:
+                t = Track(len(tracks), {pos: d}, shots[pos])
+                tracks.append(t)
+                active.append(t)
+    return tracks
