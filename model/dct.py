@@ -122,12 +122,18 @@ class BlockDCTHighPass(nn.Module):
         return self.f_base if self.f_w is None else self.f_base + paper_sigma(self.f_w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.mask()
-        if self.formulation == "unfold":
-            return block_dct_filter_unfold(x, mask, self.window, self.stride)
-        if self.formulation == "conv":
-            return self._forward_conv(x, mask)
-        return self._forward_separable(x, mask)
+        """F_H of eq. 1, computed in float32 under any autocast (in bf16 F_H is ~2 % off) and returned in the
+        input's dtype (bf16 under a bf16 autocast, so the next layers run as they would without this)."""
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64
+            xf, mask = x.to(dtype), self.mask().to(dtype)
+            if self.formulation == "unfold":
+                out = block_dct_filter_unfold(xf, mask, self.window, self.stride)
+            elif self.formulation == "conv":
+                out = self._forward_conv(xf, mask)
+            else:
+                out = self._forward_separable(xf, mask)
+        return out.to(x.dtype)
 
     def _forward_conv(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
