@@ -77,3 +77,16 @@ def test_loss_gradient_pushes_fakes_apart_and_reals_together() -> None:
 def test_n_larger_than_the_block_count_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="N=26 exceeds the 25 blocks"):
         LocalRelationLoss(k=5, s=2, n=26)(torch.randn(2, 4, 14, 14), torch.tensor([0, 1]))
+
+
+def test_loss_exposes_the_class_means_of_m_it_used() -> None:
+    torch.manual_seed(0)
+    fake, real = _two_pattern_maps()
+    crit = LocalRelationLoss(k=2, s=2, n=2)
+    loss = crit(torch.stack([fake, real, real]), torch.tensor([1, 0, 0]))
+    st = crit.stats
+    assert st["m_fake"].item() == pytest.approx(1.0, abs=1e-6) and st["m_real"].item() == pytest.approx(0.0, abs=1e-6)
+    assert bool(st["both"]) and not st["m_fake"].requires_grad
+    assert loss.item() == pytest.approx(1.0 - (st["m_fake"] - st["m_real"]).item(), abs=1e-6)
+    crit(torch.stack([real, real]), torch.tensor([0, 0]))
+    assert not bool(crit.stats["both"])  # a one-class batch is marked, so the trainer leaves it out of the means

@@ -42,6 +42,9 @@ def test_both_stages_write_checkpoints_metrics_and_plots(run: Path) -> None:
     assert [(r["stage"], r["epoch"], r["step"]) for r in rows] == [(1, 0, 2), (1, 1, 4), (2, 0, 2)]
     assert all(r["train_ld"] == 0 for r in rows if r["stage"] == 1)
     assert all(r["train_ld"] > 0 for r in rows if r["stage"] == 2)  # L_d is really in the stage-2 loss
+    # stage 2 logs L_d's terms: the gap is M_fake - M_real of the same rows; stage 1 has none
+    assert all(r["train_gap"] == pytest.approx(r["train_m_fake"] - r["train_m_real"]) for r in rows if r["stage"] == 2)
+    assert all("train_gap" not in r for r in rows if r["stage"] == 1)
     assert (run / "plots" / "curves.png").stat().st_size > 1000
     for stage in (1, 2):
         got = ck.load_checkpoint(ck.best_path(run, stage))

@@ -28,10 +28,13 @@ def _atomic_savefig(fig: "plt.Figure", path: Path) -> Path:
 
 
 def plot_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Train loss (CE and L_d), validation AUC/accuracy and learning rate per epoch, both stages in sequence."""
+    """Train loss (CE and L_d), validation AUC/accuracy and learning rate per epoch, both stages in sequence; with
+    stage-2 rows that log L_d's terms, a fourth panel: M_fake, M_real and the gap M_fake - M_real (the hinge's
+    margin is 1)."""
     rows = read_jsonl(metrics_jsonl)
     x = np.arange(1, len(rows) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    with_gap = any(r.get("train_gap") is not None for r in rows)
+    fig, axes = plt.subplots(1, 4 if with_gap else 3, figsize=(18.5 if with_gap else 14, 3.8))
     stage2 = [i + 1 for i, r in enumerate(rows) if r["stage"] == 2]
 
     def series(k: str) -> list[float]:
@@ -49,6 +52,11 @@ def plot_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike) -> Pa
     axes[2].plot(x, series("lr"), "o-", label="lr (end of epoch)")
     axes[2].set_yscale("log")
     axes[2].set_title("learning rate")
+    if with_gap:
+        axes[3].plot(x, series("train_gap"), "o-", label="gap M_fake - M_real")
+        axes[3].plot(x, series("train_m_fake"), ".--", label="M_fake")
+        axes[3].plot(x, series("train_m_real"), ".--", label="M_real")
+        axes[3].set_title("L_d terms (train, per epoch)")
     for ax in axes:
         if stage2:
             ax.axvline(stage2[0] - 0.5, color="grey", lw=0.8, ls=":")

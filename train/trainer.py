@@ -298,6 +298,7 @@ class Trainer:
             train_model.train()
             self.reporter.start_epoch(stage, epoch, epochs, steps)
             sums = {"loss": 0.0, "ce": 0.0, "ld": 0.0}
+            ld_sums = torch.zeros(3, device=self.device)  # stage 2: sums of M_fake, M_real over two-class batches, count
             n_steps = 0
             t0 = time.perf_counter()
             t_last = t0
@@ -306,6 +307,9 @@ class Trainer:
                 y = batch["label"].to(self.device, non_blocking=True)
                 with autocast(self.device, self.amp):
                     loss, ce, ld = forward_loss(train_model, x, y, lrc, cfg.lambda_d)
+                if lrc is not None:  # the loss's own class means of M (eq. 25), no recomputation
+                    both = lrc.stats["both"].float()
+                    ld_sums += torch.stack([lrc.stats["m_fake"] * both, lrc.stats["m_real"] * both, both])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -344,9 +348,15 @@ class Trainer:
                    "epoch_time_s": time.perf_counter() - t0,
                    "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
                    "best_epoch": best_epoch, "best_val_auc": best_auc}
+            if lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
+                m_fake, m_real, n_both = ld_sums.tolist()
+                if n_both:
+                    row.update(train_m_fake=m_fake / n_both, train_m_real=m_real / n_both,
+                               train_gap=(m_fake - m_real) / n_both)
             if self.dist.is_master:
                 common = dict(model=model, model_config=self.mcfg_dict, train_config=cfg.to_dict(), stage=stage,
-                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row)
+                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row,
+                              extract=ckpt_io.extract_settings(self.info))
                 if improved:
                     ckpt_io.save_checkpoint(ckpt_io.best_path(self.out, stage), **common, with_rng=False)
                 ckpt_io.save_checkpoint(last, optimizer=optimizer, scheduler=scheduler, **common)
@@ -363,7 +373,7 @@ class Trainer:
                             max_batches=self.cfg.val_max_batches)
         loader = make_loader(stream, min(self.cfg.workers, 2), pin_memory=self.device.type == "cuda")
         preds = predict(ckpt_io.unwrap(model), loader, self.device, self.channels_last, self.amp)
-        return binary_metrics(preds.labels, preds.scores)
+        return binary_metrics(preds.labels, preds.scores, ranking=preds.margins)  # AUC by logit difference
 
     def _log_row(self, row: dict[str, Any]) -> None:
         from hilif.train.plots import plot_curves
