@@ -355,8 +355,7 @@ class Trainer:
                                train_gap=(m_fake - m_real) / n_both)
             if self.dist.is_master:
                 common = dict(model=model, model_config=self.mcfg_dict, train_config=cfg.to_dict(), stage=stage,
-                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row,
-                              extract=ckpt_io.extract_settings(self.info))
+                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row)
                 if improved:
                     ckpt_io.save_checkpoint(ckpt_io.best_path(self.out, stage), **common, with_rng=False)
                 ckpt_io.save_checkpoint(last, optimizer=optimizer, scheduler=scheduler, **common)
@@ -373,7 +372,7 @@ class Trainer:
                             max_batches=self.cfg.val_max_batches)
         loader = make_loader(stream, min(self.cfg.workers, 2), pin_memory=self.device.type == "cuda")
         preds = predict(ckpt_io.unwrap(model), loader, self.device, self.channels_last, self.amp)
-        return binary_metrics(preds.labels, preds.scores, ranking=preds.margins)  # AUC by logit difference
+        return binary_metrics(preds.labels, preds.scores)
 
     def _log_row(self, row: dict[str, Any]) -> None:
         from hilif.train.plots import plot_curves
