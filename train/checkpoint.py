@@ -99,8 +99,11 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
                     train_config: dict[str, Any], stage: int, epoch: int, step: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     best_metric: float = float("nan"), best_epoch: int = -1,
-                    metrics: dict[str, Any] | None = None, with_rng: bool = True) -> Path:
-    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename."""
+                    metrics: dict[str, Any] | None = None, with_rng: bool = True,
+                    extract: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename.
+
+    ``extract``: how the training shards' faces were found (:func:`extract_settings`), for hilif-eval detect."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
@@ -114,6 +117,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
         "best_metric": float(best_metric),
         "best_epoch": int(best_epoch),
         "metrics": json.dumps(metrics or {}),
+        "extract": json.dumps(extract or {}, sort_keys=True),
         "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
     }
     if optimizer is not None:
@@ -129,6 +133,11 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+def extract_settings(info: schema.DatasetInfo) -> dict[str, Any]:
+    """The face settings of a shard folder's extract run (dataset.json), as recorded in its checkpoints."""
+    return {"face": dict(info.config.get("face") or {}), "face_size": info.face_size, "dataset": info.dataset}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -158,6 +167,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ckpt["model_config"] = json.loads(ckpt["model_config"])
     ckpt["train_config"] = json.loads(ckpt["train_config"])
     ckpt["metrics"] = json.loads(ckpt.get("metrics", "{}"))
+    ckpt["extract"] = json.loads(ckpt.get("extract", "{}"))  # {} in checkpoints written before it was recorded
     return ckpt
 
 
