@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,7 +40,8 @@ ROC_PNG = "roc.png"
 @dataclass
 class Predictions:
     labels: np.ndarray
-    scores: np.ndarray  # fake probability (softmax of logit 1)
+    scores: np.ndarray  # fake probability (softmax of logit 1): Acc@0.5 and the reported probabilities
+    margins: np.ndarray = field(default_factory=lambda: np.zeros(0))  # logit_fake - logit_real (fp32): ranks (AUC..)
     keys: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
@@ -48,12 +50,14 @@ class Predictions:
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable[dict[str, Any]], device: torch.device | str,
             channels_last: bool = False, amp: torch.dtype | None = None) -> Predictions:
-    """Fake probabilities for every batch of `loader`, gathered from all ranks (every rank gets them all)."""
+    """Fake probabilities and logit differences for every batch of `loader`, gathered from all ranks (every rank
+    gets them all). Logits are cast to float32 before the softmax and the difference."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     labels: list[int] = []
     scores: list[float] = []
+    margins: list[float] = []
     keys: list[str] = []
     videos: list[str] = []
     methods: list[str] = []
@@ -62,23 +66,27 @@ def predict(model: torch.nn.Module, loader: Iterable[dict[str, Any]], device: to
         x = normalize(batch["image"], device, channels_last)
         with ctx:
             logits = model(x)
-        scores += torch.softmax(logits.float(), dim=1)[:, schema.FAKE].cpu().tolist()
+        logits = logits.float()
+        scores += torch.softmax(logits, dim=1)[:, schema.FAKE].cpu().tolist()
+        margins += (logits[:, schema.FAKE] - logits[:, schema.REAL]).cpu().tolist()
         labels += batch["label"].tolist()
         keys += batch["key"]
         videos += batch["video"]
         methods += batch["method"]
     model.train(was_training)
-    parts = dist_util.all_gather_objects((labels, scores, keys, videos, methods))
+    parts = dist_util.all_gather_objects((labels, scores, margins, keys, videos, methods))
     out = Predictions(np.zeros(0, np.int64), np.zeros(0))
-    lab, sco = [], []
+    lab, sco, mar = [], [], []
     for part in parts:
         lab += part[0]
         sco += part[1]
-        out.keys += part[2]
-        out.videos += part[3]
-        out.methods += part[4]
+        mar += part[2]
+        out.keys += part[3]
+        out.videos += part[4]
+        out.methods += part[5]
     out.labels = np.asarray(lab, dtype=np.int64)
     out.scores = np.asarray(sco, dtype=np.float64)
+    out.margins = np.asarray(mar, dtype=np.float64)
     if len(set(out.keys)) != len(out.keys):
         log.warning("%d duplicate sample keys in the evaluated split", len(out.keys) - len(set(out.keys)))
     return out
@@ -152,11 +160,30 @@ PERTURBATIONS: dict[str, tuple[tuple[float, ...], str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Jpeg:
+    """JPEG re-compression at `quality` (a module-level callable: it pickles into spawn/forkserver loader workers)."""
+
+    quality: float
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        return jpeg(img, self.quality)
+
+
+@dataclass(frozen=True)
+class GaussianBlur:
+    sigma: float
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        return gaussian_blur(img, self.sigma)
+
+
 def perturbation(name: str, level: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The perturbation `name` at `level`, as a picklable callable (loader workers may be spawned processes)."""
     if name == "jpeg":
-        return lambda img: jpeg(img, level)
+        return Jpeg(level)
     if name == "gaussian_blur":
-        return lambda img: gaussian_blur(img, level)
+        return GaussianBlur(level)
     if name == "gaussian_noise":
         return _Seeded(_gaussian_noise, level)
     if name == "salt_pepper":
@@ -187,7 +214,7 @@ class EvalOptions:
     checkpoint: str
     shards: str
     split: str = "test"
-    out: str | None = None  # None: <checkpoint folder>/eval-<dataset>-<split>
+    out: str | None = None  # None: <checkpoint folder>/eval-<dataset>-<quality>-<split> (default_out_dir)
     perturb: list[str] = field(default_factory=list)
     perturb_levels: dict[str, tuple[float, ...]] = field(default_factory=dict)
     gradcam: int = 0
@@ -195,6 +222,13 @@ class EvalOptions:
     workers: int = 1
     device: str = "auto"
     max_batches: int | None = None
+
+
+def default_out_dir(checkpoint: str | Path, info: schema.DatasetInfo, split: str) -> Path:
+    """`<checkpoint folder>/eval-<dataset>-<quality>-<split>` from the shard folder's dataset.json, so that one
+    dataset's c23 and c40 reports (or its val and test splits) never overwrite each other."""
+    parts = [str(p) for p in (info.dataset, info.quality, split) if p]
+    return Path(checkpoint).parent / ("eval-" + "-".join(re.sub(r"[^\w.+]+", "_", p) for p in parts))
 
 
 def evaluate(opts: EvalOptions) -> dict[str, Any]:
@@ -213,7 +247,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     channels_last = True  # as in training: NHWC is faster on CUDA and CPU
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    out = Path(opts.out) if opts.out else Path(opts.checkpoint).parent / f"eval-{info.dataset}-{opts.split}"
+    out = Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split)
 
     def run(perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
         stream = EvalStream(opts.shards, opts.split, mcfg.img_size, opts.batch_size, perturb=perturb,
@@ -223,21 +257,22 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     clean = run(None)
     if len(clean.labels) == 0:
         raise ValueError(f"{opts.shards}: the {opts.split} split yielded no readable samples")
-    frame = binary_metrics(clean.labels, clean.scores)
+    frame = binary_metrics(clean.labels, clean.scores, ranking=clean.margins)
     report: dict[str, Any] = {
         "checkpoint": str(opts.checkpoint), "stage": ck["stage"], "epoch": ck["epoch"],
         "shards": str(opts.shards), "dataset": info.dataset, "quality": info.quality, "split": opts.split,
         "frame": frame.to_dict(),
-        "video": video_metrics(clean.videos, clean.labels, clean.scores).to_dict(),
-        "methods": {m: v.to_dict() for m, v in per_method_metrics(clean.methods, clean.labels, clean.scores).items()},
+        "video": video_metrics(clean.videos, clean.labels, clean.scores, clean.margins).to_dict(),
+        "methods": {m: v.to_dict() for m, v in per_method_metrics(clean.methods, clean.labels, clean.scores,
+                                                                   clean.margins).items()},
         "perturbations": [],
     }
     curves = {}
     if frame.n_real and frame.n_fake:
-        curves["clean"] = (*roc_points(clean.labels, clean.scores), frame.auc)
+        curves["clean"] = (*roc_points(clean.labels, clean.margins), frame.auc)
     for name, level in conditions:
         pred = run(perturbation(name, level))
-        m = binary_metrics(pred.labels, pred.scores)
+        m = binary_metrics(pred.labels, pred.scores, ranking=pred.margins)
         report["perturbations"].append({
             "name": name, "level": level, "acc": m.acc, "auc": _nan_none(m.auc),
             "d_acc": m.acc - frame.acc, "d_auc": _nan_none(m.auc - frame.auc),
@@ -245,7 +280,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         log.info("%s %g: acc %.4f (%+.4f)  AUC %.4f (%+.4f)", name, level, m.acc, m.acc - frame.acc, m.auc,
                  m.auc - frame.auc)
         if m.n_real and m.n_fake and name == "jpeg":
-            curves[f"JPEG {level:g}"] = (*roc_points(pred.labels, pred.scores), m.auc)
+            curves[f"JPEG {level:g}"] = (*roc_points(pred.labels, pred.margins), m.auc)
     if dinfo.is_master:
         out.mkdir(parents=True, exist_ok=True)
         if curves:

@@ -2,6 +2,11 @@
 
 Everything is computed by scikit-learn (roc_curve, roc_auc_score, average_precision_score); this module
 only groups scores (per method, per video) and reads operating points off the ROC curve.
+
+Two numbers per sample: the fake probability (softmax, thresholded at 0.5 for Acc) and a ranking score for the
+ROC-based metrics (AUC, EER, AP, TPR@FPR). hilif ranks by the logit difference logit_fake - logit_real in float32:
+it orders samples exactly as the softmax does, but does not saturate - confident softmaxes all round to 1.0 (bf16
+logits, float32 softmax) and would tie in the ROC. Without a ranking score the probability ranks.
 """
 
 from __future__ import annotations
@@ -52,15 +57,17 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                   threshold: float = 0.5) -> BinaryMetrics:
-    """Metrics of fake probabilities `scores` against labels (1 = fake)."""
+                   threshold: float = 0.5, ranking: Sequence[float] | np.ndarray | None = None) -> BinaryMetrics:
+    """Metrics of fake probabilities `scores` against labels (1 = fake): Acc from `scores` >= threshold, the
+    ROC-based metrics from `ranking` (e.g. logit differences; default: `scores`)."""
     y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(scores, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 1:
-        raise ValueError(f"labels and scores must be 1-D of one length, got {y.shape} and {p.shape}")
+    prob = np.asarray(scores, dtype=np.float64)
+    p = prob if ranking is None else np.asarray(ranking, dtype=np.float64)
+    if y.shape != prob.shape or y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D of one length, got {y.shape}, {prob.shape} and {p.shape}")
     n_fake = int((y == schema.FAKE).sum())
     n_real = int((y == schema.REAL).sum())
-    acc = float(((p >= threshold).astype(np.int64) == y).mean()) if len(y) else math.nan
+    acc = float(((prob >= threshold).astype(np.int64) == y).mean()) if len(y) else math.nan
     nan = math.nan
     if n_fake == 0 or n_real == 0:
         return BinaryMetrics(len(y), n_real, n_fake, acc, nan, nan, nan, nan, nan)
@@ -89,25 +96,30 @@ def video_scores(videos: Sequence[str], labels: Sequence[int], scores: Sequence[
     return keys, np.array([vlabel[k] for k in keys], dtype=np.int64), np.array([np.mean(group[k]) for k in keys])
 
 
-def video_metrics(videos: Sequence[str], labels: Sequence[int], scores: Sequence[float]) -> BinaryMetrics:
+def video_metrics(videos: Sequence[str], labels: Sequence[int], scores: Sequence[float],
+                  ranking: Sequence[float] | None = None) -> BinaryMetrics:
+    """Per video: Acc from the mean frame probability, the ROC-based metrics from the mean frame ranking score."""
     _, y, p = video_scores(videos, labels, scores)
-    return binary_metrics(y, p)
+    r = None if ranking is None else video_scores(videos, labels, ranking)[2]
+    return binary_metrics(y, p, ranking=r)
 
 
-def per_method_metrics(methods: Sequence[str], labels: Sequence[int], scores: Sequence[float]
-                       ) -> dict[str, BinaryMetrics]:
+def per_method_metrics(methods: Sequence[str], labels: Sequence[int], scores: Sequence[float],
+                       ranking: Sequence[float] | None = None) -> dict[str, BinaryMetrics]:
     """One row per fake method: that method's fakes against all the reals (the paper's Table II layout)."""
     m = np.asarray(methods)
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(scores, dtype=np.float64)
+    r = p if ranking is None else np.asarray(ranking, dtype=np.float64)
     real = y == schema.REAL
     out: dict[str, BinaryMetrics] = {}
     for method in sorted(set(m[~real].tolist())):
         sel = real | ((m == method) & ~real)
-        out[method] = binary_metrics(y[sel], p[sel])
+        out[method] = binary_metrics(y[sel], p[sel], ranking=r[sel])
     return out
 
 
 def roc_points(labels: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) of the ROC of ranking scores `scores` (probabilities or logit differences)."""
     fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores), pos_label=schema.FAKE)
     return fpr, tpr
