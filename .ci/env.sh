@@ -2,12 +2,15 @@
 # Make (or reuse) the project's virtual environment at ./.venv.
 # The install is skipped when .venv already matches pyproject.toml and this script
 # (a stamp file holds their hash), so the two quick-start commands share one venv.
+# Every pip call is constrained (-c) to the exact versions in .ci/constraints.txt, so every
+# machine running the quick start gets the same numpy, OpenCV, PyAV, dlib, timm, torch, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=${HILIF_VENV:-.venv}
-stamp_want=$(cat pyproject.toml .ci/env.sh | sha256sum | cut -c1-16)
+CONSTRAINTS=.ci/constraints.txt
+stamp_want=$(cat pyproject.toml .ci/env.sh "$CONSTRAINTS" | sha256sum | cut -c1-16)
 if [ -f "$VENV/.hilif-stamp" ] && [ "$(cat "$VENV/.hilif-stamp")" = "$stamp_want" ]; then
   echo "[env] $VENV is current (stamp $stamp_want): skipping install"
 else
@@ -16,19 +19,19 @@ else
   "$PY" -m venv "$VENV"
   log="$VENV/install.log"
   pipi() {  # quiet pip; on failure show the end of the log and stop
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1; then
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "$@" >>"$log" 2>&1; then
       grep -v "^WARNING: Location" "$log" | tail -n 30 >&2
       echo "[env] pip install $* failed; full log: $log" >&2
       exit 1
     fi
   }
-  # torch first, pinned to the builds that work with torchvision on this machine.
-  pipi "torch==2.14.1" "torchvision==0.29.1"
+  # torch first (its version, like every other one, comes from the constraints file).
+  pipi torch torchvision
   pipi -e ".[dev]"
   # insightface hard-requires the CPU onnxruntime and opencv-python (needs libGL):
   # install it without its deps (its real needs are in pyproject), so that
   # onnxruntime-gpu's files stay the ones in place.
-  pipi --no-deps "insightface>=0.7,<3"
+  pipi --no-deps insightface
   "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
 for mod in ("torch", "torchvision", "timm", "webdataset", "decord", "av", "dlib", "cv2", "onnxruntime",
