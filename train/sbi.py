@@ -280,3 +280,24 @@ def self_blend(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
     """(fake image, mask) of :func:`generate`."""
     parts = generate(img, landmarks, rng, cfg)
     return parts.fake, parts.mask
+
+
+def sample_landmarks(meta, size: int = 256, margin: float = 1.3) -> np.ndarray:
+    """The landmarks SBI uses for a shard sample, in aligned-face pixels.
+
+    ``meta`` is a :class:`hilif.pipeline.schema.SampleMeta` (or its JSON dict). Version 2: the
+    dense landmarks, or its aligned five points where the detector gave no dense ones. Version 1:
+    the five frame-pixel points mapped by the alignment (``size`` / ``margin`` of the extract run,
+    in its dataset JSON) - the coarser five-point hull.
+    """
+    get = meta.get if isinstance(meta, dict) else lambda k, d=None: getattr(meta, k, d)
+    dense = get("dense_landmarks") or []
+    if len(dense) >= 5:
+        return np.asarray(dense, dtype=np.float64)
+    five = get("aligned_landmarks") or []
+    if len(five) == 5:
+        return np.asarray(five, dtype=np.float64)
+    from hilif.pipeline.align import similarity_matrix, to_aligned
+
+    frame_points = np.asarray(get("landmarks"), dtype=np.float64)
+    return to_aligned(frame_points, similarity_matrix(frame_points, size, margin))

@@ -1,0 +1,125 @@
+"""Self-blended images (train/sbi.py): the blend, the mask, determinism, the five-point hull."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hilif.train import sbi
+
+
+@pytest.fixture(scope="module")
+def face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(aligned 256x256 RGB face, its dlib 68 points, its five points), both in aligned pixels."""
+    import cv2
+    import insightface
+
+    from hilif.pipeline.align import align_face, similarity_matrix, to_aligned
+    from hilif.pipeline.detect import DlibDetector
+
+    img = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
+    crop = cv2.resize(img[238:486, 390:639], (200, 200), interpolation=cv2.INTER_AREA)
+    frame = cv2.copyMakeBorder(crop, 60, 60, 60, 60, cv2.BORDER_REPLICATE)[:, :, ::-1].copy()
+    (d,) = DlibDetector().detect(frame)
+    m = similarity_matrix(d.landmarks)
+    return align_face(frame, d.landmarks), to_aligned(d.dense, m), to_aligned(d.landmarks, m)
+
+
+@pytest.mark.parametrize("points", ["dense", "five"])
+@pytest.mark.parametrize("seed", range(6))
+def test_blend_is_the_source_where_m_is_1_and_the_target_where_m_is_0(face, points, seed):
+    img, dense, five = face
+    lm = dense if points == "dense" else five
+    full = sbi.SBIConfig(blend_ratios=(1.0,))
+    p = sbi.generate(img, lm, np.random.default_rng(seed), full)
+    one, zero = p.mask == 1.0, p.mask == 0.0
+    assert one.sum() > 1000 and zero.sum() > 1000
+    assert np.array_equal(p.fake[one], p.source[one])
+    assert np.array_equal(p.fake[zero], p.target[zero])
+    # and in between the convex combination, rounded
+    want = np.rint(p.mask[..., None] * p.source + (1 - p.mask[..., None]) * p.target.astype(np.float64))
+    assert np.abs(p.fake.astype(np.float64) - want).max() <= 1
+    # the source and the target differ (the frequency change is always applied), so the fake differs from the real
+    assert (p.fake != img).any(axis=2)[p.mask > 0.5].mean() > 0.2
+
+
+def test_blend_ratio_scales_the_mask(face):
+    img, dense, _ = face
+    for seed in range(8):
+        p = sbi.generate(img, dense, np.random.default_rng(seed))
+        assert p.ratio in (0.25, 0.5, 0.75, 1.0)
+        assert p.mask.max() == pytest.approx(p.ratio, abs=1e-6) and p.mask.min() >= 0.0
+
+
+@pytest.mark.parametrize("points", ["dense", "five"])
+def test_mask_lies_inside_the_face_hull_before_blurring(face, points):
+    img, dense, five = face
+    lm = dense if points == "dense" else five
+    hull = sbi.hull_mask(lm, img.shape[:2])
+    for seed in range(10):
+        p = sbi.generate(img, lm, np.random.default_rng(seed))
+        assert np.array_equal(p.hull, hull)
+        assert not (p.hard & (1 - hull)).any(), "deformed mask leaves the hull"
+        assert p.hard.sum() > 0.4 * hull.sum()  # deformed and eroded, not gone
+        # after blurring it spreads at most about one kernel beyond the hull
+        import cv2
+
+        grown = cv2.dilate(hull, np.ones((27, 27), np.uint8))
+        assert p.mask[grown == 0].max() == 0.0
+
+
+def test_same_seed_same_image_other_seed_other_image(face):
+    img, dense, _ = face
+    a = sbi.self_blend(img, dense, np.random.default_rng(7))
+    b = sbi.self_blend(img, dense, np.random.default_rng(7))
+    c = sbi.self_blend(img, dense, np.random.default_rng(8))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.uint8 and a[0].shape == img.shape and a[1].shape == img.shape[:2]
+
+
+def test_five_point_hull_covers_the_inner_face_of_the_dense_hull(face):
+    """The five-point hull is coarser, but mostly the same region as dlib's 68-point hull."""
+    img, dense, five = face
+    h68 = sbi.hull_mask(dense, img.shape[:2]).astype(bool)
+    h5 = sbi.hull_mask(five, img.shape[:2]).astype(bool)
+    assert (h5 & h68).sum() / h5.sum() > 0.8  # mostly inside the face outline
+    assert (h5 & h68).sum() / h68.sum() > 0.6  # and covers most of it
+    # the bare hull of the five points would not: it stops at the eyes and the mouth
+    import cv2
+
+    bare = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillConvexPoly(bare, cv2.convexHull(np.round(five).astype(np.int32)), 1)
+    assert bare.sum() < 0.5 * h5.sum()
+
+
+def test_source_target_generator_changes_exactly_one_copy(face):
+    img, _, _ = face
+    no_shift = sbi.SBIConfig(scale=(1.0, 1.0), shift_x=0.0, shift_y=0.0)
+    for seed in range(8):
+        src, tgt = sbi.source_target(img, no_shift, np.random.default_rng(seed))
+        changed = [not np.array_equal(x, img) for x in (src, tgt)]
+        assert sum(changed) == 1, seed
+
+
+def test_sample_landmarks_v2_dense_then_aligned_five_then_v1_frame_points(face):
+    from hilif.pipeline.align import similarity_matrix, to_aligned
+
+    _, dense, five = face
+    frame_pts = [[100.0, 120.0], [160.0, 118.0], [130.0, 150.0], [108.0, 180.0], [155.0, 179.0]]
+    v1 = dict(landmarks=frame_pts)
+    want = to_aligned(np.array(frame_pts), similarity_matrix(np.array(frame_pts)))
+    assert np.allclose(sbi.sample_landmarks(v1), want)
+    assert np.allclose(sbi.sample_landmarks(dict(v1, aligned_landmarks=five.tolist())), five)
+    assert np.allclose(sbi.sample_landmarks(dict(v1, aligned_landmarks=five.tolist(), dense_landmarks=dense.tolist())), dense)
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(blend_ratios=(0.0, 1.0)), "blend ratios"), (dict(blend_ratios=()), "blend ratios"),
+                                    (dict(blur_kernel=(4, 25)), "blur kernel"), (dict(p_rgb_shift=1.5), "p_rgb_shift"),
+                                    (dict(blur_sigma=(0.0, 3.0)), "sigma")])
+def test_bad_sbi_config_is_an_error(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        replace(sbi.SBIConfig(), **kw)
