@@ -108,9 +108,18 @@ def train(
     lrc_s: Optional[int] = typer.Option(None, "--lrc-s", help="Block stride S of L_d (preset: 2)."),
     lrc_n: Optional[int] = typer.Option(None, "--lrc-n", help="Top-N blocks of L_d (preset: 8)."),
     train_methods: Optional[list[str]] = typer.Option(None, "--train-methods",
-                                                      help="Fake methods to train on (repeat; default all): Table II."),
+                                                      help="Fake methods to train on (repeat; default all): Table II. "
+                                                           "'none': no dataset fakes (reals only; needs --synth-fakes sbi)."),
     augment: Optional[str] = typer.Option(
         None, help="paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: the preset's."),
+    synth_fakes: str = typer.Option("none", "--synth-fakes",
+                                    help="none | sbi: self-blended fakes made from the train reals in the loader."),
+    synth_ratio: float = typer.Option(0.5, "--synth-ratio", help="Share (0, 1] of the fake slots filled with SBI "
+                                                                 "(all of them with --train-methods none)."),
+    sbi_blend_ratios: str = typer.Option("0.25,0.5,0.75,1,1,1", "--sbi-blend-ratios",
+                                         help="SBI blend ratios, one drawn per fake (the SBI paper's set)."),
+    sbi_mask_blur: str = typer.Option("5,25", "--sbi-mask-blur",
+                                      help="SBI mask blur: smallest,largest odd Gaussian kernel size (SBI code: 5,25)."),
     backbone_weights: Optional[Path] = typer.Option(None, help="Local ImageNet weights file for the backbones."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="ImageNet backbones (default: the preset's choice)."),
@@ -141,11 +150,20 @@ def train(
     from hilif.train.trainer import Trainer
 
     try:
+        blend_ratios = [float(v) for v in sbi_blend_ratios.split(",")]
+        mask_blur = [int(v) for v in sbi_mask_blur.split(",")]
+    except ValueError:
+        raise fail(f"--sbi-blend-ratios {sbi_blend_ratios!r} / --sbi-mask-blur {sbi_mask_blur!r}: expected "
+                   "comma-separated numbers, e.g. 0.25,0.5,0.75,1,1,1 and 5,25")
+    if len(mask_blur) != 2:
+        raise fail(f"--sbi-mask-blur {sbi_mask_blur!r}: expected two odd kernel sizes LO,HI, e.g. 5,25")
+    try:
         cfg = TrainConfig(
             shards=str(shards), out=str(out), preset=preset, stage=stage, stage1_epochs=stage1_epochs,
             stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, stage2_lr=stage2_lr,
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
             lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []), augment=augment,
+            synth_fakes=synth_fakes, synth_ratio=synth_ratio, sbi_blend_ratios=blend_ratios, sbi_mask_blur=mask_blur,
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
             img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, threads=threads, resume=resume,
             steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,

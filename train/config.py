@@ -14,6 +14,11 @@ LR_SCHEDULES = ("cosine", "constant", "linear")
 #: photometric jitter (brightness, contrast, saturation, white balance; hilif.train.data.colour_jitter).
 AUGMENTS = ("paper", "colour")
 
+#: Synthetic fakes made on the fly from the train reals: "none", or "sbi" = self-blended images (hilif.train.sbi).
+SYNTH_FAKES = ("none", "sbi")
+#: ``--train-methods none``: no dataset fakes at all (only with synthetic fakes: the SBI protocol, reals only).
+NO_METHODS = "none"
+
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
                             "log_every", "val_batch_size", "threads"})
@@ -59,6 +64,10 @@ class TrainConfig:
     lrc_n: int | None = None
     train_methods: list[str] = field(default_factory=list)  # fake methods to train on; empty = all
     augment: str | None = None  # None: the recipe's; "paper" (crop + flip) or "colour" (+ photometric jitter)
+    synth_fakes: str = "none"  # none | sbi: self-blended fakes from the train reals, made in the loader workers
+    synth_ratio: float = 0.5  # share of the fake slots filled with synthetic fakes (all of them with --train-methods none)
+    sbi_blend_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])  # SBI paper
+    sbi_mask_blur: list[int] = field(default_factory=lambda: [5, 25])  # odd Gaussian kernel sizes of the mask blurs (SBI code)
     backbone_weights: str | None = None
     pretrained: bool | None = None  # None: the preset's choice (paper: ImageNet weights)
     img_size: int | None = None  # None: the preset's input size
@@ -99,6 +108,31 @@ class TrainConfig:
         for name in ("stage1_epochs", "stage2_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.synth_fakes not in SYNTH_FAKES:
+            raise ValueError(f"--synth-fakes must be one of {', '.join(SYNTH_FAKES)}, got {self.synth_fakes!r}")
+        if not 0.0 < self.synth_ratio <= 1.0:
+            raise ValueError(f"--synth-ratio must be in (0, 1] (share of the fake slots), got {self.synth_ratio}")
+        if NO_METHODS in self.train_methods:
+            if len(self.train_methods) > 1:
+                raise ValueError(f"--train-methods {NO_METHODS} cannot be combined with method names")
+            if self.synth_fakes == "none":
+                raise ValueError(f"--train-methods {NO_METHODS} leaves no fakes to train on: add --synth-fakes sbi")
+        self.sbi_config()  # the SBI ranges are valid
+
+    @property
+    def dataset_fakes(self) -> bool:
+        """Whether dataset fakes are trained on (False with ``--train-methods none``)."""
+        return NO_METHODS not in self.train_methods
+
+    def sbi_config(self):
+        """The :class:`hilif.train.sbi.SBIConfig` of this run (the SBI paper's values except where set)."""
+        from .sbi import SBIConfig
+
+        try:
+            return SBIConfig(blend_ratios=tuple(float(r) for r in self.sbi_blend_ratios),
+                             blur_kernel=tuple(int(k) for k in self.sbi_mask_blur))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
