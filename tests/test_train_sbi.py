@@ -123,3 +123,36 @@ def test_sample_landmarks_v2_dense_then_aligned_five_then_v1_frame_points(face):
 def test_bad_sbi_config_is_an_error(kw, msg):
     with pytest.raises(ValueError, match=msg):
         replace(sbi.SBIConfig(), **kw)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--synth-fakes", "blend"], "--synth-fakes"),
+    (["--synth-fakes", "sbi", "--synth-ratio", "0"], "--synth-ratio"),
+    (["--synth-fakes", "sbi", "--synth-ratio", "1.5"], "--synth-ratio"),
+    (["--train-methods", "none"], "--synth-fakes sbi"),
+    (["--train-methods", "none", "--train-methods", "Deepfakes", "--synth-fakes", "sbi"], "--train-methods none"),
+    (["--synth-fakes", "sbi", "--sbi-blend-ratios", "0.5,2"], "blend ratios"),
+    (["--synth-fakes", "sbi", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios"),
+    (["--synth-fakes", "sbi", "--sbi-mask-blur", "4,25"], "blur kernel"),
+    (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
+])
+def test_bad_synth_options_are_one_line_errors_exit_2(tmp_path, args, msg):
+    from typer.testing import CliRunner
+
+    from hilif.train.cli import train_app
+
+    res = CliRunner().invoke(train_app, ["--shards", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "o"),
+                                         *args])
+    assert res.exit_code == 2, res.output
+    assert msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_config_synth_defaults_and_sbi_config():
+    from hilif.train.config import TrainConfig
+
+    cfg = TrainConfig(preset="tiny")
+    assert cfg.synth_fakes == "none" and cfg.dataset_fakes
+    assert cfg.sbi_config() == sbi.SBIConfig()  # the options' defaults are the generator's (the SBI paper's)
+    reals_only = TrainConfig(preset="tiny", train_methods=["none"], synth_fakes="sbi", sbi_mask_blur=[7, 15])
+    assert not reals_only.dataset_fakes and reals_only.sbi_config().blur_kernel == (7, 15)
