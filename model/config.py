@@ -9,6 +9,7 @@ from typing import Any, Literal
 DFTMAttention = Literal["both", "fem", "fsfm"]
 LEMMode = Literal["local", "token_mix"]
 DCTFormulation = Literal["separable", "conv", "unfold"]
+LRCLoss = Literal["hilif", "li"]
 
 #: Stride of cut A (stem + stages 0-1) in every timm EfficientNet; checked again against the real backbone.
 CUT_A_STRIDE = 4
@@ -41,6 +42,10 @@ class HiLIFConfig:
     backbone_weights: str | None = None  # local timm checkpoint file; used for both streams
     # --- DFTM (Table VI-VIII switches) ---
     dftm: bool = True
+    # Table VII "EfficientNet + Self-Attention": a plain transformer block (global self-attention over every cut-A
+    # pixel + MLP) at cut A in place of DFTM, the paper's case that content attention hurts; needs dftm=False
+    self_attention: bool = False
+    self_attention_heads: int = 4  # heads of that block (LEM's 4 groups)
     dftm_attention: DFTMAttention = "both"  # FEM + FSFM, or one of them (Table VII)
     lem_mode: LEMMode = "local"  # attention inside patches (LEM) vs between patches (M2TR token mix)
     multi_patch: bool = True  # one patch size per channel group vs the same size for all groups
@@ -50,6 +55,7 @@ class HiLIFConfig:
     dct_stride: int = 2
     dct_low_cut: int = 2  # f_base zeroes DCT frequencies (u, v) with u + v < dct_low_cut (DC, (0,1), (1,0))
     dct_formulation: DCTFormulation = "separable"  # all three are equal; separable is the fast one
+    dct_learnable_filter: bool = True  # f_w of eq. 1 (the paper's); False = fixed f_base mask (the authors' code)
     sa_reduction: int = 7  # coarse self-attention keys/values come from a 7x7 stride-7 conv (eq. 12)
     sa_heads: int = 1
     # --- noise stream ---
@@ -67,6 +73,7 @@ class HiLIFConfig:
     lrc_n: int = 8
     lrc_size: int = 14
     lrc_channels: int = 64  # output channels of each level's 1x1 projections (not given in the paper)
+    lrc_loss: LRCLoss = "hilif"  # "hilif": eq. 24-27 (top-N mean); "li": Li et al.'s original (Table X/XI "LRCL")
 
     def __post_init__(self) -> None:
         if self.patch_sizes is not None:
@@ -97,13 +104,15 @@ class HiLIFConfig:
     def validate(self) -> None:
         """Raise ValueError naming the broken constraint."""
         choices = {"dftm_attention": ("both", "fem", "fsfm"), "lem_mode": ("local", "token_mix"),
-                   "dct_formulation": ("separable", "conv", "unfold")}
+                   "dct_formulation": ("separable", "conv", "unfold"), "lrc_loss": ("hilif", "li")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiLIFConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
         if self.img_size % 32:
             raise ValueError(f"HiLIFConfig.img_size={self.img_size}: must be a multiple of 32 (EfficientNet stride)")
         s = self.cut_a_size
+        if self.self_attention and self.dftm:
+            raise ValueError("HiLIFConfig: self_attention=True replaces DFTM at cut A; set dftm=False with it")
         if self.dftm:
             bad = [p for p in self.lem_patch_sizes if p < 1 or s % p]
             if bad:
@@ -156,4 +165,4 @@ class HiLIFConfig:
         return cls(**d)
 
 
-__all__ = ["HiLIFConfig", "derive_patch_sizes", "DFTMAttention", "LEMMode", "DCTFormulation"]
+__all__ = ["HiLIFConfig", "derive_patch_sizes", "DFTMAttention", "LEMMode", "DCTFormulation", "LRCLoss"]

@@ -144,16 +144,19 @@ class DFTM(nn.Module):
 
     F_H = BlockDCTHighPass(F); F_FE = FEM(F, F_H); F_FS = FSFM(F, F_H);
     F_DF = BN(Conv3x3(ReLU(BN(Conv1x1(concat(F_FE, F_FS)))))) (eq. 10-11); F_out = SA(F_DF) + F (eq. 12).
-    ``attention`` selects FEM + FSFM ("both") or one branch (Table VII ablation).
+    ``attention`` selects FEM + FSFM ("both") or one branch (Table VII ablation); ``dct_learnable=False`` drops the
+    learnable filter f_w of eq. 1 (F_H then uses the fixed f_base mask).
     """
 
     def __init__(self, channels: int, patch_sizes: tuple[int, ...], attention: str = "both", lem_mode: str = "local",
                  dct_window: int = 8, dct_stride: int = 2, dct_low_cut: int = 2, dct_formulation: str = "separable",
-                 sa_reduction: int = 7, sa_heads: int = 1, feature_size: int | None = None) -> None:
+                 sa_reduction: int = 7, sa_heads: int = 1, feature_size: int | None = None,
+                 dct_learnable: bool = True) -> None:
         super().__init__()
         if attention not in ("both", "fem", "fsfm"):
             raise ValueError(f"DFTM: unknown attention {attention!r}")
-        self.highpass = BlockDCTHighPass(dct_window, dct_stride, dct_low_cut, dct_formulation, size=feature_size)
+        self.highpass = BlockDCTHighPass(dct_window, dct_stride, dct_low_cut, dct_formulation,
+                                         learnable=dct_learnable, size=feature_size)
         self.fem = FrequencyEnhance(channels, patch_sizes, lem_mode) if attention in ("both", "fem") else None
         self.fsfm = FrequencySpatialFusion(channels, patch_sizes, lem_mode) if attention in ("both", "fsfm") else None
         branches = 2 if attention == "both" else 1

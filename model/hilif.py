@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import PixelSelfAttention
 from .backbone import EfficientNetStream
 from .config import HiLIFConfig
 from .ddafm import DDAFM
@@ -98,7 +99,11 @@ class HiLIF(nn.Module):
         if cfg.dftm:
             self.dftm = DFTM(ch["a"], cfg.lem_patch_sizes, cfg.dftm_attention, cfg.lem_mode, cfg.dct_window,
                              cfg.dct_stride, cfg.dct_low_cut, cfg.dct_formulation, cfg.sa_reduction, cfg.sa_heads,
-                             feature_size=cfg.img_size // self.rgb.strides["a"])
+                             feature_size=cfg.img_size // self.rgb.strides["a"],
+                             dct_learnable=cfg.dct_learnable_filter)
+        self.self_attention: PixelSelfAttention | None = None
+        if cfg.self_attention:  # Table VII: a plain transformer block in DFTM's place
+            self.self_attention = PixelSelfAttention(ch["a"], cfg.self_attention_heads)
         self.ddafm: nn.ModuleDict | None = None
         if cfg.ddafm:
             self.ddafm = nn.ModuleDict({k: DDAFM(ch[k], cfg.msca, cfg.msca_hidden) for k in ("b", "c")})
@@ -117,6 +122,8 @@ class HiLIF(nn.Module):
         n = self.noise.forward_a(self.srm(x))
         if self.dftm is not None:
             r = self.dftm(r)
+        elif self.self_attention is not None:
+            r = self.self_attention(r)
         levels["a"] = (r, n)
         r, n = self.rgb.forward_b(r), self.noise.forward_b(n)
         if self.ddafm is not None:

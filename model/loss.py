@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import HiLIFConfig
 
 
 def local_max_difference(f_all: torch.Tensor, k: int = 5, s: int = 2, n: int = 8) -> torch.Tensor:
@@ -19,14 +24,19 @@ def local_max_difference(f_all: torch.Tensor, k: int = 5, s: int = 2, n: int = 8
         return _local_max_difference_fp32(f_all.to(torch.promote_types(f_all.dtype, torch.float32)), k, s, n)
 
 
-def _local_max_difference_fp32(f_all: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
+def _block_distances_fp32(f_all: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """s_xz of eq. 23 for every pair of k x k blocks (stride s) of each sample: [B, n_blocks, n_blocks]."""
     blocks = F.unfold(f_all, k, stride=s).transpose(1, 2)  # [B, n_blocks, C*k*k]
-    n_blocks = blocks.shape[1]
+    u = F.normalize(blocks, dim=-1)
+    return 1.0 - u @ u.transpose(1, 2)
+
+
+def _local_max_difference_fp32(f_all: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
+    dist = _block_distances_fp32(f_all, k, s)  # [B, n_blocks, n_blocks]
+    n_blocks = dist.shape[1]
     if n > n_blocks:
         raise ValueError(f"local relationship loss: N={n} exceeds the {n_blocks} blocks of size {k} stride {s} on a "
                          f"{f_all.shape[-2]}x{f_all.shape[-1]} map; lower N (lrc_n) or the stride")
-    u = F.normalize(blocks, dim=-1)
-    dist = 1.0 - u @ u.transpose(1, 2)  # [B, n_blocks, n_blocks]
     s_mean = dist.mean(dim=-1)
     return s_mean.topk(n, dim=-1).values.mean(dim=-1)
 
@@ -43,7 +53,7 @@ class LocalRelationLoss(nn.Module):
         self.stats: dict[str, torch.Tensor] = {}
 
     def forward(self, f_all: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        m = local_max_difference(f_all, self.k, self.s, self.n)  # float32, autocast off inside
+        m = self.inconsistency(f_all)  # float32, autocast off inside
         fake, real = (labels == 1).to(m.dtype), (labels == 0).to(m.dtype)
         n_fake, n_real = fake.sum(), real.sum()
         # class means by masked sums: no data-dependent branch or indexing, so no host sync on a GPU and no
@@ -55,5 +65,35 @@ class LocalRelationLoss(nn.Module):
         self.stats = {"m_fake": m_fake.detach(), "m_real": m_real.detach(), "both": both.detach()}
         return torch.where(both, F.relu(self.margin - gap), m.sum() * 0.0)
 
+    def inconsistency(self, f_all: torch.Tensor) -> torch.Tensor:
+        """Per-sample M that the hinge compares between fakes and reals: eq. 25 here."""
+        return local_max_difference(f_all, self.k, self.s, self.n)
+
     def extra_repr(self) -> str:
         return f"k={self.k}, s={self.s}, n={self.n}, margin={self.margin}"
+
+
+def max_pair_difference(f_all: torch.Tensor, k: int = 5, s: int = 2) -> torch.Tensor:
+    """Per-sample M of Li et al.'s original constraint: the distance s_xz (eq. 23) of the two most dissimilar blocks,
+    max over all block pairs (float32 under any autocast, as `local_max_difference`)."""
+    with torch.autocast(f_all.device.type, enabled=False):
+        dist = _block_distances_fp32(f_all.to(torch.promote_types(f_all.dtype, torch.float32)), k, s)
+    return dist.flatten(1).amax(dim=1)
+
+
+class OriginalLocalRelationLoss(LocalRelationLoss):
+    """Li et al.'s local relation constraint (the paper's ref. [12], Table X/XI "Model + LRCL"), as the paper describes
+    it: the same hinge on the same F_all blocks, but M is the distance of the two most dissimilar blocks
+    (`max_pair_difference`) instead of the mean of the top-N mean distances; N is not used."""
+
+    def inconsistency(self, f_all: torch.Tensor) -> torch.Tensor:
+        return max_pair_difference(f_all, self.k, self.s)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, s={self.s}, max pair (Li et al.), margin={self.margin}"
+
+
+def make_lrc_loss(cfg: "HiLIFConfig") -> LocalRelationLoss:
+    """The stage-2 constraint loss a model config asks for: `lrc_loss` "hilif" (eq. 27) or "li" (the original)."""
+    cls = OriginalLocalRelationLoss if cfg.lrc_loss == "li" else LocalRelationLoss
+    return cls(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)

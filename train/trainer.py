@@ -288,9 +288,9 @@ class Trainer:
         loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
         lrc = None
         if stage == 2:
-            from hilif.model.loss import LocalRelationLoss
+            from hilif.model.loss import make_lrc_loss
 
-            lrc = LocalRelationLoss(self.mcfg.lrc_k, self.mcfg.lrc_s, self.mcfg.lrc_n)
+            lrc = make_lrc_loss(self.mcfg)  # eq. 27, or Li et al.'s original with lrc_loss="li" (Table X/XI)
 
         ran = 0
         for epoch in range(start_epoch, epochs):
