@@ -33,6 +33,11 @@ def similarity_matrix(landmarks: np.ndarray, size: int = 256, margin: float = 1.
     return np.asarray(tf.params[:2], dtype=np.float64)
 
 
+def to_aligned(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Frame-pixel points (N, 2) mapped into the aligned crop by the 2x3 ``matrix`` of :func:`similarity_matrix`."""
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2) @ matrix[:, :2].T + matrix[:, 2]
+
+
 def align_face(frame: np.ndarray, landmarks: np.ndarray, size: int = 256, margin: float = 1.3) -> np.ndarray:
     """The aligned ``size`` x ``size`` RGB face (outside the frame: black)."""
     import cv2

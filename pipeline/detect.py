@@ -28,6 +28,9 @@ class Detection:
     box: np.ndarray  # (4,) float: x0 y0 x1 y1 in frame pixels
     landmarks: np.ndarray  # (5, 2) float
     score: float
+    #: dense landmarks in frame pixels where the detector gives them: dlib's 68 points, insightface's
+    #: 106 (when its pack has the 2d106det model); None otherwise
+    dense: np.ndarray | None = None
 
     @property
     def width(self) -> float:
@@ -109,7 +112,8 @@ def _map_back(det: Detection, m: np.ndarray, offset: np.ndarray) -> Detection:
     half = np.array([x1 - x0, y1 - y0]) / 2
     box = np.concatenate([c - half, c + half]) + np.concatenate([offset, offset])
     lm = det.landmarks @ inv[:, :2].T + inv[:, 2] + offset
-    return Detection(box, lm, det.score)
+    dense = None if det.dense is None else det.dense @ inv[:, :2].T + inv[:, 2] + offset
+    return Detection(box, lm, det.score, dense)
 
 
 class DlibDetector:
@@ -140,16 +144,21 @@ class DlibDetector:
         return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
                 for r, s in zip(rects, scores)]
 
-    def _landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def landmarks68(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """dlib's 68 points (frame pixels) of the face in ``box``."""
         d = self._dlib
         rect = d.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-        shp = self._shape(frame, rect)
-        pts = np.array([[p.x, p.y] for p in shp.parts()], dtype=np.float64)
-        return np.stack([pts[_EYE_L].mean(0), pts[_EYE_R].mean(0), pts[_NOSE_TIP], pts[_MOUTH_L], pts[_MOUTH_R]])
+        shp = self._shape(np.ascontiguousarray(frame), rect)
+        return np.array([[p.x, p.y] for p in shp.parts()], dtype=np.float64)
+
+    def _detection(self, frame: np.ndarray, box: np.ndarray, score: float) -> Detection:
+        pts = self.landmarks68(frame, box)
+        five = np.stack([pts[_EYE_L].mean(0), pts[_EYE_R].mean(0), pts[_NOSE_TIP], pts[_MOUTH_L], pts[_MOUTH_R]])
+        return Detection(box, five, score, pts)
 
     def _finish(self, frame: np.ndarray, found: list[tuple[np.ndarray, float]]) -> list[Detection]:
         frame = np.ascontiguousarray(frame)
-        return [Detection(b, self._landmarks(frame, b), s) for b, s in found]
+        return [self._detection(frame, b, s) for b, s in found]
 
     def _scaled(self, frame: np.ndarray, scale: float, upsample: int) -> list[tuple[np.ndarray, float]]:
         import cv2
@@ -218,6 +227,8 @@ class DlibDetector:
 
 DEFAULT_INSIGHTFACE_DIR = Path("~/.insightface/models/buffalo_l")
 SCRFD_NAMES = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx")
+#: insightface's 106-point 2D landmark model in the buffalo_l / antelopev2 packs (optional)
+LANDMARK106_NAME = "2d106det.onnx"
 
 
 def resolve_device(device: str) -> str:
@@ -311,6 +322,25 @@ class InsightFaceDetector:
         self.dynamic_batch = not isinstance(batch_dim, (int, np.integer)) or int(batch_dim) <= 0
         if not self.dynamic_batch:
             log.info("%s: input batch fixed to %s, SCRFD runs one frame per session run", self.model_path, batch_dim)
+        self._lmk106 = None  # the pack's 106-point model, when it has one (dense landmarks of the followed face)
+        lmk = self.model_path.parent / LANDMARK106_NAME
+        if lmk.is_file():
+            from insightface.model_zoo.landmark import Landmark
+
+            try:
+                lsess = ort.InferenceSession(str(lmk), sess_options=opts, providers=onnx_providers(self.device))
+                self._lmk106 = Landmark(model_file=str(lmk), session=lsess)
+            except Exception as exc:  # a broken optional model: five points only
+                log.warning("%s: onnxruntime cannot load it (%s); no dense landmarks", lmk, exc)
+
+    def dense_landmarks(self, frame: np.ndarray, det: Detection) -> np.ndarray | None:
+        """The 106 points (frame pixels) of ``det`` by the pack's landmark model; None without one."""
+        if self._lmk106 is None:
+            return None
+        from insightface.app.common import Face
+
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        return np.asarray(self._lmk106.get(bgr, Face(bbox=np.asarray(det.box, dtype=np.float32))), dtype=np.float64)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(frame[:, :, ::-1])

@@ -178,7 +178,8 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
             video_id=it.video_id, frame_index=vf.frame_indices[i], frame_count=vf.frame_count, fps=round(vf.fps, 4),
             box=vf.boxes[i], landmarks=vf.landmarks[i], detector=task.face.detector, score=vf.scores[i],
             sample_index=i, samples_in_video=len(vf.faces), target_index=vf.target_indices[i],
-            replaced=vf.replaced[i], source_path=it.rel)
+            replaced=vf.replaced[i], source_path=it.rel, aligned_landmarks=vf.aligned_landmarks[i],
+            dense_landmarks=vf.dense_landmarks[i])
         samples.append((meta, encode_image(face, task.image_ext)))
     t2 = time.perf_counter()
     rec.update(samples=len(samples), replaced=vf.num_replaced, missing=vf.missing, frame_count=vf.frame_count,
@@ -232,6 +233,10 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
             old = json.loads(p.read_text())
         except json.JSONDecodeError:
             raise ExtractError(f"{p}: corrupt run JSON; use --overwrite to start again") from None
+        if old.get("schema", 1) != conf["schema"]:
+            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes version "
+                               f"{conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the same command "
+                               "with --overwrite (re-extracts into this folder) or with a new --out")
         if old != conf:
             diff = sorted(k for k in set(old) | set(conf) if old.get(k) != conf.get(k))
             raise ExtractError(f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "

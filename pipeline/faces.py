@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import schema
-from .align import align_face
+from .align import align_face, similarity_matrix, to_aligned
 from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
 from .detect import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
@@ -71,6 +71,10 @@ class VideoFaces:
     backend: str = ""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: decode / detect / align
+    #: per face: the five points and the dense landmarks (dlib 68 / insightface 106; [] when the
+    #: detector gives none) in aligned-face pixels (schema version 2)
+    aligned_landmarks: list[list[list[float]]] = field(default_factory=list)
+    dense_landmarks: list[list[list[float]]] = field(default_factory=list)
 
     @property
     def num_replaced(self) -> int:
@@ -190,14 +194,34 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
         vf.target_indices.append(int(decoded.indices[pos]))
         vf.replaced.append(int(frame_index) != int(decoded.indices[pos]))
         vf.boxes.append([round(float(v), 2) for v in d.box])
-        vf.landmarks.append([[round(float(x), 2), round(float(y), 2)] for x, y in d.landmarks])
+        vf.landmarks.append(_round_points(d.landmarks))
         vf.scores.append(round(float(d.score), 4))
+        five, dense = aligned_points(d, frame if pos in probed else decoded.frames[src], det, cfg)
+        vf.aligned_landmarks.append(five)
+        vf.dense_landmarks.append(dense)
     t2 = time.perf_counter()
     vf.missing = asked - len(vf.faces)
     if len(decoded.indices) < asked:
         vf.notes.append(f"video has only {decoded.frame_count} frames, {asked} asked")
     vf.timings.update(detect=t1 - t0, align=t2 - t1)
     return vf
+
+
+def _round_points(points: np.ndarray) -> list[list[float]]:
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
+
+
+def aligned_points(d: Detection, frame: np.ndarray, detector: FaceDetector,
+                   cfg: FaceConfig) -> tuple[list[list[float]], list[list[float]]]:
+    """The five points and the dense landmarks of ``d`` in aligned-face pixels ([] without dense ones).
+
+    A detector that finds dense landmarks only on request (insightface's 106-point model) runs
+    them here, for the followed face alone."""
+    dense = d.dense
+    if dense is None and hasattr(detector, "dense_landmarks"):
+        dense = detector.dense_landmarks(frame, d)  # type: ignore[attr-defined]
+    m = similarity_matrix(d.landmarks, cfg.size, cfg.margin)
+    return _round_points(to_aligned(d.landmarks, m)), ([] if dense is None else _round_points(to_aligned(dense, m)))
 
 
 def video_fetch(path: str | Path, decoded: DecodedFrames) -> Fetch:

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+#: 2: samples also carry their landmarks in aligned-face pixels (five points + dense); readers take 1 and 2
+SCHEMA_VERSION = 2
+#: dense landmark sets a detector may store: dlib's 68 points, insightface's 106
+DENSE_LANDMARK_COUNTS = (68, 106)
 
 #: Label encoding used everywhere: logit / probability index 1 is "fake".
 REAL = 0
@@ -114,6 +117,9 @@ class SampleMeta:
     replaced: bool = False  # True when the asked frame had no face and a neighbour was used
     source_path: str = ""  # path of the video relative to the dataset root
     schema: int = SCHEMA_VERSION
+    # version 2 (empty in version-1 samples):
+    aligned_landmarks: list[list[float]] = field(default_factory=list)  # the five points in aligned-face pixels
+    dense_landmarks: list[list[float]] = field(default_factory=list)  # dlib 68 / insightface 106, aligned-face pixels; [] if none
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -124,6 +130,11 @@ class SampleMeta:
             raise SchemaError("landmarks must be five (x, y) points")
         if len(self.box) != 4:
             raise SchemaError("box must be x0, y0, x1, y1")
+        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5 or any(len(p) != 2 for p in self.aligned_landmarks)):
+            raise SchemaError("aligned_landmarks must be five (x, y) points or empty")
+        if self.dense_landmarks and (len(self.dense_landmarks) not in DENSE_LANDMARK_COUNTS
+                                     or any(len(p) != 2 for p in self.dense_landmarks)):
+            raise SchemaError(f"dense_landmarks must be {' or '.join(map(str, DENSE_LANDMARK_COUNTS))} (x, y) points or empty")
 
     @property
     def key(self) -> str:
