@@ -1,7 +1,7 @@
 """Loader throughput of one worker: shards (webdataset, decode + augment to tensors) vs the same faces as PNG files.
 
 Prints samples/s (median of repeats) of
-  - the training stream (BalancedTrainStream: tar -> shuffle -> PNG decode -> random crop + flip -> uint8 tensors),
+  - the training stream (BalancedTrainStream: planned random access into the tars -> PNG decode -> random crop + flip -> uint8 tensors),
   - the evaluation stream (EvalStream: centre crop),
   - a plain folder tree of the same PNGs read with cv2 + the same augmentation through a map-style DataLoader,
 all in this process (num_workers=0 = one worker's work), one thread. Target: >= 300 samples/s at 224.
@@ -108,7 +108,6 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--shuffle-buffer", type=int, default=100, help="per class stream (training default: 2000)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -121,7 +120,7 @@ def main() -> None:
         batches = max(1, n // args.batch)
 
         def shards_train() -> int:
-            s = BalancedTrainStream(shards, "train", args.img_size, args.batch, batches, shuffle_buffer=args.shuffle_buffer)
+            s = BalancedTrainStream(shards, "train", args.img_size, args.batch, batches, rank=0, world_size=1)
             return sum(len(b["label"]) for b in make_loader(s, 0))
 
         def shards_eval() -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 import sys
 import tempfile
@@ -102,9 +101,7 @@ def build_step(args: argparse.Namespace, device: torch.device, mode: str):
 
 def run_mode(args: argparse.Namespace, device: torch.device, mode: str, shards: Path) -> dict[str, object]:
     step, img_size = build_step(args, device, mode)
-    workers = max(1, args.workers)
-    per_worker = math.ceil((args.warmup + args.steps) / workers)
-    stream = BalancedTrainStream(shards, "train", img_size, args.batch, per_worker, shuffle_buffer=args.shuffle_buffer)
+    stream = BalancedTrainStream(shards, "train", img_size, args.batch, args.warmup + args.steps, rank=0, world_size=1)
     # GPU alone: one loader batch, kept and reused
     first = next(iter(make_loader(stream, 0)))
     imgs, labels = first["image"].to(device), first["label"].to(device)
@@ -150,7 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--workers", type=int, default=6)
-    ap.add_argument("--shuffle-buffer", type=int, default=200)
     ap.add_argument("--samples", type=int, default=1600, help="synthetic faces to write when --shards is not given")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--modes", default="fp32,bf16-cl", help=f"comma list: {', '.join(MODES)}")

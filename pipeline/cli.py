@@ -133,19 +133,24 @@ def inspect_cmd(
     faces: int = typer.Option(48, "--faces", help="faces on the contact sheet"),
     check: int = typer.Option(200, "--check", help="samples to check in depth"),
     seed: int = typer.Option(0, "--seed"),
+    sbi: int = typer.Option(0, "--sbi", help="also draw N (real, self-blended fake, mask) triplets from train reals"),
+    sbi_sheet_path: str = typer.Option(None, "--sbi-sheet", help="SBI contact sheet PNG (default <folder>/sbi_sheet.png)"),
 ) -> None:
-    """Counts per split/label/method, sample checks, and a contact sheet of random faces."""
+    """Counts per split/label/method, sample checks, a contact sheet of random faces (and of SBI triplets)."""
     from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
 
-    from .inspect import inspect_shards
+    from .inspect import inspect_shards, sbi_sheet
     from .schema import SchemaError
 
     console = Console()
+    if sbi < 0:
+        raise fail(f"--sbi {sbi}: give the number of triplets (>= 1), or 0 for none")
     try:
         rep = inspect_shards(folder, sheet or Path(folder) / "contact_sheet.png", n_faces=faces, check=check, seed=seed)
+        sbi_made = sbi_sheet(folder, sbi_sheet_path or Path(folder) / "sbi_sheet.png", sbi, seed) if sbi and rep.shards else None
     except SchemaError as exc:
         raise fail(str(exc)) from None
     if not rep.shards:
@@ -165,6 +170,8 @@ def inspect_cmd(
         console.print(f"  [red]{p}")
     if rep.sheet:
         console.print(f"contact sheet: {rep.sheet}")
+    if sbi_made:
+        console.print(f"SBI contact sheet ({sbi_made[1]} real / SBI / mask triplets): {sbi_made[0]}")
     if rep.problems:
         raise typer.Exit(1)
 

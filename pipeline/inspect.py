@@ -148,3 +148,73 @@ def faces_array(sample: dict[str, Any]) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(sample[schema.sample_image_ext(sample)])).convert("RGB"))
+
+
+# --------------------------------------------------------------------------- SBI contact sheet
+
+
+def _train_reals(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` random samples of the train reals (a reservoir over every complete shard, in name order)."""
+    rng = random.Random(seed)
+    pool: list[dict[str, Any]] = []
+    seen = 0
+    for tar, _ in schema.complete_shards(root, "train", schema.REAL):
+        for s in _iter_shard(tar):
+            seen += 1
+            if len(pool) < n:
+                pool.append(s)
+            elif (j := rng.randrange(seen)) < n:
+                pool[j] = s
+    return sorted(pool, key=lambda s: s["__key__"])
+
+
+def sbi_sheet(root: str | Path, path: str | Path, n: int = 12, seed: int = 0, cols: int = 3,
+              thumb: int = 160) -> tuple[Path, int]:
+    """A PNG of ``n`` (real, self-blended fake, mask) triplets made from random train reals of ``root``.
+
+    The real face shows the landmarks SBI used (green: dense, orange: the five points of a
+    version-1 sample) and the outline of the hull; captions give the blend ratio. Each
+    triplet's generator is seeded by (``seed``, its position), so a sheet repeats. Returns the
+    path and the number of triplets drawn.
+    """
+    import cv2
+    from PIL import Image, ImageDraw
+
+    from hilif.train import sbi
+
+    root = Path(root)
+    if not root.is_dir():
+        raise schema.SchemaError(f"{root}: no such folder; give the folder extract wrote (e.g. shards/ffpp_c40)")
+    info = schema.DatasetInfo.load(root)
+    margin = float(info.config.get("face", {}).get("margin", 1.3))
+    samples = _train_reals(root, n, seed)
+    if not samples:
+        raise schema.SchemaError(f"{root}: no complete train/real shards to make self-blended images from")
+    cap = 14
+    rows = (len(samples) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * 3 * thumb + (cols - 1) * 8, rows * (thumb + cap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, s in enumerate(samples):
+        meta = schema.SampleMeta.from_json(s["json"])
+        img = faces_array(s)
+        lm = sbi.sample_landmarks(meta, img.shape[0], margin)
+        parts = sbi.generate(img, lm, np.random.default_rng([seed, i]))
+        real = img.copy()
+        hull = cv2.convexHull(np.round(sbi.hull_points(lm)).astype(np.int32))
+        cv2.polylines(real, [hull], True, (255, 255, 0), 1, cv2.LINE_AA)
+        dot = (0, 255, 0) if len(lm) > 5 else (255, 140, 0)
+        for x, y in lm:
+            cv2.circle(real, (int(round(x)), int(round(y))), 2, dot, -1, cv2.LINE_AA)
+        mask = np.repeat((parts.mask * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+        x0 = (i % cols) * (3 * thumb + 8)
+        y0 = (i // cols) * (thumb + cap)
+        for j, im in enumerate((real, parts.fake, mask)):
+            sheet.paste(Image.fromarray(im).resize((thumb, thumb), Image.BILINEAR), (x0 + j * thumb, y0 + cap))
+        pts = f"{len(lm)} pts" if len(lm) > 5 else "5 pts (v1)"
+        draw.text((x0 + 2, y0 + 1), f"{meta.method} {meta.video_id}  {pts}", fill=(0, 110, 0))
+        draw.text((x0 + thumb + 2, y0 + 1), f"SBI  r={parts.ratio:g}", fill=(190, 0, 0))
+        draw.text((x0 + 2 * thumb + 2, y0 + 1), "mask", fill=(60, 60, 60))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path, len(samples)

@@ -117,3 +117,55 @@ def test_extract_into_a_version_1_folder_says_how_to_upgrade(extracted, tmp_path
     err = r.stderr.strip()
     assert "version 1" in err and "--overwrite" in err and "--out" in err and str(out) in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def _as_version_1(src: Path, dst: Path) -> None:
+    """A copy of shard folder ``src`` whose samples look written by a version-1 extract (no aligned landmarks)."""
+    import shutil
+    import tarfile
+    import io
+
+    shutil.copytree(src, dst)
+    for tar in dst.rglob("*.tar"):
+        members = []
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                data = tf.extractfile(m).read()
+                if m.name.endswith(".json"):
+                    d = json.loads(data)
+                    d.pop("aligned_landmarks"), d.pop("dense_landmarks")
+                    d["schema"] = 1
+                    data = json.dumps(d).encode()
+                members.append((m, data))
+        with tarfile.open(tar, "w") as tf:
+            for m, data in members:
+                m.size = len(data)
+                tf.addfile(m, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_inspect_sbi_draws_real_sbi_mask_triplets(extracted, tmp_path, version):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hilif.pipeline.cli import app
+
+    folder = extracted[0]
+    if version == 1:
+        folder = tmp_path / "v1"
+        _as_version_1(extracted[0], folder)
+    sheet = tmp_path / "sbi.png"
+    res = CliRunner().invoke(app, ["inspect", str(folder), "--sheet", str(tmp_path / "c.png"), "--sbi", "3",
+                                   "--sbi-sheet", str(sheet)])
+    assert res.exit_code == 0, res.output
+    assert "3 real / SBI / mask triplets" in res.output
+    img = np.asarray(Image.open(sheet).convert("RGB"))
+    thumb, cap = 160, 14
+    assert img.shape == (thumb + cap, 3 * 3 * thumb + 2 * 8, 3)
+    for t in range(3):  # each triplet: the SBI differs from the real, the mask column has a bright face region
+        x0 = t * (3 * thumb + 8)
+        real, fake, mask = (img[cap:, x0 + j * thumb: x0 + (j + 1) * thumb].astype(int) for j in range(3))
+        assert np.abs(real - fake).mean() > 1
+        assert mask.max() > 60 and mask[0, 0].max() == 0 and (mask > 0).mean() < 0.7
+    res = CliRunner().invoke(app, ["inspect", str(folder), "--sbi", "-1"])
+    assert res.exit_code == 2 and "--sbi" in res.output

@@ -85,7 +85,9 @@ class RichReporter:
         self.progress.console.print(
             f"stage {row['stage']} epoch {row['epoch'] + 1}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
             f"L_d {row['train_ld']:.4f})  val acc {_fmt(row['val_acc'])}  val AUC {_fmt(row['val_auc'])}  "
-            f"{row['images_per_s']:.1f} img/s" + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else ""))
+            f"{row['images_per_s']:.1f} img/s" + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else "")
+            + (f"  [yellow]skipped {row['skipped']} train / {row['val_skipped']} val samples[/yellow]"
+               if row.get("skipped") or row.get("val_skipped") else ""))
 
 
 @train_app.command()
@@ -205,6 +207,11 @@ def _metrics_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
 def print_report(report: dict[str, Any]) -> None:
     console.print(_metrics_table(f"{report['dataset']} {report['split']} - {report['checkpoint']}",
                                  {"frames": report["frame"], "videos (mean score)": report["video"]}))
+    n = report.get("samples")
+    if n:
+        console.print(f"samples: {n['scored']} scored of {n['expected']} expected ({n['skipped']} unreadable skipped)")
+        if n["warning"]:
+            console.print(f"[bold red]WARNING: {n['warning']}[/bold red]")
     if report["methods"]:
         console.print(_metrics_table("per method (its fakes vs all reals)", report["methods"]))
     if report["perturbations"]:

@@ -1,15 +1,33 @@
-"""Shards -> batches: the webdataset pipelines for training (class-balanced) and evaluation (every sample once).
+"""Shards -> batches: the training stream (class-balanced, planned epochs) and the evaluation stream (every sample once).
 
-Training, per class stream (real, fake), top to bottom::
+Both streams read samples by random access into the tar shards. `ShardIndex` lists, per split and label, every
+complete sample of every complete shard with the byte offsets of its members (read once from the tar headers with
+:mod:`tarfile` and cached per process); reading a sample is one ``pread`` of its members.
 
-    shard list, reshuffled per epoch with a seed and cycled -> split_by_node -> split_by_worker
-    -> tar to samples (a broken sample or truncated shard is logged, counted and skipped)
-    -> method filter (--train-methods) -> shuffle buffer -> decode -> augment (resize, random crop, flip)
+Training (`BalancedTrainStream`): the data plan. With a global batch of B (even) samples, h = B / 2 reals and
+h fakes per step, T steps per epoch and L = T * h samples of each class per epoch:
 
-The two class streams are interleaved real, fake, real, fake, ... before batching, so every batch holds
-the same number of reals and fakes: the paper's "reals upsampled x4" for FF++ is done by mixing the
-streams (the smaller class is simply read more often), never by copying files. An epoch is a fixed
-number of batches per worker, derived from ``dataset.json``, so every rank takes the same number of steps.
+- each class has a sequence of permutations of its samples ("cycles"), seeded by (seed, label, cycle number);
+- epoch e takes positions [e * L, (e + 1) * L) of each class's sequence, global step g of it positions g * h ...;
+- where L is within one step of a class's size (the larger class when T is derived from the data), that class's
+  cycle is padded to L with the first samples of its own permutation: every epoch reads a fresh permutation of the
+  larger class (each sample exactly once, up to h - 1 repeats); the smaller class runs on through its cycles, so it is
+  repeated evenly (FF++ reals ~4x per epoch, every real k or k + 1 times). With ``steps`` set (``--steps-per-epoch``),
+  the epochs simply continue along both sequences;
+- the B samples of a global step are laid out real, fake, real, fake, ...; rank r takes slots [r * b, (r + 1) * b)
+  (b = B / world size). With an odd b, consecutive ranks start on complementary classes, so every global step holds
+  exactly h reals and h fakes; b = 1 is refused (L_d needs a real and a fake on every rank);
+- worker w of a rank's DataLoader builds that rank's steps w, w + W, w + 2W, ...; the loader hands them out in
+  step order.
+
+The plan depends only on (seed, epoch, the indexed samples, B, world size), never on the number of loader workers,
+and `BalancedTrainStream.set_epoch` with ``start_step=k`` yields exactly batches k, k + 1, ... of the epoch without
+reading the ones before (mid-epoch resume). Augmentation is seeded per sample by its place in the plan.
+
+Bad data: samples that the shard stats announce but a truncated tar does not hold are counted when indexing
+(``missing``); a sample that cannot be read or decoded is logged, counted and replaced by a seeded random sample of
+the same class (training; balance and step counts hold) or left out (evaluation). Every batch carries its worker's
+running count (``skipped``, ``worker``); `SkipTally` sums them over a loader's workers.
 
 Batches carry uint8 images (N, 3, H, W); `normalize` turns them into ImageNet-normalised floats on
 the device (4x less to copy than floats).
@@ -17,18 +35,18 @@ the device (4x less to copy than floats).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import random
-from dataclasses import dataclass
+import os
+import tarfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hilif.pipeline import schema
@@ -40,29 +58,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The paper crops 224 out of 256-pixel faces; other input sizes keep that ratio (resize first).
 CROP_RATIO = 224 / 256
+#: A training sample that cannot be read is replaced by a random one of its class; after this many unreadable
+#: draws in a row the class is declared unreadable (DataError).
+MAX_DRAWS = 64
 
 
 class DataError(ValueError):
     """The shard folder cannot feed this run (missing dataset JSON, empty split, ...)."""
-
-
-# --------------------------------------------------------------------------- errors while reading
-
-
-class SkipCounter:
-    """webdataset handler: log a broken sample or truncated shard, count it, and continue.
-
-    Counts are per process (each DataLoader worker has its own copy); every skip is logged with its URL.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, exn: Exception) -> bool:
-        self.count += 1
-        log.warning("skipped a broken sample or shard (%d so far in this process): %s", self.count,
-                    " | ".join(str(a) for a in exn.args if not hasattr(a, "read")) or repr(exn))
-        return True
 
 
 # --------------------------------------------------------------------------- decode and augment
@@ -156,27 +158,222 @@ def _meta(sample: dict[str, Any]) -> schema.SampleMeta:
 
 
 def _label(sample: dict[str, Any]) -> int:
-    label = int(sample["cls"])
+    try:
+        label = int(sample["cls"])
+    except ValueError as exc:
+        raise schema.SchemaError(f"sample {sample.get('__key__')!r}: label {sample['cls']!r} is not a number") from exc
     if label not in schema.LABEL_NAMES:
         raise schema.SchemaError(f"sample {sample.get('__key__')!r}: label {label} is neither 0 nor 1")
     return label
 
 
-def collate(samples: Sequence[Sample]) -> dict[str, Any]:
+def collate(samples: Sequence[Sample], img_size: int = 0, **extra: Any) -> dict[str, Any]:
+    """Samples -> a batch dict; `extra` entries (step, worker, skipped) are added as they are. An empty list gives an
+    empty batch of (0, 3, img_size, img_size) images."""
+    images = (torch.stack([s.image for s in samples]) if samples
+              else torch.zeros((0, 3, img_size, img_size), dtype=torch.uint8))
     return {
-        "image": torch.stack([s.image for s in samples]),
+        "image": images,
         "label": torch.tensor([s.label for s in samples], dtype=torch.long),
         "key": [s.key for s in samples],
         "video": [s.video for s in samples],
         "method": [s.method for s in samples],
+        **extra,
     }
 
 
-# --------------------------------------------------------------------------- shard lists and epoch length
+class _Decoder:
+    """Raw sample (members by extension) -> Sample: decode, then train augmentation or centre crop, then optional
+    perturbation."""
+
+    def __init__(self, img_size: int, train: bool, rng: np.random.Generator | None = None,
+                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper") -> None:
+        self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> Sample:
+        meta = _meta(sample)
+        label = _label(sample)
+        ext = schema.sample_image_ext(sample)
+        img = decode_image(sample[ext])
+        img = (train_augment(img, self.img_size, rng if rng is not None else self.rng, self.augment) if self.train
+               else center_crop(img, self.img_size))
+        if self.perturb is not None:
+            img = self.perturb(img)
+        return Sample(to_chw_tensor(img), label, sample.get("__key__") or meta.key, meta.video, meta.method)
+
+
+#: What a broken sample raises while it is read and decoded (cv2.error for images OpenCV cannot parse).
+_SAMPLE_ERRORS = (ValueError, OSError, KeyError, EOFError, cv2.error)
+
+
+# --------------------------------------------------------------------------- the shard index
+
+
+@dataclass
+class _ShardScan:
+    offsets: np.ndarray  # int64 (n, 3): data offsets of the cls, json and image members of each complete sample
+    lengths: np.ndarray  # int64 (n, 3)
+    image_ext: np.ndarray  # int8 (n,): index into schema.IMAGE_EXTS
+    error: str | None  # why the scan stopped early (truncated or unreadable tar), None when it read to the end
+
+
+_SCANS: dict[tuple[str, int, int], _ShardScan] = {}
+
+
+def scan_shard(path: str) -> _ShardScan:
+    """Where the members of each complete sample of one tar lie, from its headers (cached per file and mtime).
+
+    A sample is complete when its cls, json and image members are all in the file; a truncated or corrupt tar
+    gives the samples before the damage and an `error`."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return _ShardScan(np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), np.zeros(0, np.int8), str(exc))
+    cache_key = (path, st.st_size, st.st_mtime_ns)
+    if cache_key in _SCANS:
+        return _SCANS[cache_key]
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
+    error = None
+    try:
+        with tarfile.open(path, mode="r:") as tf:
+            while (m := tf.next()) is not None:
+                if not m.isfile():
+                    continue
+                if m.offset_data + m.size > st.st_size:
+                    error = f"truncated in member {m.name}"
+                    break
+                # the webdataset key: the path up to the first dot of the file name
+                slash = m.name.rfind("/") + 1
+                dot = m.name.find(".", slash)
+                if dot < 0:
+                    continue
+                groups.setdefault(m.name[:dot], {})[m.name[dot + 1:]] = (m.offset_data, m.size)
+                tf.members.clear()  # nothing needs the member list; keep memory flat on big shards
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    rows, exts = [], []
+    for members in groups.values():
+        img = next((e for e in schema.IMAGE_EXTS if e in members), None)
+        if img is None or "cls" not in members or "json" not in members:
+            continue
+        rows.append((members["cls"], members["json"], members[img]))
+        exts.append(schema.IMAGE_EXTS.index(img))
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3, 2)
+    scan = _ShardScan(np.ascontiguousarray(arr[:, :, 0]), np.ascontiguousarray(arr[:, :, 1]),
+                      np.asarray(exts, dtype=np.int8), error)
+    _SCANS[cache_key] = scan
+    return scan
+
+
+@dataclass
+class ShardIndex:
+    """Every readable sample of a list of shards, with the byte ranges of its members (pickles small: numpy arrays)."""
+
+    shards: list[str]
+    shard: np.ndarray  # int32 (n,): index into `shards`
+    offsets: np.ndarray  # int64 (n, 3): cls, json, image
+    lengths: np.ndarray  # int64 (n, 3)
+    image_ext: np.ndarray  # int8 (n,)
+    missing: int = 0  # samples the shard stats announce that no tar holds complete (truncated shards)
+    problems: list[str] = field(default_factory=list)  # "<shard>: <why>" for each damaged shard
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    @classmethod
+    def build(cls, shards: Sequence[tuple[str, int]]) -> "ShardIndex":
+        """Index `shards`, given as (tar path, samples its stats announce)."""
+        paths, shard_ids, offs, lens, exts, problems = [], [], [], [], [], []
+        missing = 0
+        for path, announced in shards:
+            scan = scan_shard(path)
+            n = len(scan.image_ext)
+            if scan.error is not None or n != announced:
+                problems.append(f"{path}: {n} of {announced} samples readable ({scan.error or 'incomplete samples'})")
+                log.warning("shard %s: %d of %d samples readable (%s); the rest are skipped",
+                            path, n, announced, scan.error or "incomplete samples")
+            missing += max(0, int(announced) - n)
+            shard_ids.append(np.full(n, len(paths), np.int32))
+            paths.append(path)
+            offs.append(scan.offsets)
+            lens.append(scan.lengths)
+            exts.append(scan.image_ext)
+        cat = (lambda xs, shape, dt: np.concatenate(xs) if xs else np.zeros(shape, dt))
+        return cls(paths, cat(shard_ids, 0, np.int32), cat(offs, (0, 3), np.int64), cat(lens, (0, 3), np.int64),
+                   cat(exts, 0, np.int8), missing, problems)
+
+    def subset(self, keep: np.ndarray, dropped: int = 0) -> "ShardIndex":
+        """The samples where `keep` is true; `dropped` more are counted as missing (unreadable while filtering)."""
+        return ShardIndex(self.shards, self.shard[keep], self.offsets[keep], self.lengths[keep], self.image_ext[keep],
+                          self.missing + dropped, self.problems)
 
 
 def class_shards(root: str | Path, split: str, label: int) -> list[str]:
     return [str(p) for p, _ in schema.complete_shards(root, split, label)]
+
+
+def class_index(root: str | Path, split: str, label: int, methods: Sequence[str] = ()) -> ShardIndex:
+    """The readable samples of one split and label; fakes only of `methods` when given (read from each sample's
+    metadata; a sample whose metadata cannot be read is counted as missing)."""
+    index = ShardIndex.build([(str(p), st.samples) for p, st in schema.complete_shards(root, split, label)])
+    if not methods or label == schema.REAL or len(index) == 0:
+        return index
+    wanted = set(methods)
+    keep = np.zeros(len(index), bool)
+    dropped = 0
+    with _Reader() as reader:
+        for i in range(len(index)):
+            try:
+                keep[i] = schema.SampleMeta.from_json(reader.read(index, i, members=("json",))["json"]).method in wanted
+            except _SAMPLE_ERRORS as exc:
+                dropped += 1
+                log.warning("skipped an unreadable sample of %s: %s", index.shards[index.shard[i]], exc)
+    return index.subset(keep, dropped)
+
+
+class _Reader:
+    """Random access to indexed samples: one pread per sample; keeps at most `max_open` files open (per process)."""
+
+    def __init__(self, max_open: int = 64) -> None:
+        self.max_open = max_open
+        self.fds: OrderedDict[str, int] = OrderedDict()
+
+    def _fd(self, path: str) -> int:
+        fd = self.fds.pop(path, None)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            while len(self.fds) >= self.max_open:
+                os.close(self.fds.popitem(last=False)[1])
+        self.fds[path] = fd
+        return fd
+
+    def read(self, index: ShardIndex, i: int, members: Sequence[str] = ("cls", "json", "image")) -> dict[str, Any]:
+        """The raw sample: member bytes by extension (``png``/``jpg`` for the image)."""
+        path = index.shards[index.shard[i]]
+        which = [("cls", "json", "image").index(m) for m in members]
+        off, ln = index.offsets[i, which], index.lengths[i, which]
+        lo, hi = int(off.min()), int((off + ln).max())
+        buf = os.pread(self._fd(path), hi - lo, lo)
+        if len(buf) != hi - lo:
+            raise OSError(f"{path}: short read at byte {lo} (the file changed after indexing?)")
+        out: dict[str, Any] = {"__url__": path}
+        for m, o, n in zip(members, off.tolist(), ln.tolist()):
+            name = schema.IMAGE_EXTS[index.image_ext[i]] if m == "image" else m
+            out[name] = buf[o - lo:o - lo + n]
+        return out
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.popitem()[1])
+
+    def __enter__(self) -> "_Reader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- dataset counts and epoch length
 
 
 def load_info(root: str | Path) -> schema.DatasetInfo:
@@ -200,38 +397,41 @@ def class_counts(info: schema.DatasetInfo, split: str, methods: Sequence[str] = 
     return n_real, sum(int(per[m]) for m in methods)
 
 
+def local_batch_size(global_batch: int, world_size: int) -> int:
+    """Samples per step on one rank, or a DataError naming the fix (odd global batch, 1 sample per rank, ...)."""
+    if global_batch < 2 or global_batch % 2:
+        raise DataError(f"--batch-size {global_batch}: the global batch must be even (half real, half fake)")
+    if global_batch % world_size:
+        raise DataError(f"--batch-size {global_batch} is not divisible by the {world_size} processes; "
+                        f"use a multiple of {world_size}")
+    local = global_batch // world_size
+    if local < 2:
+        raise DataError(f"--batch-size {global_batch} over {world_size} processes is 1 sample per process: L_d and "
+                        f"BatchNorm need a real and a fake on every process; use --batch-size {2 * world_size} or more")
+    return local
+
+
+def natural_steps(n_real: int, n_fake: int, global_batch: int) -> int:
+    """Steps that read the larger class once: ceil(larger / (global_batch / 2))."""
+    return max(1, math.ceil(max(n_real, n_fake) / (global_batch // 2)))
+
+
 @dataclass
 class EpochPlan:
-    """How long a training epoch is: identical on every rank (it depends only on dataset.json and sizes)."""
+    """How long a training epoch is: identical on every rank (it depends only on the data and the global batch)."""
 
     steps: int  # optimiser steps per epoch on every rank
-    batches_per_worker: int
     local_batch: int  # samples per step on one rank
-    workers: int  # data-loading processes per rank (0 counts as 1)
 
 
-def plan_epoch(n_real: int, n_fake: int, global_batch: int, world_size: int, workers: int,
+def plan_epoch(n_real: int, n_fake: int, global_batch: int, world_size: int, workers: int | None = None,
                steps_override: int | None = None) -> EpochPlan:
-    """Batches per worker so that an epoch reads every sample of the larger class about once.
+    """Steps per epoch: the larger class read once (`natural_steps`), or `steps_override`.
 
-    The smaller class is read as often as the larger one (balance by mixing). With `steps_override`,
-    that many steps (rounded up to a multiple of the worker count).
-    """
-    if global_batch % world_size:
-        raise DataError(f"batch size {global_batch} is not divisible by the {world_size} processes")
-    local_batch = global_batch // world_size
-    nw = max(1, workers)
-    if steps_override is not None:
-        steps = max(1, int(steps_override))
-    else:
-        steps = max(1, math.ceil(2 * max(n_real, n_fake) / global_batch))
-    per_worker = math.ceil(steps / nw)
-    return EpochPlan(steps=per_worker * nw, batches_per_worker=per_worker, local_batch=local_batch, workers=nw)
-
-
-def _seed(*parts: int | str) -> int:
-    """A stable seed from parts (Python's hash() of a str is salted per process, so not that)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+    `workers` is accepted for older callers and ignored: the plan never depends on the loader's worker count."""
+    local = local_batch_size(global_batch, world_size)
+    steps = max(1, int(steps_override)) if steps_override is not None else natural_steps(n_real, n_fake, global_batch)
+    return EpochPlan(steps=steps, local_batch=local)
 
 
 def _worker_id() -> tuple[int, int]:
@@ -239,137 +439,242 @@ def _worker_id() -> tuple[int, int]:
     return (wi.id, wi.num_workers) if wi is not None else (0, 1)
 
 
-def _rank() -> int:
-    import torch.distributed as dist
+def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit (rank, world size), or torch.distributed's when called in the main process and not given."""
+    if rank is None or world_size is None:
+        import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        on = dist.is_available() and dist.is_initialized()
+        rank = rank if rank is not None else (dist.get_rank() if on else 0)
+        world_size = world_size if world_size is not None else (dist.get_world_size() if on else 1)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    return int(rank), int(world_size)
+
+
+class _Skips:
+    """Running count of unreadable samples met by one worker in one pass."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bad: set[tuple[int, int]] = set()
+
+    def add(self, where: str, exc: BaseException) -> None:
+        self.count += 1
+        log.warning("skipped a broken sample (%d so far in this worker): %s: %s", self.count, where, exc)
+
+
+class SkipTally:
+    """Sums the skip counts of a loader's batches: each batch carries its worker's running count."""
+
+    def __init__(self) -> None:
+        self.per_worker: dict[int, int] = {}
+
+    def update(self, batch: dict[str, Any]) -> None:
+        if "worker" in batch:
+            self.per_worker[int(batch["worker"])] = int(batch["skipped"])
+
+    def total(self) -> int:
+        return sum(self.per_worker.values())
+
+    def wrap(self, batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The batches, counted; empty ones (every sample of an evaluation batch unreadable) left out."""
+        for batch in batches:
+            self.update(batch)
+            if len(batch["label"]):
+                yield batch
 
 
 # --------------------------------------------------------------------------- training stream
 
 
-class BalancedTrainStream(IterableDataset):
-    """Infinite per-class streams interleaved real/fake, batched, cut to a fixed number of batches per worker.
+def _cycle_length(n: int, per_epoch: int, half: int) -> int:
+    """A class's cycle: its permutation, padded to the epoch's length when that is within one step of it."""
+    return per_epoch if n <= per_epoch < n + half else n
 
-    Call `set_epoch(e)` before iterating: shard order, shuffle buffer and augmentation are seeded by
-    (seed, epoch, rank, worker), so an epoch reads the same samples in the same order whenever it runs
-    (a resumed run sees exactly the data the uninterrupted run would have).
+
+class BalancedTrainStream(IterableDataset):
+    """Class-balanced training batches following the data plan of the module docstring.
+
+    `global_batch` is the batch over all ranks; this rank yields `steps` batches of ``global_batch / world_size``
+    per epoch. `rank` and `world_size` default to torch.distributed's, read here in the main process (never inside
+    a loader worker); pass them explicitly to simulate ranks. Everything the stream holds pickles (spawn-safe).
     """
 
-    def __init__(self, root: str | Path, split: str, img_size: int, local_batch: int, batches_per_worker: int,
-                 methods: Sequence[str] = (), seed: int = 0, shuffle_buffer: int = 2000,
-                 augment: str = "paper") -> None:
-        self.urls = {label: class_shards(root, split, label) for label in (schema.REAL, schema.FAKE)}
-        for label, urls in self.urls.items():
-            if not urls:
-                raise DataError(f"{schema.shard_dir(root, split, label)}: no complete shards of "
-                                f"{schema.LABEL_NAMES[label]} {split} samples; run `hilif-prep extract` for this split")
-        self.img_size = img_size
-        self.local_batch = local_batch
-        self.batches_per_worker = batches_per_worker
-        self.methods = frozenset(methods)
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
+    def __init__(self, root: str | Path, split: str, img_size: int, global_batch: int, steps: int | None = None, *,
+                 rank: int | None = None, world_size: int | None = None, methods: Sequence[str] = (),
+                 seed: int = 0, augment: str = "paper") -> None:
+        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.global_batch = int(global_batch)
+        self.local_batch = local_batch_size(self.global_batch, self.world_size)
+        self.half = self.global_batch // 2
         if augment not in AUGMENTS:
             raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
-        self.augment = augment
+        self.img_size, self.seed, self.augment = img_size, int(seed), augment
+        self.index = {label: class_index(root, split, label, methods if label == schema.FAKE else ())
+                      for label in (schema.REAL, schema.FAKE)}
+        for label, index in self.index.items():
+            if len(index) == 0:
+                folder = schema.shard_dir(root, split, label)
+                what = f" of --train-methods {list(methods)}" if methods and label == schema.FAKE else ""
+                if not index.shards:
+                    raise DataError(f"{folder}: no complete shards of {schema.LABEL_NAMES[label]} {split} samples; "
+                                    f"run `hilif-prep extract` for this split")
+                raise DataError(f"{folder}: no readable {schema.LABEL_NAMES[label]} {split} samples{what} in its "
+                                f"{len(index.shards)} shard(s) ({'; '.join(index.problems[:3])}); re-run "
+                                f"`hilif-prep extract` for this split")
+        self.counts = (len(self.index[schema.REAL]), len(self.index[schema.FAKE]))
+        self.steps = natural_steps(*self.counts, self.global_batch) if steps is None else max(1, int(steps))
+        self.per_epoch = self.steps * self.half
+        self.cycle = {label: _cycle_length(len(idx), self.per_epoch, self.half) for label, idx in self.index.items()}
+        self.missing = sum(idx.missing for idx in self.index.values())
         self.epoch = 0
-        self.handler = SkipCounter()
+        self.start_step = 0
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Yield epoch `epoch` next, from its step `start_step` on (0: the whole epoch).
 
-    def _shard_cycle(self, label: int) -> Iterator[dict[str, str]]:
-        # every pass over the shard list is reshuffled with its own seed; cycling means a class with
-        # fewer shards than ranks x workers still feeds every worker, and the smaller class repeats
-        urls = list(self.urls[label])
-        for rep in range(10**9):
-            order = urls[:]
-            random.Random(_seed(self.seed, self.epoch, rep, label)).shuffle(order)
-            for u in order:
-                yield {"url": u}
+        The batches of steps ``start_step, start_step + 1, ..., steps - 1`` are exactly those an uninterrupted
+        epoch yields at those steps (same samples, same augmentation), and the steps before are not read:
+        a run resumed mid-epoch continues with `set_epoch(epoch, start_step=steps already taken)`."""
+        if not 0 <= int(start_step) <= self.steps:
+            raise ValueError(f"start_step {start_step} is outside epoch of {self.steps} steps")
+        self.epoch, self.start_step = int(epoch), int(start_step)
 
-    def _keep(self, sample: dict[str, Any]) -> bool:
-        return not self.methods or _label(sample) == schema.REAL or _meta(sample).method in self.methods
+    def __len__(self) -> int:
+        """Batches the next pass yields on this rank."""
+        return self.steps - self.start_step
 
-    def _class_stream(self, label: int, rank: int, worker: int) -> Iterator[Sample]:
-        rng = np.random.default_rng(_seed(self.seed, self.epoch, rank, worker, label, 1))
-        src = self._shard_cycle(label)
-        src = wds.split_by_node(src)
-        src = wds.split_by_worker(src)
-        src = wds.tarfile_to_samples(handler=self.handler)(src)
-        src = wds.select(self._keep)(src)
-        src = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 200),
-                          rng=random.Random(_seed(self.seed, self.epoch, rank, worker, label, 2)))(src)
-        decode = _Decoder(self.img_size, train=True, rng=rng, augment=self.augment)
-        src = wds.map(decode, handler=self.handler)(src)
-        seen = 0
-        for s in src:
-            if s.label != label:
-                raise schema.SchemaError(f"sample {s.key!r} labelled {s.label} sits in a "
-                                         f"{schema.LABEL_NAMES[label]} shard folder; re-run extract")
-            seen += 1
-            yield s
-        if seen == 0:  # an infinite cycle that yields nothing: every shard of this worker is unreadable
-            raise DataError(f"no readable {schema.LABEL_NAMES[label]} samples in {self.urls[label]}")
+    # ---- the plan
+
+    def _perm(self, label: int, cycle: int) -> np.ndarray:
+        key = (label, cycle)
+        if key not in self._perms:
+            if len(self._perms) >= 8:
+                self._perms.pop(next(iter(self._perms)))
+            n = len(self.index[label])
+            self._perms[key] = np.random.default_rng([self.seed, label, cycle, 0x5A3]).permutation(n)
+        return self._perms[key]
+
+    def sample_at(self, label: int, position: int) -> int:
+        """Index (into ``self.index[label]``) of the sample at `position` of the class's sequence."""
+        cycle, offset = divmod(int(position), self.cycle[label])
+        return int(self._perm(label, cycle)[offset % len(self.index[label])])
+
+    def step_slots(self, step: int, epoch: int | None = None) -> list[tuple[int, int]]:
+        """(label, position in the class's sequence) of this rank's samples at `step` of `epoch`."""
+        epoch = self.epoch if epoch is None else epoch
+        base = epoch * self.per_epoch + step * self.half
+        first = self.rank * self.local_batch
+        return [(schema.REAL if j % 2 == 0 else schema.FAKE, base + j // 2)
+                for j in range(first, first + self.local_batch)]
+
+    # ---- reading
+
+    def _load(self, reader: _Reader, decode: _Decoder, label: int, position: int, skips: _Skips) -> Sample:
+        index = self.index[label]
+        i = self.sample_at(label, position)
+        draws = np.random.default_rng([self.seed, self.epoch, label, position, 1])
+        for _ in range(MAX_DRAWS):
+            if (label, i) not in skips.bad:
+                try:
+                    sample = decode(reader.read(index, i), np.random.default_rng([self.seed, self.epoch, label,
+                                                                                   position, 0]))
+                except _SAMPLE_ERRORS as exc:
+                    skips.bad.add((label, i))
+                    skips.add(index.shards[index.shard[i]], exc)
+                else:
+                    if sample.label != label:
+                        raise schema.SchemaError(f"sample {sample.key!r} labelled {sample.label} sits in a "
+                                                 f"{schema.LABEL_NAMES[label]} shard folder; re-run extract")
+                    return sample
+            else:
+                skips.count += 1
+            i = int(draws.integers(len(index)))
+        raise DataError(f"{MAX_DRAWS} {schema.LABEL_NAMES[label]} samples in a row were unreadable "
+                        f"(e.g. in {index.shards[index.shard[i]]}); check the shards or re-run `hilif-prep extract`")
+
+    def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
+        """The batches of loader worker `worker` of `num_workers`: this rank's steps start_step + worker, + num_workers,
+        ... (the whole epoch for 1 worker). Each carries ``step``, ``worker`` and the worker's running ``skipped``."""
+        decode = _Decoder(self.img_size, train=True, augment=self.augment)
+        skips = _Skips()
+        with _Reader() as reader:
+            for step in range(self.start_step + worker, self.steps, num_workers):
+                samples = [self._load(reader, decode, label, pos, skips) for label, pos in self.step_slots(step)]
+                yield collate(samples, step=step, worker=worker, skipped=skips.count)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker, _ = _worker_id()
-        rank = _rank()
-        streams = [self._class_stream(schema.REAL, rank, worker), self._class_stream(schema.FAKE, rank, worker)]
-        n = 0  # real, fake, real, fake, ...: an even batch holds exactly as many reals as fakes
-        for _ in range(self.batches_per_worker):
-            batch = []
-            for _ in range(self.local_batch):
-                batch.append(next(streams[n % 2]))
-                n += 1
-            yield collate(batch)
-
-
-class _Decoder:
-    """Raw webdataset sample -> Sample (decode, then train augmentation or centre crop, then optional perturbation)."""
-
-    def __init__(self, img_size: int, train: bool, rng: np.random.Generator | None = None,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper") -> None:
-        self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
-
-    def __call__(self, sample: dict[str, Any]) -> Sample:
-        ext = schema.sample_image_ext(sample)
-        img = decode_image(sample[ext])
-        img = (train_augment(img, self.img_size, self.rng, self.augment) if self.train
-               else center_crop(img, self.img_size))
-        if self.perturb is not None:
-            img = self.perturb(img)
-        meta = _meta(sample)
-        return Sample(to_chw_tensor(img), _label(sample), sample["__key__"], meta.video, meta.method)
+        return self.batches(*_worker_id())
 
 
 # --------------------------------------------------------------------------- evaluation stream
 
 
+def stratified_pick(n_real: int, n_fake: int, total: int) -> tuple[int, int]:
+    """How many reals and fakes a cap of `total` samples takes: in proportion, at least one of each class present."""
+    n = n_real + n_fake
+    if total >= n:
+        return n_real, n_fake
+    reals = round(total * n_real / n)
+    if n_real and n_fake and total >= 2:
+        reals = min(max(reals, 1), total - 1)
+    reals = max(min(reals, n_real), total - n_fake)
+    return reals, total - reals
+
+
 class EvalStream(IterableDataset):
-    """Every sample of a split exactly once (shards split over ranks and workers), centre crop, partial last batch."""
+    """Every sample of a split exactly once, centre crop, in batches of `batch_size` (the last one partial).
+
+    Global batch i (reals first, then fakes, in shard order) goes to rank i % world_size, and a rank's batches to
+    its loader workers in turn. With `max_batches`, exactly that many batches in total over all ranks and workers
+    (fewer only if the split is smaller), both classes in proportion, spread evenly over each class. An
+    unreadable sample is logged, counted (``skipped``) and left out of its batch. `rank`/`world_size` as in
+    `BalancedTrainStream`; `require_both` makes a split without readable reals or fakes a DataError.
+    """
 
     def __init__(self, root: str | Path, split: str, img_size: int, batch_size: int,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, max_batches: int | None = None) -> None:
-        self.urls = class_shards(root, split, schema.REAL) + class_shards(root, split, schema.FAKE)
-        if not self.urls:
+                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, max_batches: int | None = None, *,
+                 rank: int | None = None, world_size: int | None = None, require_both: bool = False) -> None:
+        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.index = {label: class_index(root, split, label) for label in (schema.REAL, schema.FAKE)}
+        if not any(idx.shards for idx in self.index.values()):
             raise DataError(f"{Path(root) / split}: no complete shards in the {split} split; "
                             f"run `hilif-prep extract` for it or pick another --split")
+        n_real, n_fake = (len(self.index[schema.REAL]), len(self.index[schema.FAKE]))
+        if require_both and not (n_real and n_fake):
+            raise DataError(f"{Path(root) / split}: {n_real} readable real and {n_fake} readable fake samples; "
+                            f"metrics need both classes - extract the {split} split (both classes)")
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be at least 1, got {max_batches}")
         self.img_size, self.batch_size, self.perturb, self.max_batches = img_size, batch_size, perturb, max_batches
-        self.handler = SkipCounter()
+        total = n_real + n_fake if max_batches is None else min(n_real + n_fake, max_batches * batch_size)
+        picks = stratified_pick(n_real, n_fake, total)
+        self.order = np.concatenate([np.stack([np.full(k, label), (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
+                                     for label, k in zip((schema.REAL, schema.FAKE), picks)]).astype(np.int64)
+        self.expected = int(total)  # samples this stream is to score over all ranks
+        self.n_batches = math.ceil(self.expected / batch_size)
+        self.missing = sum(idx.missing for idx in self.index.values())
+
+    def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
+        """The batches of loader worker `worker` of `num_workers` on this rank."""
+        decode = _Decoder(self.img_size, train=False, perturb=self.perturb)
+        skips = _Skips()
+        mine = range(self.rank + worker * self.world_size, self.n_batches, num_workers * self.world_size)
+        with _Reader() as reader:
+            for b in mine:
+                samples = []
+                for label, i in self.order[b * self.batch_size:(b + 1) * self.batch_size].tolist():
+                    index = self.index[label]
+                    try:
+                        samples.append(decode(reader.read(index, i)))
+                    except _SAMPLE_ERRORS as exc:
+                        skips.add(index.shards[index.shard[i]], exc)
+                yield collate(samples, self.img_size, step=b, worker=worker, skipped=skips.count)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        src: Iterator[Any] = iter([{"url": u} for u in self.urls])
-        src = wds.split_by_node(src)
-        src = wds.split_by_worker(src)
-        src = wds.tarfile_to_samples(handler=self.handler)(src)
-        src = wds.map(_Decoder(self.img_size, train=False, perturb=self.perturb), handler=self.handler)(src)
-        src = wds.batched(self.batch_size, collation_fn=collate, partial=True)(src)
-        for i, batch in enumerate(src):
-            if self.max_batches is not None and i >= self.max_batches:
-                break
-            yield batch
+        return self.batches(*_worker_id())
 
 
 def make_loader(stream: IterableDataset, workers: int, pin_memory: bool = False) -> DataLoader:

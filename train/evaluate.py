@@ -25,7 +25,7 @@ import torch
 from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
-from hilif.train.data import EvalStream, load_info, make_loader, normalize
+from hilif.train.data import EvalStream, SkipTally, load_info, make_loader, normalize
 from hilif.train.metrics import binary_metrics, per_method_metrics, roc_points, video_metrics
 
 log = logging.getLogger(__name__)
@@ -249,12 +249,23 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     out = Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split)
 
+    counts: dict[str, int] = {}
+
     def run(perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
         stream = EvalStream(opts.shards, opts.split, mcfg.img_size, opts.batch_size, perturb=perturb,
-                            max_batches=opts.max_batches)
-        return predict(model, make_loader(stream, opts.workers, device.type == "cuda"), device, channels_last, amp)
+                            max_batches=opts.max_batches, rank=dinfo.rank, world_size=dinfo.world_size)
+        tally = SkipTally()
+        pred = predict(model, tally.wrap(make_loader(stream, opts.workers, device.type == "cuda")), device,
+                       channels_last, amp)
+        counts.update(planned=stream.expected,
+                      skipped=sum(dist_util.all_gather_objects(tally.total())) + stream.missing)
+        return pred
 
     clean = run(None)
+    samples = sample_counts(len(clean.labels), counts["planned"], counts["skipped"], info.count(opts.split),
+                            opts.max_batches is not None)
+    if samples["warning"]:
+        log.warning("%s", samples["warning"])
     if len(clean.labels) == 0:
         raise ValueError(f"{opts.shards}: the {opts.split} split yielded no readable samples")
     frame = binary_metrics(clean.labels, clean.scores, ranking=clean.margins)
@@ -266,6 +277,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         "methods": {m: v.to_dict() for m, v in per_method_metrics(clean.methods, clean.labels, clean.scores,
                                                                    clean.margins).items()},
         "perturbations": [],
+        "samples": samples,
     }
     curves = {}
     if frame.n_real and frame.n_fake:
@@ -294,6 +306,18 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         schema.atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=1, sort_keys=True))
         report["report_json"] = str(out / REPORT_JSON)
     return report
+
+
+def sample_counts(scored: int, planned: int, skipped: int, in_dataset_json: int, capped: bool) -> dict[str, Any]:
+    """The report's ``samples``: scored vs what dataset.json lists (vs the planned number under --max-batches), the
+    skipped ones, and a warning line when they differ (metrics of a partly unreadable split only look normal)."""
+    expected = planned if capped else in_dataset_json
+    warning = None
+    if scored != expected:
+        warning = (f"scored {scored} of the {expected} samples {'planned under --max-batches' if capped else 'dataset.json lists'}"
+                   f" ({skipped} unreadable skipped); these metrics do not cover the whole split")
+    return {"scored": scored, "expected": expected, "dataset_json": in_dataset_json, "skipped": skipped,
+            "capped": capped, "complete": warning is None, "warning": warning}
 
 
 def _nan_none(v: float) -> float | None:

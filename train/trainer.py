@@ -26,8 +26,8 @@ from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
 from hilif.train.config import TrainConfig
-from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, class_counts, load_info, make_loader,
-                              normalize, plan_epoch)
+from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, SkipTally, class_counts, load_info,
+                              make_loader, normalize, plan_epoch)
 from hilif.train.evaluate import predict
 from hilif.train.metrics import binary_metrics
 
@@ -182,6 +182,11 @@ class Trainer:
         self.channels_last = cfg.channels_last
         self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
                                workers=cfg.workers, steps_override=cfg.steps_per_epoch)
+        # built (and its shards indexed) before training: a val split without readable reals or fakes stops here
+        self.val_stream = EvalStream(cfg.shards, "val", self.mcfg.img_size, cfg.val_batch_size,
+                                     max_batches=cfg.val_max_batches, rank=self.dist.rank,
+                                     world_size=self.dist.world_size, require_both=True)
+        self.val_skipped = 0
         self.tb = None
         self.model: torch.nn.Module | None = None  # the model of the last stage run (plain module)
 
@@ -281,10 +286,9 @@ class Trainer:
         if cfg.compile:
             train_model = torch.compile(train_model)
 
-        stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, self.plan.local_batch,
-                                     self.plan.batches_per_worker, methods=cfg.train_methods,
-                                     seed=cfg.seed * 1000 + stage, shuffle_buffer=cfg.shuffle_buffer,
-                                     augment=cfg.augment)
+        stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, cfg.batch_size, self.plan.steps,
+                                     rank=self.dist.rank, world_size=self.dist.world_size,
+                                     methods=cfg.train_methods, seed=cfg.seed * 1000 + stage, augment=cfg.augment)
         loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
         lrc = None
         if stage == 2:
@@ -302,7 +306,9 @@ class Trainer:
             n_steps = 0
             t0 = time.perf_counter()
             t_last = t0
+            tally = SkipTally()
             for batch in loader:
+                tally.update(batch)
                 x = normalize(batch["image"], self.device, self.channels_last)
                 y = batch["label"].to(self.device, non_blocking=True)
                 with autocast(self.device, self.amp):
@@ -332,6 +338,8 @@ class Trainer:
                             stage, epoch, n_steps, steps, lv, lr, ips)
             if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
                 raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
+            # unreadable samples met by all workers of all ranks, plus those missing from truncated shards
+            skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing
             train_time = time.perf_counter() - t0
             # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
             # take rank 0's, so that validation and the checkpoint see one model on every rank
@@ -347,7 +355,8 @@ class Trainer:
                    "images_per_s": n_steps * self.plan.local_batch * self.dist.world_size / train_time,
                    "epoch_time_s": time.perf_counter() - t0,
                    "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
-                   "best_epoch": best_epoch, "best_val_auc": best_auc}
+                   "best_epoch": best_epoch, "best_val_auc": best_auc,
+                   "skipped": skipped, "val_skipped": self.val_skipped}
             if lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
                 m_fake, m_real, n_both = ld_sums.tolist()
                 if n_both:
@@ -368,10 +377,11 @@ class Trainer:
 
     def validate(self, model: torch.nn.Module) -> Any:
         """Frame-level metrics on the val split (every sample once, all ranks), same value on every rank."""
-        stream = EvalStream(self.cfg.shards, "val", self.mcfg.img_size, self.cfg.val_batch_size,
-                            max_batches=self.cfg.val_max_batches)
+        stream = self.val_stream
         loader = make_loader(stream, min(self.cfg.workers, 2), pin_memory=self.device.type == "cuda")
-        preds = predict(ckpt_io.unwrap(model), loader, self.device, self.channels_last, self.amp)
+        tally = SkipTally()
+        preds = predict(ckpt_io.unwrap(model), tally.wrap(loader), self.device, self.channels_last, self.amp)
+        self.val_skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing
         return binary_metrics(preds.labels, preds.scores)
 
     def _log_row(self, row: dict[str, Any]) -> None:
@@ -380,9 +390,11 @@ class Trainer:
         with open(self.out / METRICS_JSONL, "a") as fh:
             fh.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                  for k, v in row.items()}) + "\n")
-        log.info("stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s", row["stage"], row["epoch"],
+        log.info("stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s%s", row["stage"], row["epoch"],
                  row["train_loss"], row["val_acc"], row["val_auc"],
-                 "  (best)" if row["best_epoch"] == row["epoch"] else "")
+                 "  (best)" if row["best_epoch"] == row["epoch"] else "",
+                 f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
+                 if row["skipped"] or row["val_skipped"] else "")
         if self.tb is not None:
             for k in ("train_loss", "train_ce", "train_ld", "val_acc", "val_auc", "lr", "images_per_s"):
                 self.tb.add_scalar(f"stage{row['stage']}/{k}", row[k], row["step"])
