@@ -138,3 +138,48 @@ def test_new_switches_round_trip_and_old_configs_still_load() -> None:
     assert HiLIFConfig.from_dict(old) == TINY
     with pytest.raises(ValueError, match="lrc_loss"):
         HiLIFConfig.preset("tiny", lrc_loss="chen")
+
+
+# --------------------------------------------------------------------------- named presets (hilif-train --ablation)
+
+
+def test_every_ablation_preset_builds_the_model_it_names() -> None:
+    from hilif.train.ablations import ABLATIONS, ALIASES
+    from hilif.train.config import TrainConfig
+    from hilif.train.trainer import model_config
+
+    x = torch.randn(2, 3, 64, 64)
+    for name in [*ABLATIONS, *ALIASES]:
+        cfg = TrainConfig(shards="unused", preset="tiny", ablation=name)
+        ab = ABLATIONS[cfg.ablation]
+        mcfg = model_config(cfg)
+        model = build_model(mcfg).eval()
+        assert (model.dftm is not None) == mcfg.dftm and (model.ddafm is not None) == mcfg.ddafm
+        assert (model.self_attention is not None) == (name == "eff+sa")
+        for key, value in ab.switches.items():
+            assert getattr(mcfg, key) == value, (name, key)
+        if ab.single_patch_div:  # Table VIII: one patch size, the cut-A side / div (16 / 2, 4, 8 at 64)
+            assert {m.patch_sizes for m in model.modules() if isinstance(m, LocalEnhance)} == \
+                {(16 // ab.single_patch_div,) * 4}
+        if ab.constraint_loss:
+            assert cfg.stage == "both" and (mcfg.lrc_k, mcfg.lrc_s, mcfg.lrc_n) == (cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
+            assert type(make_lrc_loss(mcfg)) is (OriginalLocalRelationLoss if name == "lrcl-li" else LocalRelationLoss)
+        else:
+            assert cfg.stage == "1"  # the row is the best stage-1 model
+        with torch.no_grad():
+            assert model(x).shape == (2, 2)
+    assert TrainConfig(shards="unused", preset="tiny", ablation="ld-k5s2n8").ablation == "eff+dftm+ddafm+ld"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(ablation="ld-k3s3n1", lrc_n=8), "--lrc-n 8 contradicts"),
+    (dict(ablation="eff+dftm+ddafm+ld", lambda_d=0.0), "--lambda-d 0.0 contradicts"),
+    (dict(ablation="eff", stage="2"), "--stage 2 contradicts"),
+    (dict(ablation="eff+dftm", lrc_k=3), "without the constraint loss"),
+    (dict(ablation="eff+dftm+ddafm+lrc"), "unknown --ablation"),
+])
+def test_options_that_contradict_a_preset_are_refused(options: dict, message: str) -> None:
+    from hilif.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(shards="unused", preset="tiny", **options)

@@ -90,6 +90,21 @@ class RichReporter:
                if row.get("skipped") or row.get("val_skipped") else ""))
 
 
+def _print_ablations(value: bool) -> None:
+    """--print-ablations: the named presets of Tables VI-X with their table and row, then exit."""
+    if not value:
+        return
+    from hilif.train.ablations import listing
+
+    t = Table(title="hilif-train --ablation NAME (one paper row per run; rows without L_d train stage 1 only)")
+    for c in ("name", "paper table: row", "settings - what the row tests"):
+        t.add_column(c, overflow="fold")
+    for row in listing():
+        t.add_row(*row)
+    console.print(t)
+    raise typer.Exit(0)
+
+
 @train_app.command()
 def train(
     shards: Path = typer.Option(..., "--shards", help="Shard folder written by `hilif-prep extract` (holds dataset.json)."),
@@ -109,6 +124,11 @@ def train(
     lrc_k: Optional[int] = typer.Option(None, "--lrc-k", help="Block size K of L_d (preset: 5)."),
     lrc_s: Optional[int] = typer.Option(None, "--lrc-s", help="Block stride S of L_d (preset: 2)."),
     lrc_n: Optional[int] = typer.Option(None, "--lrc-n", help="Top-N blocks of L_d (preset: 8)."),
+    ablation: Optional[str] = typer.Option(
+        None, help="A named row of Tables VI-X (e.g. eff+dftm, ld-k3s3n1): sets the model switches and L_d; an "
+                   "explicit option that contradicts it is an error. List: --print-ablations."),
+    print_ablations: bool = typer.Option(False, "--print-ablations", is_eager=True, callback=_print_ablations,
+                                         help="List the --ablation presets with their table and row, and exit."),
     train_methods: Optional[list[str]] = typer.Option(None, "--train-methods",
                                                       help="Fake methods to train on (repeat; default all): Table II. "
                                                            "'none': no dataset fakes (reals only; needs --synth-fakes sbi)."),
@@ -164,7 +184,7 @@ def train(
             shards=str(shards), out=str(out), preset=preset, stage=stage, stage1_epochs=stage1_epochs,
             stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, stage2_lr=stage2_lr,
             lr_schedule=lr_schedule, min_lr=min_lr, warmup_steps=warmup_steps, lambda_d=lambda_d, lrc_k=lrc_k,
-            lrc_s=lrc_s, lrc_n=lrc_n, train_methods=list(train_methods or []), augment=augment,
+            lrc_s=lrc_s, lrc_n=lrc_n, ablation=ablation, train_methods=list(train_methods or []), augment=augment,
             synth_fakes=synth_fakes, synth_ratio=synth_ratio, sbi_blend_ratios=blend_ratios, sbi_mask_blur=mask_blur,
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
             img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, threads=threads, resume=resume,

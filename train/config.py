@@ -62,6 +62,7 @@ class TrainConfig:
     lrc_k: int | None = None  # None: the model preset's K / S / N (5, 2, 8)
     lrc_s: int | None = None
     lrc_n: int | None = None
+    ablation: str | None = None  # a named row of Tables VI-X (hilif.train.ablations); sets the model switches and L_d
     train_methods: list[str] = field(default_factory=list)  # fake methods to train on; empty = all
     augment: str | None = None  # None: the recipe's; "paper" (crop + flip) or "colour" (+ photometric jitter)
     synth_fakes: str = "none"  # none | sbi: self-blended fakes from the train reals, made in the loader workers
@@ -108,6 +109,10 @@ class TrainConfig:
         for name in ("stage1_epochs", "stage2_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.ablation is not None:  # the row's L_d settings / stage 1 only; contradicting options raise
+            from hilif.train.ablations import apply_to_train_config
+
+            apply_to_train_config(self)
         if self.synth_fakes not in SYNTH_FAKES:
             raise ValueError(f"--synth-fakes must be one of {', '.join(SYNTH_FAKES)}, got {self.synth_fakes!r}")
         if not 0.0 < self.synth_ratio <= 1.0:

@@ -91,7 +91,12 @@ def model_config(cfg: TrainConfig) -> Any:
     for name in ("lrc_k", "lrc_s", "lrc_n"):
         if getattr(cfg, name) is not None:
             over[name] = getattr(cfg, name)
-    return dataclasses.replace(mcfg, **over) if over else mcfg
+    mcfg = dataclasses.replace(mcfg, **over) if over else mcfg
+    if cfg.ablation is not None:  # the row's model switches, on this run's backbone and input size
+        from hilif.train.ablations import model_config_for
+
+        mcfg = model_config_for(cfg.ablation, mcfg)
+    return mcfg
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
