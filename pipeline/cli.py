@@ -81,6 +81,8 @@ def extract(
     size: int = typer.Option(256, "--size", help="aligned face size in pixels"),
     upsample: str = typer.Option("auto", "--upsample", help="dlib: auto (only where a frame needs it) or a fixed upsample"),
     probe: int = typer.Option(4, "--probe", help="a sampled frame without the face: neighbouring frames tried before the nearest sampled one"),
+    faces: str = typer.Option("subject", "--faces", help="subject: one face per frame, the subject of each shot; all: every tracked person as its own sample stream"),
+    cut_threshold: float = typer.Option(0.35, "--cut-threshold", help="colour-histogram distance between consecutive sampled frames that starts a new shot (>= 1: no cut detection)"),
     image_format: str = typer.Option("png", "--image-format", help="png (lossless) or jpg"),
     videos_per_shard: int = typer.Option(None, "--videos-per-shard", help="videos per shard (default: about 3200 faces per shard)"),
     workers: int = typer.Option(1, "--workers", "-j", help="worker processes"),
@@ -106,7 +108,8 @@ def extract(
         methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None,
         frames=_parse_frames(frames),
         face=FaceConfig(detector=detector, margin=margin, size=size, device=device, model_dir=model_dir,
-                        upsample=_parse_upsample(upsample), probe=probe, det_batch=det_batch),
+                        upsample=_parse_upsample(upsample), probe=probe, det_batch=det_batch, faces=faces,
+                        cut_threshold=cut_threshold),
         image_ext=image_format, videos_per_shard=videos_per_shard, workers=workers, part=_parse_part(part),
         overwrite=overwrite, decode_timeout=decode_timeout, video_timeout=video_timeout, recycle=recycle,
         command=" ".join(["hilif-prep"] + sys.argv[1:]))

@@ -58,6 +58,12 @@ class FaceDetector(Protocol):
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         """Faces in the neighbourhood of ``box`` (a cheaper search used while tracking)."""
 
+    def detect_cheap(self, frame: np.ndarray) -> list[Detection]:
+        """A cheaper whole-frame search (no fallbacks) for frames where :meth:`detect` is likely to find nothing."""
+
+    def detect_all(self, frame: np.ndarray) -> list[Detection]:
+        """Every face of the frame (:meth:`detect` may stop at the first search step that finds any)."""
+
 
 # --------------------------------------------------------------------------- dlib
 
@@ -190,19 +196,34 @@ class DlibDetector:
                 return [_map_back(d, m, offset) for d in found]
         return []
 
+    def _steps(self, width: int) -> list[tuple[float, int]]:
+        """The "auto" cascade's (scale, upsample) steps for a frame ``width`` pixels wide, cheapest first."""
+        steps: list[tuple[float, int]] = []
+        if width > self.cfg.fast_width * 1.25:
+            steps.append((self.cfg.fast_width / width, 0))
+        return steps + [(1.0, k) for k in range(0, self.cfg.max_upsample + 1)]
+
     def detect(self, frame: np.ndarray) -> list[Detection]:
         if self.cfg.upsample != "auto":
             return self._finish(frame, self._hog_run(frame, int(self.cfg.upsample)))
-        w = frame.shape[1]
-        steps: list[tuple[float, int]] = []
-        if w > self.cfg.fast_width * 1.25:
-            steps.append((self.cfg.fast_width / w, 0))
-        steps += [(1.0, k) for k in range(0, self.cfg.max_upsample + 1)]
+        steps = self._steps(frame.shape[1])
         found = self._cascade(frame, steps)
         if found or not self.cfg.rotations:
             return found
         # tilted heads: the upright cascade's cheap steps again on rotated frames
         return self._rotated(frame, steps[:-1] or steps, np.zeros(2))
+
+    def detect_cheap(self, frame: np.ndarray) -> list[Detection]:
+        """The first step of :meth:`detect` alone (upright, downscaled): no upsampling, no rotations."""
+        if self.cfg.upsample != "auto":
+            return self.detect(frame)
+        return self._cascade(frame, self._steps(frame.shape[1])[:1])
+
+    def detect_all(self, frame: np.ndarray) -> list[Detection]:
+        """Every face, small ones next to large ones too: the cascade's last step on the whole frame, no early stop."""
+        if self.cfg.upsample != "auto":
+            return self.detect(frame)
+        return self._finish(frame, self._hog_run(frame, self.cfg.max_upsample))
 
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         """Search a window of three face widths around ``box``, rescaled so the face is ~100 px."""
@@ -352,6 +373,12 @@ class InsightFaceDetector:
 
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         return self.detect(frame)  # SCRFD is fast enough over the whole frame
+
+    def detect_cheap(self, frame: np.ndarray) -> list[Detection]:
+        return self.detect(frame)  # one pass: no cheaper search
+
+    def detect_all(self, frame: np.ndarray) -> list[Detection]:
+        return self.detect(frame)  # one pass finds every face
 
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         """All faces in each RGB frame; one session run per ``cfg.batch`` frames when the model allows it."""

@@ -147,7 +147,7 @@ def base_record(dataset: str, quality: str, it: VideoItem, asked: int = 0) -> di
     return {"video": schema.video_key(dataset, it.method, it.video_id), "dataset": dataset, "quality": quality,
             "split": it.split, "label": it.label, "method": it.method, "video_id": it.video_id, "path": it.rel,
             "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
-            "status": MISSING, "reason": "", "backend": "", "notes": []}
+            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
 
 
 def _init_worker(face: FaceConfig) -> None:
@@ -179,11 +179,13 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
             box=vf.boxes[i], landmarks=vf.landmarks[i], detector=task.face.detector, score=vf.scores[i],
             sample_index=i, samples_in_video=len(vf.faces), target_index=vf.target_indices[i],
             replaced=vf.replaced[i], source_path=it.rel, aligned_landmarks=vf.aligned_landmarks[i],
-            dense_landmarks=vf.dense_landmarks[i])
+            dense_landmarks=vf.dense_landmarks[i], shot=vf.shots[vf.positions[i]], track=vf.tracks[i])
         samples.append((meta, encode_image(face, task.image_ext)))
     t2 = time.perf_counter()
     rec.update(samples=len(samples), replaced=vf.num_replaced, missing=vf.missing, frame_count=vf.frame_count,
                fps=round(vf.fps, 4), backend=vf.backend, notes=vf.notes,
+               cuts=[vf.sampled[c] for c in vf.cuts], shots=[list(span) for span in vf.shot_spans()],
+               tracks=len({t for t in vf.tracks if t >= 0}),
                status=OK if samples else NOFACE,
                reason="" if samples else f"no face found in {len(decoded.indices)} sampled frames")
     timings = dict(vf.timings, decode=t1 - t0, write=t2 - t1 - sum(vf.timings.values()))

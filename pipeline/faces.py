@@ -20,7 +20,8 @@ from .align import align_face, similarity_matrix, to_aligned
 from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
 from .detect import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
-from .track import SubjectTracker
+from .shots import ShotConfig, detect_cuts
+from .track import SubjectTracker, Track, shot_of_positions, size_order, track_faces
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class FaceConfig:
     probe: int = 4  # a sampled frame without the subject: try up to this many neighbouring frames first
     decode_backend: str = "auto"  # auto (decord, PyAV fallback) / decord / pyav
     det_batch: int = 16  # insightface: frames per SCRFD session run (does not change the results)
+    faces: str = "subject"  # "subject": one subject per shot; "all": every tracked person as its own stream
+    cut_threshold: float = 0.35  # histogram distance of consecutive samples that starts a new shot (>= 1: no cuts)
+    full_every: int = 8  # where the face is lost: the full search at least every this many sampled frames
 
     def validate(self) -> None:
         if self.detector not in ("dlib", "insightface"):
@@ -51,6 +55,16 @@ class FaceConfig:
             raise ValueError(f"--probe must be >= 0, got {self.probe}")
         if self.det_batch < 1:
             raise ValueError(f"--det-batch must be >= 1, got {self.det_batch}")
+        if self.faces not in FACES_MODES:
+            raise ValueError(f"--faces must be one of {', '.join(FACES_MODES)}, got {self.faces!r}")
+        if not self.cut_threshold > 0:
+            raise ValueError(f"--cut-threshold must be > 0 (>= 1 turns cut detection off), got {self.cut_threshold}")
+        if self.full_every < 1:
+            raise ValueError(f"full_every must be >= 1, got {self.full_every}")
+
+
+#: --faces: one subject per shot (the default), or every tracked person
+FACES_MODES = ("subject", "all")
 
 
 @dataclass
@@ -75,6 +89,20 @@ class VideoFaces:
     #: detector gives none) in aligned-face pixels (schema version 2)
     aligned_landmarks: list[list[list[float]]] = field(default_factory=list)
     dense_landmarks: list[list[list[float]]] = field(default_factory=list)
+    #: per face: its position among the sampled frames and its track (-1: the shot's subject, --faces subject)
+    positions: list[int] = field(default_factory=list)
+    tracks: list[int] = field(default_factory=list)
+    #: per sampled frame: its shot; and the positions where a new shot starts
+    shots: list[int] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)  # the sampled frame indices
+
+    def shot_spans(self) -> list[tuple[int, int]]:
+        """Each shot's first and last sampled frame index."""
+        spans: dict[int, list[int]] = {}
+        for shot, fi in zip(self.shots, self.sampled):
+            spans.setdefault(shot, []).append(fi)
+        return [(v[0], v[-1]) for _, v in sorted(spans.items())]
 
     @property
     def num_replaced(self) -> int:
@@ -93,37 +121,143 @@ def get_detector(cfg: FaceConfig) -> FaceDetector:
     return _DETECTORS[key]
 
 
-def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: bool = True) -> list[Detection | None]:
+def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: bool = True, cuts: Sequence[int] = (),
+                   full_every: int = 8) -> list[Detection | None]:
     """The followed subject's detection in each frame (None where it is not found).
 
-    A detector whose ``detect_near`` is its whole-frame ``detect`` (``batch_detect = True``, SCRFD)
-    detects all frames first with ``detect_batch``; the tracker then picks from the same lists.
+    The subject is chosen afresh at the start of every shot (``cuts``: positions where a new shot
+    starts). A detector whose ``detect_near`` is its whole-frame ``detect`` (``batch_detect =
+    True``, SCRFD) detects all frames first with ``detect_batch``; the tracker then picks from the
+    same lists. Otherwise each frame is searched near the subject's last box first, then over the
+    whole frame with the full search (:meth:`detect`: upsampling, rotations; where that stops at
+    other people's faces, ``detect_all`` looks for the subject among every face) - but once the full
+    search has found nothing, the following frames of the shot get only the cheap whole-frame
+    pass (``detect_cheap``), with the full search again after 2, 4, ... sampled frames (at most
+    ``full_every``). When a face turns up again, the frames that had only the cheap pass are
+    searched fully, backwards from it, until one has no face. A shot without a face thus costs
+    one cheap pass per frame and a few full searches.
     """
+    shots = shot_of_positions(len(frames), cuts)
     tracker = SubjectTracker()
     out: list[Detection | None] = []
     if getattr(detector, "batch_detect", False):
-        for dets in detector.detect_batch(frames):  # type: ignore[attr-defined]
+        for pos, dets in enumerate(detector.detect_batch(frames)):  # type: ignore[attr-defined]
+            if pos and shots[pos] != shots[pos - 1]:
+                tracker.reset()
             out.append(tracker.update(dets))
         return out
-    for frame in frames:
+    cheap = getattr(detector, "detect_cheap", detector.detect)
+    every = getattr(detector, "detect_all", None)
+
+    def full(frame: np.ndarray, tr: SubjectTracker) -> Detection | None:
+        dets = detector.detect(frame)
+        d = tr.pick(dets)
+        if d is None and dets and tr.last is not None and every is not None:
+            d = tr.pick(every(frame))  # the search stopped at other people's faces: look for the subject too
+        return d
+
+    skipped: list[int] = []  # positions of this shot that had the cheap pass only, since the last full miss
+    next_full, gap = 0, 0
+    for pos, frame in enumerate(frames):
+        if pos and shots[pos] != shots[pos - 1]:
+            tracker.reset()
+            skipped, next_full, gap = [], pos, 0
         chosen = None
         if track and tracker.box is not None:
             chosen = tracker.update(detector.detect_near(frame, tracker.box))
-        if chosen is None:
-            chosen = tracker.update(detector.detect(frame))
+        if chosen is None and pos >= next_full:
+            chosen = full(frame, tracker)
+            if chosen is not None:
+                tracker.last = chosen
+            else:  # the full search found nothing: cheap passes until the next full one
+                gap = min(max(2, 2 * gap), full_every)
+                next_full = pos + gap
+        elif chosen is None:
+            chosen = tracker.update(cheap(frame))
+            if chosen is None:
+                skipped.append(pos)
         out.append(chosen)
+        if chosen is not None:
+            next_full, gap = pos + 1, 0
+            ref = chosen
+            for q in reversed(skipped):  # the full search on the frames that had the cheap pass only
+                back = SubjectTracker(last=ref)
+                d = (back.pick(detector.detect_near(frames[q], ref.box)) if track else None) or full(frames[q], back)
+                if d is None:
+                    break
+                out[q] = ref = d
+            skipped = []
     return out
 
 
-def probe_indices(pos: int, indices: Sequence[int], frame_count: int, limit: int) -> list[int]:
+def _merge(dets: Sequence[Detection], iou: float = 0.5) -> list[Detection]:
+    """``dets`` without repeats: a box overlapping an earlier kept one by more than ``iou`` is dropped."""
+    kept: list[Detection] = []
+    for d in dets:
+        if all(_iou(d.box, k.box) <= iou for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts: Sequence[int] = (),
+                      full_every: int = 8) -> list[list[Detection]]:
+    """Every face in each frame (for ``--faces all``).
+
+    A batch detector (SCRFD) runs on all frames. Otherwise a frame gets the search that finds
+    every face (``detect_all``: dlib at upsample 1 over the whole frame) at the start of each shot
+    and every ``full_every`` sampled frames; in between, each face seen in the shot during the
+    last ``full_every`` frames is searched near its last box (``detect_near``) and the cheap
+    whole-frame pass looks for new large faces. A small face that comes into view between two
+    full searches is found at the next one.
+    """
+    if getattr(detector, "batch_detect", False):
+        return detector.detect_batch(frames)  # type: ignore[attr-defined]
+    shots = shot_of_positions(len(frames), cuts)
+    full = getattr(detector, "detect_all", detector.detect)
+    cheap = getattr(detector, "detect_cheap", detector.detect)
+    out: list[list[Detection]] = []
+    recent: list[tuple[np.ndarray, int]] = []  # last box and position of the faces seen lately in this shot
+    last_full = 0
+    for pos, frame in enumerate(frames):
+        new_shot = pos == 0 or shots[pos] != shots[pos - 1]
+        if new_shot:
+            recent = []
+        if new_shot or pos - last_full >= full_every:
+            dets = full(frame)
+            last_full = pos
+        else:
+            dets = [d for box, _ in recent for d in detector.detect_near(frame, box)] + cheap(frame)
+        dets = _merge(sorted(dets, key=size_order, reverse=True))
+        out.append(dets)
+        kept = [(d.box, pos) for d in dets]
+        kept += [(box, seen) for box, seen in recent
+                 if pos - seen < full_every and all(_iou(box, d.box) <= 0.3 for d in dets)]
+        recent = kept
+    return out
+
+
+def probe_indices(pos: int, indices: Sequence[int], frame_count: int, limit: int, side: int = 0) -> list[int]:
     """Unsampled frames around ``indices[pos]``, nearest first (earlier on ties), at most ``limit``.
 
     They stay strictly inside the midpoints to the neighbouring samples, so a probe never
-    takes a frame that is closer to another sample.
+    takes a frame that is closer to another sample. ``side`` 1 keeps only later frames, -1 only
+    earlier ones (the sample is the first / last of its shot: the cut lies on the other side).
     """
     t = indices[pos]
     lo = (indices[pos - 1] + t) // 2 + 1 if pos > 0 else 0
     hi = (t + indices[pos + 1] - 1) // 2 if pos + 1 < len(indices) else frame_count - 1
+    if side > 0:
+        lo = t + 1
+    elif side < 0:
+        hi = t - 1
     out: list[int] = []
     d = 1
     while len(out) < limit and (t - d >= lo or t + d <= hi):
@@ -138,14 +272,30 @@ Fetch = Callable[[list[int]], list[np.ndarray]]
 
 
 def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetector, fetch: Fetch,
-           limit: int) -> dict[int, tuple[int, np.ndarray, Detection]]:
-    """For sampled frames without the subject: the nearest neighbouring frame that has it."""
+           limit: int, shots: Sequence[int] | None = None) -> dict[int, tuple[int, np.ndarray, Detection]]:
+    """For sampled frames without the subject: the nearest neighbouring frame (of the same shot) that has it.
+
+    Probes are searched near the subject's box of the nearest sampled frame that has it; the whole
+    frame is searched too only for a frame next to one that has the subject (a long stretch
+    without the subject costs one window search per probe).
+    """
+    shots = [0] * len(found) if shots is None else list(shots)
     hits = [i for i, d in enumerate(found) if d is not None]
-    holes = [i for i, d in enumerate(found) if d is None]
+    holes = [i for i, d in enumerate(found) if d is None and any(shots[j] == shots[i] for j in hits)]
     if not hits or not holes or limit <= 0:
         return {}
-    cands = {p: probe_indices(p, decoded.indices, decoded.frame_count, limit) for p in holes}
+
+    def candidates(p: int) -> list[int]:
+        after_cut = p > 0 and shots[p - 1] != shots[p]  # the frames before it may be in the previous shot
+        before_cut = p + 1 < len(shots) and shots[p + 1] != shots[p]
+        if after_cut and before_cut:
+            return []
+        return probe_indices(p, decoded.indices, decoded.frame_count, limit, 1 if after_cut else -1 if before_cut else 0)
+
+    cands = {p: candidates(p) for p in holes}
     wanted = sorted({i for c in cands.values() for i in c})
+    if not wanted:
+        return {}
     try:
         frames = dict(zip(wanted, fetch(wanted)))
     except Exception as exc:  # e.g. a tail the container lists but cannot decode: keep sampled frames only
@@ -153,11 +303,14 @@ def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetec
         return {}
     out: dict[int, tuple[int, np.ndarray, Detection]] = {}
     for p in holes:
-        ref = found[min(hits, key=lambda j: (abs(j - p), j))]
+        near = min((j for j in hits if shots[j] == shots[p]), key=lambda j: (abs(j - p), j))
+        ref = found[near]
         assert ref is not None
         for fi in cands[p]:
             tracker = SubjectTracker(last=ref)  # the subject as seen in the nearest sampled frame
-            d = tracker.pick(det.detect_near(frames[fi], ref.box)) or tracker.pick(det.detect(frames[fi]))
+            d = tracker.pick(det.detect_near(frames[fi], ref.box))
+            if d is None and abs(near - p) == 1:
+                d = tracker.pick(det.detect(frames[fi]))
             if d is not None:
                 out[p] = (fi, frames[fi], d)
                 break
@@ -166,18 +319,36 @@ def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetec
 
 def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
                       detector: FaceDetector | None = None, fetch: Fetch | None = None) -> VideoFaces:
-    """Faces of the followed subject in ``decoded``; ``fetch(indices)`` decodes neighbours for probing."""
+    """Faces in ``decoded``: the subject of each shot, or (``cfg.faces == "all"``) every tracked person.
+
+    ``fetch(indices)`` decodes neighbouring frames for probing (subject mode). Faces come ordered
+    by track, then by sampled frame; a frame without the face is replaced by the nearest sampled
+    frame of the same shot (``--faces all``: of the same track, between its first and last frame).
+    """
     cfg.validate()
     det = detector or get_detector(cfg)
     t0 = time.perf_counter()
-    found = detect_subject(decoded.frames, det, track=cfg.track)
-    probed = _probe(decoded, found, det, fetch, cfg.probe) if fetch is not None else {}
+    cuts = detect_cuts(decoded.frames, ShotConfig(threshold=cfg.cut_threshold)) if cfg.cut_threshold < 1 else []
+    shots = shot_of_positions(len(decoded.frames), cuts)
+    probed: dict[int, tuple[int, np.ndarray, Detection]] = {}
+    streams: list[tuple[int, list[Detection | None], list[int | None]]] = []  # track id, detections, source position
+    if cfg.faces == "all":
+        for t in track_faces(detect_every_face(decoded.frames, det, cuts, cfg.full_every), cuts):
+            found = [t.detections.get(pos) for pos in range(len(shots))]
+            first, last = min(t.detections), max(t.detections)
+            pick = [src if first <= pos <= last else None for pos, src in enumerate(nearest_with_face([d is not None for d in found]))]
+            streams.append((t.id, found, pick))
+    else:
+        found = detect_subject(decoded.frames, det, track=cfg.track, cuts=cuts, full_every=cfg.full_every)
+        probed = _probe(decoded, found, det, fetch, cfg.probe, shots) if fetch is not None else {}
+        streams.append((-1, found, nearest_with_face([d is not None for d in found], shots)))
     t1 = time.perf_counter()
-    pick = nearest_with_face([d is not None for d in found])
     vf = VideoFaces([], [], [], [], [], [], [], 0, decoded.fps, decoded.frame_count, asked=asked,
-                    backend=decoded.backend, notes=list(decoded.notes))
-    aligned: dict[int, np.ndarray] = {}
-    for pos, src in enumerate(pick):
+                    backend=decoded.backend, notes=list(decoded.notes), shots=shots, cuts=list(cuts),
+                    sampled=[int(i) for i in decoded.indices])
+    aligned: dict[tuple[int, int], np.ndarray] = {}
+    faces = [(track_id, pos, src, found) for track_id, found, pick in streams for pos, src in enumerate(pick)]
+    for track_id, pos, src, found in faces:
         if src is None:
             continue
         if pos in probed:  # a neighbouring, unsampled frame
@@ -186,9 +357,11 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
         else:  # the frame itself, or the nearest sampled frame with the subject
             d = found[src]
             assert d is not None
-            if src not in aligned:
-                aligned[src] = align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin)
-            frame_index, face = int(decoded.indices[src]), aligned[src]
+            if (track_id, src) not in aligned:
+                aligned[track_id, src] = align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin)
+            frame_index, face = int(decoded.indices[src]), aligned[track_id, src]
+        vf.positions.append(pos)
+        vf.tracks.append(track_id)
         vf.faces.append(face)
         vf.frame_indices.append(int(frame_index))
         vf.target_indices.append(int(decoded.indices[pos]))
@@ -200,7 +373,7 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
         vf.aligned_landmarks.append(five)
         vf.dense_landmarks.append(dense)
     t2 = time.perf_counter()
-    vf.missing = asked - len(vf.faces)
+    vf.missing = asked - len(set(vf.positions))
     if len(decoded.indices) < asked:
         vf.notes.append(f"video has only {decoded.frame_count} frames, {asked} asked")
     vf.timings.update(detect=t1 - t0, align=t2 - t1)

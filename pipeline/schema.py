@@ -77,13 +77,14 @@ def sanitize_key_part(text: str) -> str:
     return _KEY_BAD.sub("-", str(text)).strip("-") or "x"
 
 
-def sample_key(dataset: str, method: str, video_id: str, frame_index: int) -> str:
+def sample_key(dataset: str, method: str, video_id: str, frame_index: int, track: int = -1) -> str:
     """Key of one sample, unique within a dataset: ``<dataset>_<method>_<video>_f<frame>``.
 
-    Key parts are sanitised so that the key contains no dots and no slashes.
+    A sample of one tracked person among several (``--faces all``, ``track`` >= 0) ends in
+    ``_t<track>``. Key parts are sanitised so that the key contains no dots and no slashes.
     """
     parts = [sanitize_key_part(p) for p in (dataset, method, video_id)]
-    return "_".join(parts) + f"_f{int(frame_index):06d}"
+    return "_".join(parts) + f"_f{int(frame_index):06d}" + (f"_t{int(track):02d}" if track >= 0 else "")
 
 
 def video_key(dataset: str, method: str, video_id: str) -> str:
@@ -120,6 +121,8 @@ class SampleMeta:
     # version 2 (empty in version-1 samples):
     aligned_landmarks: list[list[float]] = field(default_factory=list)  # the five points in aligned-face pixels
     dense_landmarks: list[list[float]] = field(default_factory=list)  # dlib 68 / insightface 106, aligned-face pixels; [] if none
+    shot: int = 0  # the shot (between two scene cuts) of the video the face is from
+    track: int = -1  # the tracked person (--faces all: 0, 1, ... by first appearance); -1: the shot's subject
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -140,7 +143,7 @@ class SampleMeta:
     def key(self) -> str:
         # keyed by the frame asked for, so a replaced frame never collides with another sample
         return sample_key(self.dataset, self.method, self.video_id,
-                          self.target_index if self.target_index >= 0 else self.frame_index)
+                          self.target_index if self.target_index >= 0 else self.frame_index, self.track)
 
     @property
     def video(self) -> str:
