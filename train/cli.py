@@ -16,7 +16,7 @@ from rich.table import Table
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train HiLIF from shards (two-stage schedule).")
 eval_app = typer.Typer(add_completion=False, no_args_is_help=True, invoke_without_command=True,
                        help="Evaluate a HiLIF checkpoint (default command); `info`: parameters and FLOPs; "
-                            "`detect`: fake probability of a video or image.")
+                            "`detect`: fake probability of a video or image; `table`: the paper's tables from runs.")
 console = Console(stderr=False)
 
 
@@ -306,6 +306,45 @@ def evaluate(
             typer.echo(json.dumps(report, indent=1, sort_keys=True))
         else:
             print_report(report)
+
+
+@eval_app.command()
+def table(
+    runs: Path = typer.Option(..., help="Folder holding hilif-train run folders (config.json) and their eval reports."),
+    table_names: Optional[list[str]] = typer.Option(None, "--table", help="I ... XII, repeat, or all (default)."),
+    out: Optional[Path] = typer.Option(None, help="Where table-N.md / table-N.csv go (default: RUNS/tables)."),
+    evaluate_missing: bool = typer.Option(False, "--evaluate", help="First evaluate every run's stage-1/2 best "
+                                          "checkpoint on its own shards' test split where no report exists."),
+    workers: int = typer.Option(1, help="Data-loading processes for --evaluate."),
+    device: str = typer.Option("auto", help="Device for --evaluate."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """The paper's Tables I-XII from run folders: paper, ours, difference; missing rows with their commands."""
+    setup_logging(verbose)
+    from hilif.train import tables as tb
+
+    names = [n.upper() for n in (table_names or ["all"])]
+    names = list(tb.TABLES) if "ALL" in names else names
+    bad = [n for n in names if n not in tb.TABLES]
+    if bad:
+        raise fail(f"--table {bad[0]}: choose one of {', '.join(tb.TABLES)} or all")
+    try:
+        if evaluate_missing:
+            from hilif.train.evaluate import EvalOptions
+            from hilif.train.evaluate import evaluate as run_eval
+
+            for run, stage, shards, perturb in tb.missing_evaluations(names, tb.load_runs(runs)):
+                console.print(f"evaluating {run.path}/stage{stage}/best.pt on {shards} (test)")
+                run_eval(EvalOptions(checkpoint=str(run.path / f"stage{stage}" / "best.pt"), shards=shards,
+                                     split="test", perturb=perturb, workers=workers, device=device))
+        done = tb.write_tables(names, runs, out or runs / "tables")
+    except _user_errors() as exc:
+        raise fail(str(exc))
+    except ValueError as exc:  # TableError: unreadable run folder, a run that contradicts the row it claims
+        raise fail(str(exc))
+    for md in done.values():
+        typer.echo(md)
+    typer.echo(f"written: {out or runs / 'tables'}/table-<N>.md and .csv")
 
 
 @eval_app.command()
