@@ -387,42 +387,80 @@ def info(
 
 @eval_app.command()
 def detect(
-    path: Path = typer.Argument(..., help="A video or an image."),
+    paths: list[Path] = typer.Argument(..., help="Videos, images, or folders of them (searched recursively)."),
     checkpoint: Path = typer.Option(..., help="A checkpoint written by hilif-train."),
-    frames: int = typer.Option(32, help="Frames sampled uniformly from a video."),
-    detector: str = typer.Option("dlib", help="dlib (offline) | insightface."),
+    frames: int = typer.Option(32, help="Frames sampled uniformly from each video."),
+    threshold: float = typer.Option(0.5, help="A track is 'fake' at mean p(fake) >= this: the model's calibration, "
+                                              "not a legal finding."),
+    out: Optional[Path] = typer.Option(None, help="Folder for results.jsonl and the pictures (one subfolder per file)."),
+    explain: bool = typer.Option(False, "--explain", help="Grad-CAM overlays of the faces (with --out)."),
+    video_out: bool = typer.Option(False, "--video-out", help="An annotated MP4 of the sampled frames (with --out)."),
+    detector: Optional[str] = typer.Option(None, help="dlib | insightface (default: as the checkpoint's training shards)."),
+    upsample: Optional[str] = typer.Option(None, help="dlib upsample: auto or N (default: as the training shards)."),
+    margin: Optional[float] = typer.Option(None, help="Face crop margin (default: as the training shards)."),
+    model_dir: Optional[str] = typer.Option(None, help="insightface model folder (default: the shards' or buffalo_l)."),
+    min_face: Optional[float] = typer.Option(None, help="Faces narrower than this (px) are listed as too small and "
+                                                        "not scored (default: the detector's reliable minimum)."),
+    batch_size: int = typer.Option(32, help="Faces per forward pass."),
     device: str = typer.Option("auto"),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/results.jsonl."),
+    as_json: bool = typer.Option(False, "--json", help="Print each file's record as a JSON line (docs/evaluation.md)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Per-frame and per-video fake probability of a video or image (the extract pipeline's faces)."""
+    """Every face of each video or image: tracks per person, p(fake) per track, pictures with --out."""
     setup_logging(verbose)
-    from hilif.pipeline.extract import FaceConfig
-    from hilif.train.detect import detect as run_detect
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from hilif.pipeline.detect import DetectorError
+    from hilif.train import detect as det
+
+    if upsample is not None and upsample != "auto":
+        if not upsample.isdigit():
+            raise fail(f"--upsample {upsample!r}: use auto or a whole number >= 0")
+    opts = det.DetectOptions(
+        checkpoint=str(checkpoint), frames=frames, threshold=threshold, out=str(out) if out else None,
+        explain=explain, video_out=video_out, device=device, batch_size=batch_size, min_face=min_face,
+        overwrite=overwrite, detector=detector, upsample=int(upsample) if upsample and upsample.isdigit() else upsample,
+        margin=margin, model_dir=model_dir)
+    records: list[dict[str, Any]] = []
+    progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=as_json)
+    task = progress.add_task("", total=None)
     try:
-        face_cfg = FaceConfig(detector=detector)
-        face_cfg.validate()
-        res = run_detect(path, checkpoint, num_frames=frames, face_cfg=face_cfg, device=device)
-    except _user_errors() as exc:
+        with progress:
+            results = det.run(paths, opts, on_start=lambda files: progress.update(task, total=len(files)))
+            for res in results:
+                records.append(res.rec)
+                progress.update(task, advance=1, description=res.file.path.name)
+                if as_json:
+                    typer.echo(json.dumps(res.rec, sort_keys=True))
+    except (*_user_errors(), ValueError, DetectorError) as exc:  # bad options or --out, a detector that cannot start
         raise fail(str(exc))
-    except ValueError as exc:  # bad detector name
-        raise fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps(res.to_dict(), indent=1))
-        return
-    t = Table(title=f"{res.path} ({res.kind})")
-    for c in ("frame", "asked", "replaced", "p(fake)"):
-        t.add_column(c, justify="right")
-    for f in res.frames:
-        t.add_row(str(f.frame_index), str(f.target_index), "yes" if f.replaced else "", f"{f.fake_prob:.4f}")
+    if not as_json:
+        print_detect_summary(records, threshold)
+    if any(r["status"] == det.ERROR for r in records):
+        raise typer.Exit(1)
+
+
+def print_detect_summary(records: list[dict[str, Any]], threshold: float) -> None:
+    """One row per track (or per file without one), then the counts."""
+    t = Table(title=f"hilif-eval detect (threshold {threshold:.2f})")
+    for c in ("file", "kind", "status", "track", "shot", "frames", "too small", "mean p(fake)", "max p(fake)", "verdict"):
+        t.add_column(c, justify="left" if c in ("file", "kind", "status", "verdict") else "right")
+    for r in records:
+        name = Path(r["path"]).name
+        if not r["tracks"]:
+            t.add_row(name, r["kind"], r["status"], "", "", "", "", "", "", r["error"] or "no face")
+        for k in r["tracks"]:
+            verdict = {"fake": "[bold red]FAKE", "real": "[green]real", None: "[yellow]too small"}[k["verdict"]]
+            t.add_row(name, r["kind"], r["status"], f"#{k['id']}", str(k["shot"]), str(k["frames_scored"]),
+                      str(k["frames_too_small"]), _fmt(k["mean_fake_prob"], 3), _fmt(k["max_fake_prob"], 3), verdict)
+            name = ""
     console.print(t)
-    if res.fake_prob is None:
-        console.print(f"no face found in {res.asked} frame(s)")
-    else:
-        verdict = "FAKE" if res.fake_prob >= 0.5 else "real"
-        console.print(f"{res.kind} fake probability {res.fake_prob:.4f} -> {verdict}  "
-                      f"({len(res.frames)} faces, {res.missing} frames without a face)")
+    n = {s: sum(r["status"] == s for r in records) for s in ("ok", "noface", "error", "skipped")}
+    fakes = sum(r["verdict"] == "fake" for r in records)
+    console.print(f"{len(records)} file(s): {n['ok']} with faces ({fakes} with a fake track), {n['noface']} without a "
+                  f"face, {n['error']} unreadable, {n['skipped']} skipped (unknown type)")
 
 
 def train_main() -> None:

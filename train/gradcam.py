@@ -106,26 +106,33 @@ def pick_faces(shards: str | Path, split: str, img_size: int, n: int) -> dict[st
             "key": [i[1] for i in items], "method": [i[2] for i in items]}
 
 
-def gradcam_grids(model: torch.nn.Module, shards: str | Path, split: str, img_size: int, n: int,
-                  out: str | Path, device: torch.device | str = "cpu") -> list[Path]:
-    """Write PNG grids (rows: faces; columns: face, DFTM, RGB stream, noise stream) of n faces; return their paths."""
-    faces = pick_faces(shards, split, img_size, n)
+def overlay_grids(model: torch.nn.Module, images: torch.Tensor, labels: list[str], out: str | Path,
+                  device: torch.device | str = "cpu", stem: str = "gradcam") -> list[Path]:
+    """PNG grids ``OUT/STEM-NN.png`` (rows: faces; columns: face, DFTM, RGB stream, noise stream) of uint8
+    (N, 3, H, W) faces, FACES_PER_GRID rows each; each row label gets the model's p(fake) appended."""
     layers = model.gradcam_layers()
     names = [k for k in LAYER_TITLES if k in layers]
     cam = GradCAM(model, {k: layers[k] for k in names})
     from hilif.train.plots import save_grid
 
     paths: list[Path] = []
-    for start in range(0, len(faces["key"]), FACES_PER_GRID):
-        imgs = faces["image"][start:start + FACES_PER_GRID]
+    for start in range(0, len(labels), FACES_PER_GRID):
+        imgs = images[start:start + FACES_PER_GRID]
         maps, probs = cam(normalize(imgs, device).contiguous())
-        rows, labels = [], []
+        rows, row_labels = [], []
         for i in range(len(imgs)):
             face = imgs[i].permute(1, 2, 0).numpy()
             rows.append([face] + [overlay(face, maps[k][i]) for k in names])
-            y = faces["label"][start + i]
-            labels.append(f"{faces['method'][start + i]} ({schema.LABEL_NAMES[y]})\np(fake)={float(probs[i]):.2f}")
-        p = Path(out) / f"gradcam-{start // FACES_PER_GRID:02d}.png"
-        save_grid(rows, ["face"] + [LAYER_TITLES[k] for k in names], labels, p)
+            row_labels.append(f"{labels[start + i]}\np(fake)={float(probs[i]):.2f}")
+        p = Path(out) / f"{stem}-{start // FACES_PER_GRID:02d}.png"
+        save_grid(rows, ["face"] + [LAYER_TITLES[k] for k in names], row_labels, p)
         paths.append(p)
     return paths
+
+
+def gradcam_grids(model: torch.nn.Module, shards: str | Path, split: str, img_size: int, n: int,
+                  out: str | Path, device: torch.device | str = "cpu") -> list[Path]:
+    """Write PNG grids (rows: faces; columns: face, DFTM, RGB stream, noise stream) of n faces; return their paths."""
+    faces = pick_faces(shards, split, img_size, n)
+    labels = [f"{m} ({schema.LABEL_NAMES[y]})" for m, y in zip(faces["method"], faces["label"])]
+    return overlay_grids(model, faces["image"], labels, out, device)
