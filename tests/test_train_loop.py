@@ -86,3 +86,126 @@ def test_eval_folders_carry_dataset_quality_and_split(shards: Path) -> None:
     val = ev.default_out_dir("run/stage2/best.pt", info, "val")
     assert c40 == Path("run/stage2/eval-synth-c40-test")
     assert len({c40, c23, val}) == 3
+
+
+# --------------------------------------------------------------------------- mid-epoch checkpoints and resume
+
+
+def _cfg(shards: Path, out: Path, **kw):
+    from hilif.train.config import TrainConfig
+
+    base = dict(shards=str(shards), out=str(out), preset="tiny", stage="1", stage1_epochs=2, stage2_epochs=1,
+                batch_size=4, workers=0, threads=1, steps_per_epoch=3, val_batch_size=16, save_every_steps=2,
+                log_every=1)
+    return TrainConfig(**{**base, **kw})
+
+
+class _KillAtStep:
+    """Reporter that interrupts the run when stage step `at` has been taken (before its checkpoint, if any)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.n = at, 0
+
+    def start_epoch(self, *a) -> None: ...
+
+    def step(self, *a) -> None:
+        self.n += 1
+        if self.n == self.at:
+            raise KeyboardInterrupt
+
+    def end_epoch(self, row: dict) -> None: ...
+
+
+def _rows(out: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def whole(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hilif.train.trainer import train
+
+    out = tmp_path_factory.mktemp("whole")
+    train(_cfg(shards, out, save_every_steps=0))
+    return out
+
+
+def test_resume_mid_epoch_is_bit_identical(shards: Path, whole: Path, tmp_path: Path) -> None:
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import Trainer, train
+
+    cut = tmp_path / "cut"
+    # 2 epochs x 3 steps, a checkpoint every 2 steps: at step 2 (epoch 0), 3 (epoch end), 4 (epoch 1, 1 step in);
+    # killed during step 5, so the run continues from epoch 1, step 1
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(shards, cut), reporter=_KillAtStep(5)).run()
+    mid = ck.load_checkpoint(ck.last_path(cut, 1))
+    assert (mid["epoch"], mid["epoch_step"], mid["step"]) == (1, 1, 4)
+    assert mid["plan"]["steps"] == 3 and mid["running"].shape == (7,)
+    (res,) = train(_cfg(shards, cut, resume=True, val_batch_size=5))  # runtime options may change
+    assert res.epochs_run == 1
+    a, b = ck.load_checkpoint(ck.last_path(whole, 1)), ck.load_checkpoint(ck.last_path(cut, 1))
+    assert a["step"] == b["step"] == 6 and b["epoch_step"] == 0
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, v in a["optimizer"]["state"].items():
+        assert all(torch.equal(v[n], b["optimizer"]["state"][k][n]) for n in v), k
+    # the resumed epoch's logged loss covers all its steps, the interrupted part included
+    ra, rb = _rows(whole), _rows(cut)
+    assert [r["step"] for r in rb] == [3, 6]
+    for key in ("train_loss", "train_ce", "val_auc", "val_acc"):
+        assert ra[1][key] == rb[1][key], key
+
+
+def test_refused_resume_writes_nothing(shards: Path, whole: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from hilif.train.checkpoint import CheckpointError
+    from hilif.train.trainer import Trainer, TrainError
+
+    run = tmp_path / "run"
+    shutil.copytree(whole, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for change in (dict(lr=5e-4), dict(steps_per_epoch=4), dict(seed=1), dict(sync_bn=True)):
+        with pytest.raises((TrainError, CheckpointError), match="differs in"):
+            Trainer(_cfg(shards, run, resume=True, stage1_epochs=3, **change)).run()
+    with pytest.raises((TrainError, CheckpointError), match="model config"):
+        Trainer(_cfg(shards, run, resume=True, img_size=96)).run()
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # config.json included
+
+
+def test_torchrun_restart_resumes_by_itself(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import Trainer, TrainError, train
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(shards, out, stage1_epochs=1), reporter=_KillAtStep(3)).run()
+    assert ck.load_checkpoint(ck.last_path(out, 1))["epoch_step"] == 2
+    with pytest.raises(TrainError, match="--resume"):  # a plain second launch still refuses
+        Trainer(_cfg(shards, out, stage1_epochs=1)).run()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    (res,) = train(_cfg(shards, out, stage1_epochs=1))  # the same command line, relaunched by torchrun
+    assert res.epochs_run == 1 and [r["step"] for r in _rows(out)] == [3]
+
+
+# --------------------------------------------------------------------------- SyncBatchNorm
+
+
+def test_sync_batchnorm_conversion_keeps_the_model() -> None:
+    """timm's converter (not torch's) keeps BatchNormAct2d's activation; checkpoints load either way."""
+    from timm.layers import convert_sync_batchnorm
+
+    from hilif.model import HiLIFConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(HiLIFConfig.preset("tiny")).eval()
+    synced = convert_sync_batchnorm(build_model(HiLIFConfig.preset("tiny"))).eval()
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in synced.modules())
+    synced.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(synced(x), model(x))

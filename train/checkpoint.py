@@ -5,8 +5,11 @@ A checkpoint is a plain dict of tensors, numbers and strings (configs are JSON s
 refused with a `CheckpointError`. Layout of a run folder::
 
     OUT/config.json              the TrainConfig and the model config
-    OUT/stage1/last.pt, best.pt  last epoch, and best epoch by validation AUC
+    OUT/stage1/last.pt, best.pt  last epoch (or mid-epoch save), and best epoch by validation AUC
     OUT/stage2/last.pt, best.pt
+
+``last.pt`` is also written within an epoch (``--save-every-steps``): then ``epoch`` counts the completed epochs,
+``epoch_step`` the steps already taken in the next one and ``running`` its running loss sums (over all ranks).
 """
 
 from __future__ import annotations
@@ -100,8 +103,12 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     best_metric: float = float("nan"), best_epoch: int = -1,
                     metrics: dict[str, Any] | None = None, with_rng: bool = True,
-                    extract: dict[str, Any] | None = None) -> Path:
+                    extract: dict[str, Any] | None = None, epoch_step: int = 0,
+                    running: torch.Tensor | None = None, plan: dict[str, int] | None = None) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename.
+
+    ``epoch_step`` > 0 marks a mid-epoch checkpoint (steps taken in epoch ``epoch``), with the epoch's ``running``
+    loss sums; ``plan`` records the data plan (steps per epoch, world size, ...) a resume must match.
 
     ``extract``: how the training shards' faces were found (:func:`extract_settings`), for hilif-eval detect."""
     path = Path(path)
@@ -118,12 +125,16 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
         "best_epoch": int(best_epoch),
         "metrics": json.dumps(metrics or {}),
         "extract": json.dumps(extract or {}, sort_keys=True),
+        "epoch_step": int(epoch_step),
+        "plan": json.dumps(plan or {}, sort_keys=True),
         "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         payload["scheduler"] = scheduler.state_dict()
+    if running is not None:
+        payload["running"] = running.detach().cpu()
     if with_rng:
         payload["rng"] = rng_state()
     tmp = schema.tmp_path(path)
@@ -167,6 +178,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ckpt["model_config"] = json.loads(ckpt["model_config"])
     ckpt["train_config"] = json.loads(ckpt["train_config"])
     ckpt["metrics"] = json.loads(ckpt.get("metrics", "{}"))
+    ckpt["plan"] = json.loads(ckpt.get("plan", "{}"))
+    ckpt.setdefault("epoch_step", 0)
     ckpt["extract"] = json.loads(ckpt.get("extract", "{}"))  # {} in checkpoints written before it was recorded
     return ckpt
 
@@ -174,6 +187,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
     """Names of fields whose values differ (missing on one side counts)."""
     return sorted(k for k in set(want) | set(have) if want.get(k, "<missing>") != have.get(k, "<missing>"))
+
+
+def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, Any]) -> list[str]:
+    """Identity fields (TrainConfig.identity()) that differ from a saved TrainConfig dict. A field the saved config
+    lacks (written before the field existed) counts as its default, so older runs stay resumable."""
+    import dataclasses
+
+    from hilif.train.config import RUNTIME_FIELDS, TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
+    for k in identity:
+        if k not in have and k in defaults:
+            have[k] = defaults[k]
+    return config_mismatch(identity, have)
 
 
 def check_config(path: str | os.PathLike, ckpt: dict[str, Any], model_config: dict[str, Any],
@@ -184,10 +212,7 @@ def check_config(path: str | os.PathLike, ckpt: dict[str, Any], model_config: di
         raise CheckpointError(f"{path}: written for another model config (differs in {', '.join(diff)}); "
                               f"use the same --preset/options or another --out")
     if train_identity is not None:
-        from hilif.train.config import RUNTIME_FIELDS
-
-        have = {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS}
-        diff = config_mismatch(train_identity, have)
+        diff = identity_mismatch(train_identity, ckpt["train_config"])
         if diff:
             raise CheckpointError(f"{path}: written by a run with other training options (differs in "
                                   f"{', '.join(diff)}); repeat the original options to resume, or use another --out")

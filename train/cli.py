@@ -152,7 +152,14 @@ def train(
                                        help="NHWC memory format (faster on CUDA and CPU)."),
     workers: Optional[int] = typer.Option(None, help="Data-loading processes per rank (paper preset: 4, demo: 1)."),
     threads: Optional[int] = typer.Option(None, help="CPU: torch threads (default: cores left after --workers)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint "
+                                                        "(mid-epoch too). A torchrun restart resumes by itself."),
+    save_every_steps: Optional[int] = typer.Option(
+        None, help="Mid-epoch checkpoint (stageN/last.pt) every N steps; default: about every 30 minutes "
+                   "(N from the measured step rate); 0: at epoch ends only."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn",
+                                           help="SyncBatchNorm across ranks (default: on with more than one CUDA "
+                                                "rank; CUDA only)."),
     steps_per_epoch: Optional[int] = typer.Option(
         None, help="Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40)."),
     val_max_batches: Optional[int] = typer.Option(None, help="Cap validation batches per epoch (default: whole split)."),
@@ -189,6 +196,7 @@ def train(
             backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
             img_size=img_size, compile=compile, precision=precision, channels_last=channels_last, workers=workers, threads=threads, resume=resume,
             steps_per_epoch=steps_per_epoch, val_max_batches=val_max_batches, tensorboard=tensorboard, seed=seed,
+            save_every_steps=save_every_steps, sync_bn=sync_bn,
             device=device)
     except ValueError as exc:
         raise fail(str(exc))

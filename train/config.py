@@ -21,7 +21,7 @@ NO_METHODS = "none"
 
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
-                            "log_every", "val_batch_size", "threads"})
+                            "log_every", "val_batch_size", "threads", "save_every_steps"})
 
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
@@ -79,6 +79,10 @@ class TrainConfig:
     threads: int | None = None  # CPU only: torch threads; None = cores left after the workers (at least 1)
     shuffle_buffer: int = 2000  # samples per class stream
     resume: bool = False
+    # mid-epoch checkpoint (stageN/last.pt) every N optimiser steps; None: every ~30 minutes of training, N from the
+    # step rate measured on the first steps of each stage; 0: only at epoch ends
+    save_every_steps: int | None = None
+    sync_bn: bool | None = None  # SyncBatchNorm under DDP; None: on when more than one CUDA rank trains
     steps_per_epoch: int | None = None  # None: the recipe's; 0 or None there: from dataset.json (larger class once)
     val_max_batches: int | None = None  # None: the whole val split every epoch
     val_batch_size: int = 64
@@ -123,6 +127,8 @@ class TrainConfig:
             if self.synth_fakes == "none":
                 raise ValueError(f"--train-methods {NO_METHODS} leaves no fakes to train on: add --synth-fakes sbi")
         self.sbi_config()  # the SBI ranges are valid
+        if self.save_every_steps is not None and self.save_every_steps < 0:
+            raise ValueError("--save-every-steps must be >= 0 (0: checkpoints at epoch ends only)")
 
     @property
     def dataset_fakes(self) -> bool:

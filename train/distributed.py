@@ -114,6 +114,19 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over ranks in place (a no-op when not distributed); returns `t`. Keep `t` on the rank's device."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def restart_count() -> int:
+    """How often torchrun (``--max-restarts``) has restarted this job: TORCHELASTIC_RESTART_COUNT, 0 if unset."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(value) if value.isdigit() else 0
+
+
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
     """Copy `src`'s buffers (BatchNorm running statistics) to every rank."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

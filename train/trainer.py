@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
 CONFIG_JSON = "config.json"
+#: Per-epoch running sums kept on the device (and in a mid-epoch checkpoint, followed by the skip count).
+RUNNING_SUMS = ("loss", "ce", "ld", "m_fake", "m_real", "n_both")
+#: Default --save-every-steps: a mid-epoch checkpoint about every AUTO_SAVE_SECONDS of training, the interval in steps
+#: measured on steps AUTO_SAVE_PROBE[0]..[1] of each stage (rank 0's rate, broadcast so that all ranks agree).
+AUTO_SAVE_SECONDS = 1800.0
+AUTO_SAVE_PROBE = (5, 25)
 
 
 class TrainError(ValueError):
@@ -200,18 +206,19 @@ class Trainer:
     def _prepare_out(self) -> None:
         stages = (2,) if self.cfg.stage == "2" else (1, 2)
         existing = [ckpt_io.last_path(self.out, s) for s in stages if ckpt_io.last_path(self.out, s).exists()]
+        if existing and not self.cfg.resume and dist_util.restart_count() > 0:
+            # torchrun --max-restarts restarted this job after a failure: continue from last.pt by itself
+            log.warning("torchrun restart %d: resuming the run in %s from its last checkpoint",
+                        dist_util.restart_count(), self.out)
+            self.cfg.resume = True
         if existing and not self.cfg.resume:
             raise TrainError(f"{self.out}: already holds a run ({existing[0].name} in {existing[0].parent.name}); "
                              f"pass --resume to continue it, or choose another --out")
+        if self.cfg.resume:  # every check before anything is written: a refused resume leaves the run as it was
+            self._check_resume(existing)
         if self.dist.is_master:
             self.out.mkdir(parents=True, exist_ok=True)
             saved = self.out / CONFIG_JSON
-            if saved.exists() and self.cfg.resume:
-                old = json.loads(saved.read_text())
-                diff = ckpt_io.config_mismatch(self.mcfg_dict, old.get("model", {}))
-                if diff:
-                    raise TrainError(f"{saved}: this run was made with another model config (differs in "
-                                     f"{', '.join(diff)}); repeat its options or use another --out")
             schema.atomic_write_text(saved, json.dumps({"train": self.cfg.to_dict(), "model": self.mcfg_dict},
                                                        indent=1, sort_keys=True))
             if self.cfg.tensorboard:
@@ -221,6 +228,39 @@ class Trainer:
                     raise TrainError("--tensorboard needs the tensorboard package: pip install 'hilif[tensorboard]'") from exc
                 self.tb = SummaryWriter(str(self.out / "tensorboard"))
         dist_util.barrier()
+
+    def _check_resume(self, checkpoints: list[Path]) -> None:
+        """Refuse (TrainError / CheckpointError) a resume whose model config, training identity or data plan differs
+        from the run's: config.json and every stage's last.pt are read, nothing is written. Runs on every rank."""
+        saved = self.out / CONFIG_JSON
+        if saved.exists():
+            old = json.loads(saved.read_text())
+            diff = ckpt_io.config_mismatch(self.mcfg_dict, old.get("model", {}))
+            if diff:
+                raise TrainError(f"{saved}: this run was made with another model config (differs in "
+                                 f"{', '.join(diff)}); repeat its options or use another --out")
+            diff = ckpt_io.identity_mismatch(self.cfg.identity(), old.get("train", {}))
+            if diff:
+                raise TrainError(f"{saved}: this run was made with other training options (differs in "
+                                 f"{', '.join(diff)}); repeat the original options to resume, or use another --out")
+        for path in checkpoints:
+            ck = ckpt_io.load_checkpoint(path)
+            ckpt_io.check_config(path, ck, self.mcfg_dict, self.cfg.identity())
+            self._check_plan(path, ck)
+
+    def _plan_record(self) -> dict[str, int]:
+        """What fixes the data plan of an epoch (A1's plan: seed, samples, global batch; never the workers)."""
+        return {"steps": self.plan.steps, "global_batch": int(self.cfg.batch_size), "n_real": int(self.counts[0]),
+                "n_fake": int(self.counts[1]), "world_size": self.dist.world_size}
+
+    def _check_plan(self, path: Path, ck: dict[str, Any]) -> None:
+        have = ck.get("plan") or {}
+        want = self._plan_record()
+        # the world size only splits each global step over ranks: another number of ranks reads the same batches
+        diff = [k for k in want if k != "world_size" and k in have and have[k] != want[k]]
+        if diff:
+            raise TrainError(f"{path}: its run planned epochs on other data ({', '.join(f'{k} {have[k]} -> {want[k]}' for k in diff)}); "
+                             f"resume with the same --shards contents and options, or use another --out")
 
     def run(self) -> list[StageResult]:
         self._prepare_out()
@@ -261,6 +301,10 @@ class Trainer:
         cfg = self.cfg
         steps = self.plan.steps
         model = self._build(stage, init)
+        if self._use_sync_bn():
+            from timm.layers import convert_sync_batchnorm  # keeps timm's BatchNormAct2d activations (torch's drops them)
+
+            model = convert_sync_batchnorm(model)
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -269,18 +313,27 @@ class Trainer:
         optimizer = make_optimizer(params, lr, cfg.weight_decay, self.device)
         scheduler = make_scheduler(cfg, optimizer, epochs * steps)
         start_epoch, step, best_auc, best_epoch = 0, 0, -math.inf, -1
+        start_step, resume_rng, running = 0, None, None  # a mid-epoch resume: steps done, RNG, the epoch's sums
 
         last = ckpt_io.last_path(self.out, stage)
         if cfg.resume and last.is_file():
             ck = ckpt_io.load_checkpoint(last, map_location=self.device)
             ckpt_io.check_config(last, ck, self.mcfg_dict, cfg.identity())
+            self._check_plan(last, ck)
             ckpt_io.unwrap(model).load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
-            ckpt_io.set_rng_state(ck["rng"])
             start_epoch, step = ck["epoch"], ck["step"]
             best_auc, best_epoch = ck["best_metric"], ck["best_epoch"]
-            log.info("stage %d resumes after epoch %d (step %d)", stage, start_epoch, step)
+            start_step = int(ck["epoch_step"])
+            if start_step:  # the RNG is restored once the epoch's loader iterator exists (creating it draws)
+                resume_rng = ck["rng"]
+                running = ck["running"].to(self.device)  # the epoch's sums over all ranks up to the save, skips
+                log.info("stage %d resumes in epoch %d at step %d of %d (stage step %d)", stage, start_epoch,
+                         start_step, steps, step)
+            else:
+                ckpt_io.set_rng_state(ck["rng"])
+                log.info("stage %d resumes after epoch %d (step %d)", stage, start_epoch, step)
         if start_epoch >= epochs:
             log.info("stage %d already complete (%d epochs)", stage, start_epoch)
             return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, 0, steps)
@@ -302,17 +355,31 @@ class Trainer:
             lrc = make_lrc_loss(self.mcfg)  # eq. 27, or Li et al.'s original with lrc_loss="li" (Table X/XI)
 
         ran = 0
+        done = 0  # steps taken by this call (probe of the auto checkpoint interval)
+        save_every, t_probe = cfg.save_every_steps, 0.0  # None: auto, set after the first AUTO_SAVE_PROBE steps
         for epoch in range(start_epoch, epochs):
-            stream.set_epoch(epoch)
+            skip = start_step if epoch == start_epoch else 0
+            stream.set_epoch(epoch, start_step=skip)
             train_model.train()
             self.reporter.start_epoch(stage, epoch, epochs, steps)
-            sums = {"loss": 0.0, "ce": 0.0, "ld": 0.0}
-            ld_sums = torch.zeros(3, device=self.device)  # stage 2: sums of M_fake, M_real over two-class batches, count
-            n_steps = 0
+            # the epoch's running sums on the device (no host sync per step): loss, CE, L_d, then stage 2's
+            # M_fake, M_real over two-class batches and their count; summed over ranks when read
+            sums = torch.zeros(len(RUNNING_SUMS), device=self.device)
+            carried_skips = 0
+            if skip:
+                if self.dist.is_master:  # rank 0 carries all ranks' sums up to the save, the others start at 0
+                    sums.copy_(running[:len(RUNNING_SUMS)].to(sums.dtype))
+                carried_skips = int(running[len(RUNNING_SUMS)])
+            ld_sums = sums[3:6]  # stage 2: sums of M_fake, M_real over two-class batches, count
+            n_steps = skip
+            logged = (n_steps, sums[:3].clone())  # window of the last log line
             t0 = time.perf_counter()
             t_last = t0
             tally = SkipTally()
-            for batch in loader:
+            batches = iter(loader)
+            if skip and resume_rng is not None:  # now the RNG is where the uninterrupted run had it at this step
+                ckpt_io.set_rng_state(resume_rng)
+            for batch in batches:
                 tally.update(batch)
                 x = normalize(batch["image"], self.device, self.channels_last)
                 y = batch["label"].to(self.device, non_blocking=True)
@@ -327,24 +394,36 @@ class Trainer:
                 scheduler.step()
                 step += 1
                 n_steps += 1
-                lv = float(loss.detach())
+                done += 1
+                sums[:3] += torch.stack([loss.detach(), ce.detach(), ld.detach()]).float()
+                lv = float(loss.detach())  # this rank's loss: the NaN check and the progress bar
                 if not math.isfinite(lv):
                     raise FloatingPointError(f"stage {stage} epoch {epoch} step {step}: loss is {lv}; lower --lr")
-                sums["loss"] += lv
-                sums["ce"] += float(ce.detach())
-                sums["ld"] += float(ld.detach())
                 now = time.perf_counter()
                 ips = len(y) * self.dist.world_size / max(now - t_last, 1e-9)
                 t_last = now
                 lr = optimizer.param_groups[0]["lr"]
                 self.reporter.step(stage, epoch, n_steps, lv, lr, ips)
                 if cfg.log_every and n_steps % cfg.log_every == 0:
+                    # mean over the ranks and the steps since the last log line (one all_reduce per log line)
+                    window = dist_util.all_reduce_sum(sums[:3] - logged[1])
+                    mean = float(window[0]) / (self.dist.world_size * (n_steps - logged[0]))
+                    logged = (n_steps, sums[:3].clone())
                     log.log(self.step_log_level, "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
-                            stage, epoch, n_steps, steps, lv, lr, ips)
+                            stage, epoch, n_steps, steps, mean, lr, ips)
+                if save_every is None:
+                    save_every, t_probe = self._probe_save_every(done, t_probe)
+                if save_every and step % save_every == 0 and n_steps < steps:
+                    self._save_mid_epoch(last, model, optimizer, scheduler, stage, epoch, n_steps, step, best_auc,
+                                         best_epoch, sums, sum(dist_util.all_gather_objects(tally.total()))
+                                         + carried_skips)
             if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
                 raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
             # unreadable samples met by all workers of all ranks, plus those missing from truncated shards
-            skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing
+            skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing + carried_skips
+            # the logged losses (and L_d's terms) are means over all ranks' steps
+            dist_util.all_reduce_sum(sums)
+            epoch_sums = {k: v / (steps * self.dist.world_size) for k, v in zip(("loss", "ce", "ld"), sums[:3].tolist())}
             train_time = time.perf_counter() - t0
             # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
             # take rank 0's, so that validation and the checkpoint see one model on every rank
@@ -355,9 +434,8 @@ class Trainer:
             if improved:
                 best_auc, best_epoch = val.auc, epoch
             row = {"stage": stage, "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": sums["loss"] / n_steps, "train_ce": sums["ce"] / n_steps,
-                   "train_ld": sums["ld"] / n_steps,
-                   "images_per_s": n_steps * self.plan.local_batch * self.dist.world_size / train_time,
+                   "train_loss": epoch_sums["loss"], "train_ce": epoch_sums["ce"], "train_ld": epoch_sums["ld"],
+                   "images_per_s": (n_steps - skip) * self.plan.local_batch * self.dist.world_size / train_time,
                    "epoch_time_s": time.perf_counter() - t0,
                    "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
                    "best_epoch": best_epoch, "best_val_auc": best_auc,
@@ -369,7 +447,8 @@ class Trainer:
                                train_gap=(m_fake - m_real) / n_both)
             if self.dist.is_master:
                 common = dict(model=model, model_config=self.mcfg_dict, train_config=cfg.to_dict(), stage=stage,
-                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row)
+                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row,
+                              extract=ckpt_io.extract_settings(self.info), plan=self._plan_record())
                 if improved:
                     ckpt_io.save_checkpoint(ckpt_io.best_path(self.out, stage), **common, with_rng=False)
                 ckpt_io.save_checkpoint(last, optimizer=optimizer, scheduler=scheduler, **common)
@@ -380,6 +459,52 @@ class Trainer:
         self.model = model
         return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, ran, steps)
 
+    def _use_sync_bn(self) -> bool:
+        """SyncBatchNorm: asked with --sync-bn, default on when more than one CUDA rank trains. PyTorch's SyncBatchNorm
+        runs on GPUs only, so CPU (gloo) ranks keep per-rank BatchNorm; --sync-bn on CPU ranks is refused."""
+        want = self.cfg.sync_bn
+        if not self.dist.distributed:
+            return False
+        if self.device.type != "cuda":
+            if want:
+                raise TrainError("--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm has no CPU kernel); "
+                                 "drop --sync-bn or train on GPUs")
+            log.info("BatchNorm: per rank (%d CPU ranks; SyncBatchNorm is CUDA only)", self.dist.world_size)
+            return False
+        on = want is None or want
+        log.info("BatchNorm: %s across %d ranks", "synchronised (SyncBatchNorm)" if on else "per rank (--no-sync-bn)",
+                 self.dist.world_size)
+        return on
+
+    def _probe_save_every(self, done: int, t_probe: float) -> tuple[int | None, float]:
+        """The default checkpoint interval: (None, start time) while probing, then the steps of ~AUTO_SAVE_SECONDS."""
+        first, last = AUTO_SAVE_PROBE
+        if done == first:
+            return None, time.perf_counter()
+        if done < last:
+            return None, t_probe
+        per_step = (time.perf_counter() - t_probe) / (last - first)
+        n = int(dist_util.broadcast_object(max(1, round(AUTO_SAVE_SECONDS / max(per_step, 1e-9)))))
+        log.info("mid-epoch checkpoints every %d steps (about %.0f min at %.3f s/step; --save-every-steps to set)",
+                 n, AUTO_SAVE_SECONDS / 60, per_step)
+        return n, t_probe
+
+    def _save_mid_epoch(self, last: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        stage: int, epoch: int, epoch_step: int, step: int, best_auc: float, best_epoch: int,
+                        sums: torch.Tensor, skipped: int) -> None:
+        """stageN/last.pt within epoch `epoch` after `epoch_step` of its steps (atomic; rank 0 writes, all ranks
+        sum the running sums). --resume continues from the next step, bit-identical on one CPU process."""
+        total = dist_util.all_reduce_sum(sums.detach().clone())
+        if self.dist.is_master:
+            running = torch.cat([total.cpu().double(), torch.tensor([float(skipped)], dtype=torch.float64)])
+            ckpt_io.save_checkpoint(last, model=model, model_config=self.mcfg_dict, train_config=self.cfg.to_dict(),
+                                    stage=stage, epoch=epoch, step=step, optimizer=optimizer, scheduler=scheduler,
+                                    best_metric=best_auc, best_epoch=best_epoch, epoch_step=epoch_step,
+                                    running=running, plan=self._plan_record(),
+                                    extract=ckpt_io.extract_settings(self.info))
+            log.debug("stage %d epoch %d step %d/%d: mid-epoch checkpoint %s", stage, epoch, epoch_step,
+                      self.plan.steps, last)
+
     def validate(self, model: torch.nn.Module) -> Any:
         """Frame-level metrics on the val split (every sample once, all ranks), same value on every rank."""
         stream = self.val_stream
@@ -387,7 +512,7 @@ class Trainer:
         tally = SkipTally()
         preds = predict(ckpt_io.unwrap(model), tally.wrap(loader), self.device, self.channels_last, self.amp)
         self.val_skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing
-        return binary_metrics(preds.labels, preds.scores)
+        return binary_metrics(preds.labels, preds.scores, ranking=preds.margins)  # AUC by logit difference
 
     def _log_row(self, row: dict[str, Any]) -> None:
         from hilif.train.plots import plot_curves
