@@ -179,15 +179,8 @@ def run_hilif(path: Path, num: int, cfg=None):
                 total=t4 - t0), vf
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
-
-
 def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> None:
-    from hilif.pipeline.track import track_faces
+    from hilif.pipeline.track import box_iou, track_faces
 
     keys = ("decode", "detect", "align", "write", "total")
     res: dict[str, list[dict[str, float]]] = {"baseline": [], "hilif": [], "baseline all": [], "hilif all": []}
@@ -226,7 +219,7 @@ def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> 
     for t in tracks:
         miss, ids = [], set()
         for pos, d in t.detections.items():
-            hit = [tr for tr, box in hilif_faces.get(pos, []) if _iou(d.box, box) > 0.3]
+            hit = [tr for tr, box in hilif_faces.get(pos, []) if box_iou(d.box, box) > 0.3]
             ids.update(hit)
             if not hit:
                 miss.append(pos)

@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 from skimage import transform as sktf
 
+from .track import box_iou
+
 log = logging.getLogger(__name__)
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -231,14 +233,6 @@ def _blur_faces(img: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @lru_cache(maxsize=8)
 def _load_photo(path: str) -> tuple[np.ndarray, tuple[tuple[tuple[float, ...], float], ...]]:
     from PIL import Image
@@ -259,7 +253,7 @@ def make_portrait(identity: Identity, flipped: bool = False) -> Portrait:
     near = np.array(identity.near)
     boxes = [np.array(b) for b, _ in dets]
     face = min(boxes, key=lambda b: float(np.linalg.norm((b[:2] + b[2:]) / 2 - near)))
-    others = [b for b in boxes if _iou(b, face) < 0.3]
+    others = [b for b in boxes if box_iou(b, face) < 0.3]
     fw = face[2] - face[0]
     lm = landmarks68(rgb, face)
     # roll: level the eyes, so every portrait is upright (the frontal detector's comfort zone)

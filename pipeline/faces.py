@@ -21,7 +21,7 @@ from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequen
 from .detect import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
 from .shots import ShotConfig, detect_cuts
-from .track import SubjectTracker, Track, shot_of_positions, size_order, track_faces
+from .track import SubjectTracker, box_iou, shot_of_positions, size_order, track_faces
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +194,9 @@ def _merge(dets: Sequence[Detection], iou: float = 0.5) -> list[Detection]:
     """``dets`` without repeats: a box overlapping an earlier kept one by more than ``iou`` is dropped."""
     kept: list[Detection] = []
     for d in dets:
-        if all(_iou(d.box, k.box) <= iou for k in kept):
+        if all(box_iou(d.box, k.box) <= iou for k in kept):
             kept.append(d)
     return kept
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts: Sequence[int] = (),
@@ -239,7 +231,7 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
         out.append(dets)
         kept = [(d.box, pos) for d in dets]
         kept += [(box, seen) for box, seen in recent
-                 if pos - seen < full_every and all(_iou(box, d.box) <= 0.3 for d in dets)]
+                 if pos - seen < full_every and all(box_iou(box, d.box) <= 0.3 for d in dets)]
         recent = kept
     return out
 

@@ -86,18 +86,9 @@ def _paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int, size: int) -> n
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    import av
+    from hilif.pipeline.demo import encode_mp4
 
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": "18"}
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    encode_mp4(frames, path, fps, crf=18)
     return path
 
 
