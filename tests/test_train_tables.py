@@ -141,3 +141,35 @@ def test_cli_writes_markdown_and_csv_and_lists_presets(tmp_path: Path) -> None:
     assert runner.invoke(eval_app, ["table", "--runs", str(tmp_path / "runs"), "--table", "XIII"]).exit_code == 2
     listed = runner.invoke(train_app, ["--print-ablations"], env={"COLUMNS": "250"})
     assert listed.exit_code == 0 and "ld-k3s3n16" in listed.output and "VII: Efficient Net + Self-Attention" in listed.output
+
+
+def test_one_stage_one_run_serves_the_l_d_rows_and_evaluate_fills_the_table(tmp_path: Path) -> None:
+    """Real tiny runs: --ablation eff+dftm+ddafm (stage 1 only), then --ablation ld-k3s3n1 --stage 2 from a copy of
+    that folder (L_d's settings do not touch stage 1); `table --evaluate` evaluates both and files them."""
+    import shutil
+
+    from train_shards_fixture import make_shards
+
+    from hilif.train.trainer import train
+
+    shards = make_shards(tmp_path / "shards", dataset="ffpp")
+    base = dict(shards=str(shards), preset="tiny", stage1_epochs=1, stage2_epochs=1, batch_size=4, workers=0,
+                steps_per_epoch=2, val_batch_size=16, shuffle_buffer=20)
+    runs = tmp_path / "runs"
+    model = runs / "model"
+    assert [r.stage for r in train(TrainConfig(out=str(model), ablation="eff+dftm+ddafm", **base))] == [1]
+    shutil.copytree(model, runs / "k3s3n1")
+    assert [r.stage for r in train(TrainConfig(out=str(runs / "k3s3n1"), ablation="ld-k3s3n1", stage="2",
+                                               **base))] == [2]
+    res = runner.invoke(eval_app, ["table", "--runs", str(runs), "--table", "X", "--evaluate", "--workers", "0",
+                                   "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    key = tb.data_key("ffpp", "c40")
+    _, cells, _ = tb.build_table("X", tb.load_runs(runs))
+    col = f"FF++ ({key.split('-')[1].upper()}) AUC"
+    # the "Model" row is the shared stage 1, counted once though both folders hold a report of it; the copy's
+    # stage 2 is K=3 S=3 N=1 only
+    assert len(list(runs.rglob("report.json"))) == 3
+    assert len(_cell(cells, "Model", col).runs) == 1
+    assert _cell(cells, "Model + LRCL (Ours, K = 3, S = 3, N = 1)", col).runs == [str(runs / "k3s3n1")]
+    assert _cell(cells, "Model + LRCL (Ours, K = 5, S = 2, N = 8)", col).runs == []

@@ -14,7 +14,8 @@ best stage-1 model, rows with it the stage-2 model at the paper's lambda 0.5). S
 Columns are matched by data: a column names the data trained on and tested on ("ffpp-c40", "fsh-c23" = FF++ with
 FaceShifter fakes only, "celebdf", ...). When no run has a table's data at all (the demo), intra-dataset reports on
 the runs' own data stand in for the paper's, and the table says so: its differences then compare different data.
-Several runs of one row (seeds) give their mean, with the count and the range.
+Several runs of one row (seeds) give their mean, with the count and the range; reports of one checkpoint copied
+into several run folders (a shared stage 1) count once.
 """
 
 from __future__ import annotations
@@ -248,6 +249,13 @@ class Cell:
         return None if self.ours is None or self.paper is None else self.ours - self.paper
 
 
+def _checkpoint_identity(rep: Report) -> tuple:
+    """A stage-1 folder copied into several runs (one stage 1 for many L_d rows) is one measurement: reports of one
+    checkpoint on one test split agree in every figure, so they count once."""
+    f = rep.body.get("frame", {})
+    return (rep.test, rep.stage, rep.body.get("epoch"), f.get("n"), f.get("acc"), f.get("auc"), f.get("ap"))
+
+
 def _commands(preset: str, train: str, test: str, train_methods: list[str], metric: str, runs_dir: str) -> str:
     ab = get_ablation(preset)
     out = f"{runs_dir}/{preset}-{train}" + (f"-{'+'.join(train_methods)}" if train_methods else "")
@@ -292,7 +300,7 @@ def build_table(name: str, runs: list[Run], runs_dir: str = "runs") -> tuple[dic
                 continue
             train, test = col["train"], col["test"]
             want_train, want_test = stand.get(train, train), stand.get(test, test)
-            values, names = [], []
+            values, names, seen = [], [], set()
             for run in runs:
                 for rep in run.reports:
                     if rep.test != want_test or (run.train_key or rep.test) != want_train:
@@ -300,7 +308,9 @@ def build_table(name: str, runs: list[Run], runs_dir: str = "runs") -> tuple[dic
                     if not fits_row(run, rep, row["preset"], methods):
                         continue
                     v = metric_value(rep.body, col["metric"])
-                    if v is not None:
+                    same = _checkpoint_identity(rep)
+                    if v is not None and same not in seen:
+                        seen.add(same)
                         values.append(v)
                         names.append(run.name)
             data = want_test if want_train == want_test else f"{want_train} -> {want_test}"

@@ -290,7 +290,11 @@ class Trainer:
         model = build_model(self.mcfg)
         if init is not None:
             ck = ckpt_io.load_checkpoint(init)
-            ckpt_io.check_config(init, ck, self.mcfg_dict)
+            # L_d's settings take no part in stage 1: one stage-1 run serves every K/S/N and loss variant (Table X)
+            loss_only = {"lrc_k", "lrc_s", "lrc_n", "lrc_loss"}
+            ckpt_io.check_config(init, {**ck, "model_config": {k: v for k, v in ck["model_config"].items()
+                                                               if k not in loss_only}},
+                                 {k: v for k, v in self.mcfg_dict.items() if k not in loss_only})
             model.load_state_dict(ck["model"])
             log.info("stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"],
                      ck["best_metric"])
