@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hilif.train import sbi
 
@@ -156,3 +158,68 @@ def test_train_config_synth_defaults_and_sbi_config():
     assert cfg.sbi_config() == sbi.SBIConfig()  # the options' defaults are the generator's (the SBI paper's)
     reals_only = TrainConfig(preset="tiny", train_methods=["none"], synth_fakes="sbi", sbi_mask_blur=[7, 15])
     assert not reals_only.dataset_fakes and reals_only.sbi_config().blur_kernel == (7, 15)
+
+
+# --------------------------------------------------------------------------- in the training stream
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    from train_shards_fixture import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("sbi_shards"))
+
+
+def _stream(shards: Path, **kw):
+    from hilif.train.data import BalancedTrainStream
+
+    base = dict(steps=6, seed=3, synth="sbi")
+    return BalancedTrainStream(shards, "train", 64, 8, **{**base, **kw})
+
+
+def test_sbi_slots_are_fakes_made_from_the_paired_real(shards):
+    """Every SBI slot holds a fake (label 1) of the real of its pair, the ratio of SBI slots is about R, seeded."""
+    stream = _stream(shards, synth_ratio=0.5)
+    batches = list(stream.batches())
+    assert len(batches) == 6
+    n_sbi = n_fake = 0
+    for b in batches:
+        for j in range(1, len(b["key"]), 2):  # slots real, fake, real, fake, ...
+            assert b["label"][j] == 1 and b["label"][j - 1] == 0
+            n_fake += 1
+            if b["method"][j] == "SBI":
+                n_sbi += 1
+                assert b["key"][j] == b["key"][j - 1] + "_sbi"  # blended from the real it is paired with
+                assert b["video"][j].endswith("/SBI")
+    assert 0.2 < n_sbi / n_fake < 0.8
+    again = list(_stream(shards, synth_ratio=0.5).batches())
+    for a, b in zip(batches, again):
+        assert torch.equal(a["image"], b["image"]) and a["key"] == b["key"]
+
+
+def test_reals_only_stream_fills_every_fake_slot_with_sbi(shards):
+    stream = _stream(shards, dataset_fakes=False, methods=())
+    from hilif.train.data import natural_steps
+
+    assert stream.counts[0] == stream.counts[1] == len(stream.index[0])
+    assert natural_steps(*stream.counts, 8) == -(-stream.counts[0] // 4)  # the reals are the larger class
+    for b in stream.batches():
+        assert b["label"].tolist() == [0, 1] * 4
+        assert set(b["method"][1::2]) == {"SBI"} and set(b["method"][0::2]) == {"real"}
+        # the SBI is a changed copy of its paired real (differs somewhere), not a dataset fake
+        assert all((b["image"][j] != b["image"][j - 1]).any() for j in range(1, 8, 2))
+
+
+@pytest.mark.parametrize("extra", [dict(synth_fakes="sbi", synth_ratio=0.5),
+                                   dict(synth_fakes="sbi", train_methods=["none"])])
+def test_synth_fakes_train_a_tiny_preset_for_a_step(shards, tmp_path, extra):
+    from hilif.train.config import TrainConfig
+    from hilif.train.trainer import train
+
+    cfg = TrainConfig(shards=str(shards), out=str(tmp_path / "run"), preset="tiny", stage1_epochs=1, stage2_epochs=0,
+                      batch_size=4, workers=0, steps_per_epoch=1, val_batch_size=16, shuffle_buffer=20, **extra)
+    results = train(cfg)
+    assert results and results[0].stage == 1 and np.isfinite(results[0].best_auc)
+    assert (tmp_path / "run" / "stage1" / "best.pt").is_file()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["synth_fakes"] == "sbi" and saved["train"]["train_methods"] == extra.get("train_methods", [])

@@ -9,6 +9,10 @@ import numpy as np
 import webdataset as wds
 
 from hilif.pipeline import schema
+from hilif.pipeline.align import template
+
+#: the five alignment points of a face that is aligned already (a version-1 sample's frame points): SBI hulls fit
+FIVE_POINTS = template(schema.FACE_SIZE).round(2).tolist()
 
 
 def synthetic_face(rng: np.random.Generator, fake: bool, size: int = schema.FACE_SIZE) -> np.ndarray:
@@ -36,7 +40,7 @@ def write_split(root: Path, split: str, label: int, methods: dict[str, int], fra
                 for f in range(frames):
                     meta = schema.SampleMeta(dataset=dataset, split=split, label=label, method=method, quality="c40",
                                              video_id=f"{v:03d}", frame_index=f, frame_count=frames, fps=25.0,
-                                             box=[0, 0, 10, 10], landmarks=[[1, 1]] * 5, detector="synthetic",
+                                             box=[0, 0, 10, 10], landmarks=FIVE_POINTS, detector="synthetic",
                                              score=1.0, sample_index=f, samples_in_video=frames, target_index=f)
                     ok, png = cv2.imencode(".png", cv2.cvtColor(synthetic_face(rng, label == schema.FAKE), cv2.COLOR_RGB2BGR))
                     assert ok

@@ -24,6 +24,12 @@ The plan depends only on (seed, epoch, the indexed samples, B, world size), neve
 and `BalancedTrainStream.set_epoch` with ``start_step=k`` yields exactly batches k, k + 1, ... of the epoch without
 reading the ones before (mid-epoch resume). Augmentation is seeded per sample by its place in the plan.
 
+Self-blended fakes (``synth="sbi"``, :mod:`hilif.train.sbi`): a fake slot at position p of the fake sequence is, with
+probability ``synth_ratio`` (drawn from (seed, epoch, p)), a self-blended image of the real at position p of the real
+sequence - the real it is paired with in its step - blended before augmentation and seeded by its place like any
+sample. Without dataset fakes (``dataset_fakes=False``, ``--train-methods none``) every fake slot is one, and the
+fake sequence is the real one (the reals are the plan's larger class).
+
 Bad data: samples that the shard stats announce but a truncated tar does not hold are counted when indexing
 (``missing``); a sample that cannot be read or decoded is logged, counted and replaced by a seeded random sample of
 the same class (training; balance and step counts hold) or left out (evaluation). Every batch carries its worker's
@@ -182,24 +188,40 @@ def collate(samples: Sequence[Sample], img_size: int = 0, **extra: Any) -> dict[
     }
 
 
+#: method / key / video suffix of a self-blended fake in a batch
+SBI_METHOD = "SBI"
+
+
 class _Decoder:
     """Raw sample (members by extension) -> Sample: decode, then train augmentation or centre crop, then optional
-    perturbation."""
+    perturbation. With ``blend_rng`` (training, a real sample): a self-blended fake of it first (``sbi``, landmarks
+    mapped with the extract run's ``margin``), augmented like any sample after."""
 
     def __init__(self, img_size: int, train: bool, rng: np.random.Generator | None = None,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper") -> None:
+                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper",
+                 sbi: Any = None, margin: float = 1.3) -> None:
         self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
+        self.sbi, self.margin = sbi, margin
 
-    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> Sample:
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None,
+                 blend_rng: np.random.Generator | None = None) -> Sample:
         meta = _meta(sample)
         label = _label(sample)
         ext = schema.sample_image_ext(sample)
         img = decode_image(sample[ext])
+        key, video, method = sample.get("__key__") or meta.key, meta.video, meta.method
+        if blend_rng is not None:
+            from hilif.train import sbi
+
+            if label != schema.REAL:
+                raise schema.SchemaError(f"sample {key!r}: self-blended fakes are made from reals, got label {label}")
+            img = sbi.self_blend(img, sbi.sample_landmarks(meta, img.shape[0], self.margin), blend_rng, self.sbi)[0]
+            label, key, video, method = schema.FAKE, f"{key}_sbi", f"{video}/{SBI_METHOD}", SBI_METHOD
         img = (train_augment(img, self.img_size, rng if rng is not None else self.rng, self.augment) if self.train
                else center_crop(img, self.img_size))
         if self.perturb is not None:
             img = self.perturb(img)
-        return Sample(to_chw_tensor(img), label, sample.get("__key__") or meta.key, meta.video, meta.method)
+        return Sample(to_chw_tensor(img), label, key, video, method)
 
 
 #: What a broken sample raises while it is read and decoded (cv2.error for images OpenCV cannot parse).
@@ -503,7 +525,8 @@ class BalancedTrainStream(IterableDataset):
 
     def __init__(self, root: str | Path, split: str, img_size: int, global_batch: int, steps: int | None = None, *,
                  rank: int | None = None, world_size: int | None = None, methods: Sequence[str] = (),
-                 seed: int = 0, augment: str = "paper") -> None:
+                 seed: int = 0, augment: str = "paper", synth: str = "none", synth_ratio: float = 0.5,
+                 sbi: Any = None, dataset_fakes: bool = True) -> None:
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
         self.global_batch = int(global_batch)
         self.local_batch = local_batch_size(self.global_batch, self.world_size)
@@ -511,8 +534,24 @@ class BalancedTrainStream(IterableDataset):
         if augment not in AUGMENTS:
             raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
         self.img_size, self.seed, self.augment = img_size, int(seed), augment
+        if synth not in ("none", "sbi") or not 0.0 < synth_ratio <= 1.0:
+            raise ValueError(f"synth {synth!r} / synth_ratio {synth_ratio}: use none or sbi, a ratio in (0, 1]")
+        if not dataset_fakes and synth == "none":
+            raise ValueError("a stream without dataset fakes needs synthetic fakes (synth='sbi')")
+        self.synth, self.synth_ratio, self.dataset_fakes = synth, float(synth_ratio), bool(dataset_fakes)
+        self.sbi = sbi
+        if synth != "none":
+            from hilif.train.sbi import SBIConfig
+
+            self.sbi = sbi or SBIConfig()
+            face = (load_info(root).config or {}).get("face") or {}
+            self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
+        else:
+            self.margin = 1.3
         self.index = {label: class_index(root, split, label, methods if label == schema.FAKE else ())
-                      for label in (schema.REAL, schema.FAKE)}
+                      for label in ((schema.REAL, schema.FAKE) if dataset_fakes else (schema.REAL,))}
+        if not dataset_fakes:  # the fake sequence is the real one: every fake slot blends its paired real
+            self.index[schema.FAKE] = self.index[schema.REAL]
         for label, index in self.index.items():
             if len(index) == 0:
                 folder = schema.shard_dir(root, split, label)
@@ -527,7 +566,7 @@ class BalancedTrainStream(IterableDataset):
         self.steps = natural_steps(*self.counts, self.global_batch) if steps is None else max(1, int(steps))
         self.per_epoch = self.steps * self.half
         self.cycle = {label: _cycle_length(len(idx), self.per_epoch, self.half) for label, idx in self.index.items()}
-        self.missing = sum(idx.missing for idx in self.index.values())
+        self.missing = sum(idx.missing for label, idx in self.index.items() if dataset_fakes or label == schema.REAL)
         self.epoch = 0
         self.start_step = 0
         self._perms: dict[tuple[int, int], np.ndarray] = {}
@@ -570,35 +609,51 @@ class BalancedTrainStream(IterableDataset):
         return [(schema.REAL if j % 2 == 0 else schema.FAKE, base + j // 2)
                 for j in range(first, first + self.local_batch)]
 
+    def is_synth(self, position: int, epoch: int | None = None) -> bool:
+        """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at `position`)."""
+        if self.synth == "none":
+            return False
+        if not self.dataset_fakes or self.synth_ratio >= 1.0:
+            return True
+        epoch = self.epoch if epoch is None else epoch
+        return bool(np.random.default_rng([self.seed, epoch, schema.FAKE, int(position), 2]).random() < self.synth_ratio)
+
     # ---- reading
 
     def _load(self, reader: _Reader, decode: _Decoder, label: int, position: int, skips: _Skips) -> Sample:
+        slot = label  # seeds follow the slot; a self-blended fake reads the real paired with it
+        synth = label == schema.FAKE and self.is_synth(position)
+        if synth:
+            label = schema.REAL
         index = self.index[label]
         i = self.sample_at(label, position)
         draws = np.random.default_rng([self.seed, self.epoch, label, position, 1])
         for _ in range(MAX_DRAWS):
-            if (label, i) not in skips.bad:
+            bad_key = ("sbi" if synth else label, i)  # a real SBI cannot blend (e.g. its landmarks) stays a usable real
+            if bad_key not in skips.bad:
                 try:
-                    sample = decode(reader.read(index, i), np.random.default_rng([self.seed, self.epoch, label,
-                                                                                   position, 0]))
+                    sample = decode(reader.read(index, i), np.random.default_rng([self.seed, self.epoch, slot,
+                                                                                   position, 0]),
+                                    np.random.default_rng([self.seed, self.epoch, slot, position, 3]) if synth else None)
                 except _SAMPLE_ERRORS as exc:
-                    skips.bad.add((label, i))
+                    skips.bad.add(bad_key)
                     skips.add(index.shards[index.shard[i]], exc)
                 else:
-                    if sample.label != label:
+                    if sample.label != slot:
                         raise schema.SchemaError(f"sample {sample.key!r} labelled {sample.label} sits in a "
                                                  f"{schema.LABEL_NAMES[label]} shard folder; re-run extract")
                     return sample
             else:
                 skips.count += 1
             i = int(draws.integers(len(index)))
-        raise DataError(f"{MAX_DRAWS} {schema.LABEL_NAMES[label]} samples in a row were unreadable "
+        what = "self-blended fakes of " if synth else ""
+        raise DataError(f"{MAX_DRAWS} {what}{schema.LABEL_NAMES[label]} samples in a row were unreadable "
                         f"(e.g. in {index.shards[index.shard[i]]}); check the shards or re-run `hilif-prep extract`")
 
     def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
         """The batches of loader worker `worker` of `num_workers`: this rank's steps start_step + worker, + num_workers,
         ... (the whole epoch for 1 worker). Each carries ``step``, ``worker`` and the worker's running ``skipped``."""
-        decode = _Decoder(self.img_size, train=True, augment=self.augment)
+        decode = _Decoder(self.img_size, train=True, augment=self.augment, sbi=self.sbi, margin=self.margin)
         skips = _Skips()
         with _Reader() as reader:
             for step in range(self.start_step + worker, self.steps, num_workers):

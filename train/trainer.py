@@ -160,7 +160,10 @@ def set_lrc_trainable(model: torch.nn.Module, trainable: bool) -> None:
 
 def check_data(cfg: TrainConfig) -> tuple[schema.DatasetInfo, tuple[int, int]]:
     info = load_info(cfg.shards)
-    n_real, n_fake = class_counts(info, "train", cfg.train_methods)
+    if cfg.dataset_fakes:
+        n_real, n_fake = class_counts(info, "train", cfg.train_methods)
+    else:  # --train-methods none: every fake is a self-blended real, the fake sequence is the real one
+        n_real = n_fake = class_counts(info, "train")[0]
     if n_real == 0 or n_fake == 0:
         raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
                         f"fake samples; training needs both - extract the train split first")
@@ -350,7 +353,10 @@ class Trainer:
 
         stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, cfg.batch_size, self.plan.steps,
                                      rank=self.dist.rank, world_size=self.dist.world_size,
-                                     methods=cfg.train_methods, seed=cfg.seed * 1000 + stage, augment=cfg.augment)
+                                     methods=cfg.train_methods if cfg.dataset_fakes else (),
+                                     seed=cfg.seed * 1000 + stage, augment=cfg.augment, synth=cfg.synth_fakes,
+                                     synth_ratio=cfg.synth_ratio, sbi=cfg.sbi_config(),
+                                     dataset_fakes=cfg.dataset_fakes)
         loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
         lrc = None
         if stage == 2:
