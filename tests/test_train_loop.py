@@ -209,3 +209,51 @@ def test_sync_batchnorm_conversion_keeps_the_model() -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(synced(x), model(x))
+
+
+# --------------------------------------------------------------------------- two gloo ranks: losses over ranks
+
+
+def _rank_losses(rank: int, world: int, port: int, shards: str, out: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from hilif.train import distributed as dist_util
+    from hilif.train.trainer import Trainer
+
+    class Losses:
+        seen: list[float] = []
+
+        def start_epoch(self, *a) -> None: ...
+
+        def step(self, stage, epoch, step, loss, lr, ips) -> None:
+            Losses.seen.append(loss)
+
+        def end_epoch(self, row) -> None: ...
+
+    cfg = _cfg(Path(shards), Path(out), stage1_epochs=1, steps_per_epoch=3, save_every_steps=1, device="cpu")
+    Trainer(cfg, reporter=Losses()).run()
+    torch.save(torch.tensor(Losses.seen, dtype=torch.float64), Path(out) / f"losses{rank}.pt")
+    dist_util.cleanup()
+
+
+@pytest.mark.slow
+def test_logged_loss_is_the_mean_over_ranks(shards: Path, tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from hilif.train import checkpoint as ck
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    mp.spawn(_rank_losses, args=(2, port, str(shards), str(out)), nprocs=2, join=True)
+    l0, l1 = (torch.load(out / f"losses{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(l0) == len(l1) == 3 and not torch.equal(l0, l1)  # the ranks saw different samples
+    (row,) = _rows(out)
+    assert row["train_loss"] == pytest.approx(float(torch.cat([l0, l1]).mean()), rel=1e-6)
+    assert row["train_loss"] != pytest.approx(float(l0.mean()), rel=1e-6)  # not rank 0's alone
