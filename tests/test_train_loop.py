@@ -257,3 +257,20 @@ def test_logged_loss_is_the_mean_over_ranks(shards: Path, tmp_path: Path) -> Non
     (row,) = _rows(out)
     assert row["train_loss"] == pytest.approx(float(torch.cat([l0, l1]).mean()), rel=1e-6)
     assert row["train_loss"] != pytest.approx(float(l0.mean()), rel=1e-6)  # not rank 0's alone
+
+
+def test_sync_bn_default_and_cpu_refusal(shards: Path, tmp_path: Path) -> None:
+    """On by default with more than one CUDA rank, off alone; CPU ranks cannot run SyncBatchNorm: asked, refused."""
+    from hilif.train.distributed import DistInfo
+    from hilif.train.trainer import Trainer, TrainError
+
+    def use(sync_bn, world: int, device: str) -> bool:
+        t = Trainer.__new__(Trainer)  # the decision only reads the options, the ranks and the device
+        t.cfg, t.dist, t.device = _cfg(shards, tmp_path, sync_bn=sync_bn), DistInfo(0, world), torch.device(device)
+        return t._use_sync_bn()
+
+    assert use(None, 4, "cuda") and use(True, 4, "cuda") and not use(False, 4, "cuda")
+    assert not use(None, 1, "cuda") and not use(True, 1, "cuda")
+    assert not use(None, 2, "cpu")
+    with pytest.raises(TrainError, match="--sync-bn needs CUDA"):
+        use(True, 2, "cpu")
