@@ -194,6 +194,7 @@ class Trainer:
         self.mcfg_dict = self.mcfg.to_dict()
         self.amp = amp_dtype(cfg, self.device)
         self.channels_last = cfg.channels_last
+        self.sync_bn = self._use_sync_bn()  # decided (an impossible --sync-bn refused) before anything is written
         self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
                                workers=cfg.workers, steps_override=cfg.steps_per_epoch)
         # built (and its shards indexed) before training: a val split without readable reals or fakes stops here
@@ -308,7 +309,7 @@ class Trainer:
         cfg = self.cfg
         steps = self.plan.steps
         model = self._build(stage, init)
-        if self._use_sync_bn():
+        if self.sync_bn:
             from timm.layers import convert_sync_batchnorm  # keeps timm's BatchNormAct2d activations (torch's drops them)
 
             model = convert_sync_batchnorm(model)
