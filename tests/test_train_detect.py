@@ -134,8 +134,15 @@ def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, che
     assert rec["detector"]["source"] == {"detector": "checkpoint", "margin": "checkpoint", "size": "checkpoint",
                                          "upsample": "checkpoint", "model_dir": "default"}
     assert rec["detector"]["dlib_upsample"] == 1 and rec["min_face_px"] == 40.0
-    sheet = cv2.imread(rec["outputs"]["contact_sheet"])
-    assert sheet.shape[1] == 6 * annotate.THUMB_WIDTH
+    # the contact sheet: 6 thumbnails half the frame's width, 4 to a row; boxes drawn at thumbnail scale
+    sheet = cv2.cvtColor(cv2.imread(rec["outputs"]["contact_sheet"]), cv2.COLOR_BGR2RGB)
+    tw, th = annotate.THUMB_WIDTH, H * annotate.THUMB_WIDTH // W
+    assert sheet.shape[1] == annotate.SHEET_COLUMNS * tw and sheet.shape[0] > 2 * th
+    for t in rec["tracks"]:
+        f = t["faces"][1]  # the second sampled frame: second thumbnail of the first row
+        x0, y0, x1, y1 = (round(v * tw / W) for v in f["box"])
+        colour = annotate.FAKE_RGB if f["fake_prob"] >= 0.5 else annotate.REAL_RGB
+        assert tuple(sheet[(y0 + y1) // 2, tw + x0]) == colour
     assert cv2.imread(rec["outputs"]["plot"]) is not None
     import av
 

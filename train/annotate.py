@@ -28,7 +28,7 @@ FAKE_RGB = (255, 0, 0)
 REAL_RGB = (0, 200, 0)
 SMALL_RGB = (255, 200, 0)
 THUMB_WIDTH = 320  # contact-sheet thumbnails
-SHEET_COLUMNS = 6
+SHEET_COLUMNS = 4
 GRADCAM_FACES_PER_TRACK = 3  # videos: the track's faces with the highest fake probability
 
 
@@ -46,15 +46,16 @@ def line_width(shape: tuple[int, ...]) -> int:
     return max(2, round(max(shape[:2]) / 320))
 
 
-def draw_faces(frame: np.ndarray, faces: list["FaceResult"], threshold: float) -> np.ndarray:
-    """A copy of the RGB ``frame`` with each face boxed and labelled in its colour."""
+def draw_faces(frame: np.ndarray, faces: list["FaceResult"], threshold: float, box_scale: float = 1.0) -> np.ndarray:
+    """A copy of the RGB ``frame`` with each face boxed and labelled in its colour (boxes times ``box_scale``:
+    ``frame`` is a resized copy of the frame the faces were found in)."""
     img = np.ascontiguousarray(frame).copy()
     h, w = img.shape[:2]
     t = line_width(img.shape)
     scale = max(0.4, max(h, w) / 1200)
     for f in faces:
         c = face_colour(f, threshold)
-        x0, y0, x1, y1 = (int(round(v)) for v in f.det.box)
+        x0, y0, x1, y1 = (int(round(v * box_scale)) for v in f.det.box)
         cv2.rectangle(img, (x0, y0), (x1, y1), c, t)
         text = face_label(f)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
@@ -66,12 +67,17 @@ def draw_faces(frame: np.ndarray, faces: list["FaceResult"], threshold: float) -
     return img
 
 
-def annotated_frames(res: "FileResult", threshold: float) -> list[np.ndarray]:
-    """Every sampled frame with its faces drawn."""
-    assert res.decoded is not None
+def faces_by_position(res: "FileResult") -> dict[int, list["FaceResult"]]:
     by_pos: dict[int, list[FaceResult]] = {}
     for f in res.faces:
         by_pos.setdefault(f.position, []).append(f)
+    return by_pos
+
+
+def annotated_frames(res: "FileResult", threshold: float) -> list[np.ndarray]:
+    """Every sampled frame with its faces drawn."""
+    assert res.decoded is not None
+    by_pos = faces_by_position(res)
     return [draw_faces(fr, by_pos.get(i, []), threshold) for i, fr in enumerate(res.decoded.frames)]
 
 
@@ -82,9 +88,13 @@ def frame_caption(res: "FileResult", pos: int) -> str:
     return f"frame {idx}" + (f"  {idx / fps:.2f} s" if fps > 0 else "")
 
 
-def contact_sheet(frames: list[np.ndarray], captions: list[str], columns: int = SHEET_COLUMNS,
+def contact_sheet(res: "FileResult", threshold: float, columns: int = SHEET_COLUMNS,
                   thumb_width: int = THUMB_WIDTH) -> np.ndarray:
-    """The frames as thumbnails in a grid, each with its caption on a white bar below it."""
+    """The sampled frames as thumbnails in a grid, faces drawn at thumbnail scale (readable labels), each
+    with its frame number and time on a white bar below it."""
+    assert res.decoded is not None
+    frames = res.decoded.frames
+    by_pos = faces_by_position(res)
     h, w = frames[0].shape[:2]
     tw = min(thumb_width, w)
     th = max(1, round(h * tw / w))
@@ -92,11 +102,13 @@ def contact_sheet(frames: list[np.ndarray], captions: list[str], columns: int = 
     cols = min(columns, len(frames))
     rows = -(-len(frames) // cols)
     sheet = np.full((rows * (th + bar), cols * tw, 3), 255, np.uint8)
-    for i, (fr, cap) in enumerate(zip(frames, captions)):
+    for i, fr in enumerate(frames):
         r, c = divmod(i, cols)
         y, x = r * (th + bar), c * tw
-        sheet[y:y + th, x:x + tw] = cv2.resize(fr, (tw, th), interpolation=cv2.INTER_AREA)
-        cv2.putText(sheet, cap, (x + 4, y + th + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        small = cv2.resize(fr, (tw, th), interpolation=cv2.INTER_AREA)
+        sheet[y:y + th, x:x + tw] = draw_faces(small, by_pos.get(i, []), threshold, box_scale=tw / w)
+        cv2.putText(sheet, frame_caption(res, i), (x + 4, y + th + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     return sheet
 
 
@@ -185,16 +197,14 @@ def write_pictures(res: "FileResult", folder: Path, opts: "DetectOptions", model
                    device: torch.device | str) -> dict[str, Any]:
     """The pictures of one file into ``folder``; returns name -> path (strings) for its record."""
     out: dict[str, Any] = {}
-    frames = annotated_frames(res, opts.threshold)
     if res.file.kind == "image":
-        out["annotated"] = str(write_png(frames[0], folder / "annotated.png"))
+        out["annotated"] = str(write_png(annotated_frames(res, opts.threshold)[0], folder / "annotated.png"))
     else:
-        captions = [frame_caption(res, i) for i in range(len(frames))]
-        out["contact_sheet"] = str(write_png(contact_sheet(frames, captions), folder / "contact_sheet.png"))
+        out["contact_sheet"] = str(write_png(contact_sheet(res, opts.threshold), folder / "contact_sheet.png"))
         if res.tracks:
             out["plot"] = str(plot_tracks(res, opts.threshold, folder / "tracks.png"))
         if opts.video_out:
-            out["video"] = str(write_video(frames, res, folder / "annotated.mp4"))
+            out["video"] = str(write_video(annotated_frames(res, opts.threshold), res, folder / "annotated.mp4"))
     if opts.explain:
         out["gradcam"] = [str(p) for p in write_gradcam(res, model, img_size, folder, device)]
     return out

@@ -239,7 +239,7 @@ class FileResult:
             "fps": round(float(d.fps), 4) if d else 0.0,
             "width": int(d.frames[0].shape[1]) if d and d.frames else 0,
             "height": int(d.frames[0].shape[0]) if d and d.frames else 0,
-            "cuts": list(self.cuts),
+            "cuts": [int(d.indices[c]) for c in self.cuts] if d else [],  # frames where a new shot starts
             "threshold": threshold,
             "fake_prob": worst["mean_fake_prob"] if worst else None,
             "verdict": ("fake" if any(t["verdict"] == "fake" for t in scored) else "real") if scored else None,
