@@ -627,7 +627,7 @@ class BalancedTrainStream(IterableDataset):
             label = schema.REAL
         index = self.index[label]
         i = self.sample_at(label, position)
-        draws = np.random.default_rng([self.seed, self.epoch, label, position, 1])
+        draws = None  # replacements for unreadable samples, seeded by the slot (made only when needed: rngs cost)
         for _ in range(MAX_DRAWS):
             bad_key = ("sbi" if synth else label, i)  # a real SBI cannot blend (e.g. its landmarks) stays a usable real
             if bad_key not in skips.bad:
@@ -645,6 +645,8 @@ class BalancedTrainStream(IterableDataset):
                     return sample
             else:
                 skips.count += 1
+            if draws is None:
+                draws = np.random.default_rng([self.seed, self.epoch, label, position, 1])
             i = int(draws.integers(len(index)))
         what = "self-blended fakes of " if synth else ""
         raise DataError(f"{MAX_DRAWS} {what}{schema.LABEL_NAMES[label]} samples in a row were unreadable "
