@@ -223,3 +223,15 @@ def test_synth_fakes_train_a_tiny_preset_for_a_step(shards, tmp_path, extra):
     assert (tmp_path / "run" / "stage1" / "best.pt").is_file()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["synth_fakes"] == "sbi" and saved["train"]["train_methods"] == extra.get("train_methods", [])
+
+
+def test_runs_saved_before_the_synth_options_stay_resumable():
+    """A config.json written before --synth-fakes / --sbi-* existed matches a run with their defaults."""
+    from hilif.train.checkpoint import identity_mismatch
+    from hilif.train.config import TrainConfig
+
+    cfg = TrainConfig(preset="tiny")
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("synth_", "sbi_"))}
+    assert identity_mismatch(cfg.identity(), old) == []
+    changed = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_mask_blur=[7, 9])
+    assert set(identity_mismatch(changed.identity(), old)) >= {"synth_fakes", "sbi_mask_blur"}

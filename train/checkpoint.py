@@ -196,7 +196,9 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     for k in identity:
         if k not in have and k in defaults:
