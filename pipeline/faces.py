@@ -208,7 +208,8 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
     and every ``full_every`` sampled frames; in between, each face seen in the shot during the
     last ``full_every`` frames is searched near its last box (``detect_near``) and the cheap
     whole-frame pass looks for new large faces. A small face that comes into view between two
-    full searches is found at the next one.
+    full searches is found at the next one, and then searched for near its box in the frames
+    before it, back to the previous full search.
     """
     if getattr(detector, "batch_detect", False):
         return detector.detect_batch(frames)  # type: ignore[attr-defined]
@@ -223,11 +224,22 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
         if new_shot:
             recent = []
         if new_shot or pos - last_full >= full_every:
-            dets = full(frame)
+            dets = _merge(sorted(full(frame), key=size_order, reverse=True))
+            if not new_shot:  # a face new to the windows: look for it backwards, near its box, since the last full search
+                for d in dets:
+                    if any(box_iou(d.box, box) > 0.3 for box, _ in recent):
+                        continue
+                    ref = d
+                    for q in range(pos - 1, last_full, -1):
+                        back = SubjectTracker(last=ref).pick(detector.detect_near(frames[q], ref.box))
+                        if back is None or any(box_iou(back.box, o.box) > 0.3 for o in out[q]):
+                            break
+                        out[q] = out[q] + [back]
+                        ref = back
             last_full = pos
         else:
             dets = [d for box, _ in recent for d in detector.detect_near(frame, box)] + cheap(frame)
-        dets = _merge(sorted(dets, key=size_order, reverse=True))
+            dets = _merge(sorted(dets, key=size_order, reverse=True))
         out.append(dets)
         kept = [(d.box, pos) for d in dets]
         kept += [(box, seen) for box, seen in recent
