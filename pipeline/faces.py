@@ -138,7 +138,7 @@ def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: 
     one cheap pass per frame and a few full searches.
     """
     shots = shot_of_positions(len(frames), cuts)
-    tracker = SubjectTracker()
+    tracker = SubjectTracker(frame_size=(frames[0].shape[1], frames[0].shape[0]) if len(frames) else None)
     out: list[Detection | None] = []
     if getattr(detector, "batch_detect", False):
         for pos, dets in enumerate(detector.detect_batch(frames)):  # type: ignore[attr-defined]
@@ -163,19 +163,20 @@ def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: 
             tracker.reset()
             skipped, next_full, gap = [], pos, 0
         chosen = None
-        if track and tracker.box is not None:
-            chosen = tracker.update(detector.detect_near(frame, tracker.box))
-        if chosen is None and pos >= next_full:
-            chosen = full(frame, tracker)
-            if chosen is not None:
-                tracker.last = chosen
-            else:  # the full search found nothing: cheap passes until the next full one
-                gap = min(max(2, 2 * gap), full_every)
-                next_full = pos + gap
-        elif chosen is None:
+        if pos < next_full:  # after a full search that found nothing: the cheap pass only
             chosen = tracker.update(cheap(frame))
             if chosen is None:
                 skipped.append(pos)
+        else:
+            if track and tracker.box is not None:
+                chosen = tracker.update(detector.detect_near(frame, tracker.box))
+            if chosen is None:
+                chosen = full(frame, tracker)
+                if chosen is not None:
+                    tracker.last = chosen
+                else:  # the full search found nothing: cheap passes until the next full one
+                    gap = min(max(2, 2 * gap), full_every)
+                    next_full = pos + gap
         out.append(chosen)
         if chosen is not None:
             next_full, gap = pos + 1, 0

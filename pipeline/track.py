@@ -21,9 +21,16 @@ import numpy as np
 from .detect import Detection
 
 
-def size_order(d: Detection) -> tuple:
-    """Sort key of "the larger face first": area, then score, then position (deterministic)."""
-    return (round(d.area, 3), d.score, -d.box[0], -d.box[1])
+def size_order(d: Detection, frame_size: tuple[int, int] | None = None) -> tuple:
+    """Sort key of "the larger face first": area (inside a frame of ``frame_size`` (w, h) when given, so a
+    face half out of the picture counts as smaller), then score, then position (deterministic)."""
+    if frame_size is None:
+        area = d.area
+    else:
+        w = min(d.box[2], frame_size[0]) - max(d.box[0], 0.0)
+        h = min(d.box[3], frame_size[1]) - max(d.box[1], 0.0)
+        area = max(w, 0.0) * max(h, 0.0)
+    return (round(area, 3), d.score, -d.box[0], -d.box[1])
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -53,6 +60,7 @@ class SubjectTracker:
     gate: float = 1.0
     size_ratio: float = 2.0
     last: Detection | None = None
+    frame_size: tuple[int, int] | None = None  # (w, h): the first subject is the largest face inside the frame
 
     @property
     def box(self) -> np.ndarray | None:
@@ -63,7 +71,7 @@ class SubjectTracker:
         if not dets:
             return None
         if self.last is None:
-            return max(dets, key=size_order)
+            return max(dets, key=lambda d: size_order(d, self.frame_size))
         best, best_dist = None, None
         for d in dets:
             dist = gate_distance(self.last, d, self.gate, self.size_ratio)
