@@ -162,7 +162,7 @@ def train(
                                                 "rank; CUDA only)."),
     steps_per_epoch: Optional[int] = typer.Option(
         None, help="Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40)."),
-    val_max_batches: Optional[int] = typer.Option(None, help="Cap validation batches per epoch (default: whole split)."),
+    val_max_batches: Optional[int] = typer.Option(None, help="Cap validation per epoch at N batches in all, both classes in proportion (default: whole split)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to OUT/tensorboard."),
     seed: int = typer.Option(0, help="Seed of weights, data order and augmentation."),
     device: str = typer.Option("auto", help="auto | cuda | cpu."),
@@ -283,7 +283,7 @@ def evaluate(
     gradcam: int = typer.Option(0, help="Grad-CAM overlays of N faces (DFTM, RGB, noise stream) as PNG grids."),
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(1, help="Data-loading processes."),
-    max_batches: Optional[int] = typer.Option(None, help="Evaluate only the first N batches (a quick look)."),
+    max_batches: Optional[int] = typer.Option(None, help="Evaluate N batches in all, both classes in proportion (a quick look)."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of tables."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
