@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -130,7 +131,8 @@ def main() -> None:
             print(f"{name:<8} {n:>5} {len(runs[0][1].tracks):>6} {med['decode']:>9.2f} {med['detect']:>9.2f} "
                   f"{med['align']:>8.2f} {med['score']:>8.2f} {total:>8.2f} {n / total:>8.1f} "
                   f"{n / max(med['score'], 1e-9):>16.1f}")
-        print(f"medians of {args.repeats} runs after one warm-up run; faces/s = faces scored / whole-file time")
+        print(f"medians of {args.repeats} runs after one warm-up run; faces/s = faces scored / whole-file time; "
+              f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
