@@ -191,11 +191,12 @@ def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: 
     return out
 
 
-def _merge(dets: Sequence[Detection], iou: float = 0.5) -> list[Detection]:
-    """``dets`` without repeats: a box overlapping an earlier kept one by more than ``iou`` is dropped."""
+def _merge(dets: Sequence[Detection], overlap: float = 0.5) -> list[Detection]:
+    """``dets`` without repeats: a box that covers more than ``overlap`` of an earlier kept one, or is
+    covered by it that much, is dropped (two searches at different scales give one face boxes of different sizes)."""
     kept: list[Detection] = []
     for d in dets:
-        if all(box_iou(d.box, k.box) <= iou for k in kept):
+        if all(box_iou(d.box, k.box, of_smaller=True) <= overlap for k in kept):
             kept.append(d)
     return kept
 

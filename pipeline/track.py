@@ -33,13 +33,14 @@ def size_order(d: Detection, frame_size: tuple[int, int] | None = None) -> tuple
     return (round(area, 3), d.score, -d.box[0], -d.box[1])
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two boxes x0 y0 x1 y1."""
+def box_iou(a: Sequence[float], b: Sequence[float], of_smaller: bool = False) -> float:
+    """Intersection over union of two boxes x0 y0 x1 y1 (``of_smaller``: over the smaller box's area)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    whole = min(area_a, area_b) if of_smaller else area_a + area_b - inter
+    return float(inter / whole) if whole > 0 else 0.0
 
 
 def gate_distance(ref: Detection, d: Detection, gate: float, size_ratio: float) -> float | None:
