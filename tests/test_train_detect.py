@@ -57,7 +57,20 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | list[np.
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
-    return {"image": img, "video": vid, "boxes": boxes, "dir": d}
+    cut = d / "cut.mp4"  # 6 frames of the two people, a hard cut, 6 frames of scikit-image's astronaut
+    from skimage import data
+
+    astronaut = cv2.resize(data.astronaut(), (H, H))
+    other = np.concatenate([astronaut, astronaut[:, ::-1] // 2], axis=1)  # one face, its dimmed mirror half
+    with av.open(str(cut), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for k in range(12):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(frame if k < 6 else other, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return {"image": img, "video": vid, "cut": cut, "boxes": boxes, "dir": d}
 
 
 def _save(path: Path, extract: dict | None) -> Path:
@@ -148,6 +161,19 @@ def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, che
 
     with av.open(rec["outputs"]["video"]) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_video_with_a_cut_tracks_stay_in_their_shot(media: dict, checkpoint: Path) -> None:
+    res = runner.invoke(eval_app, ["detect", str(media["cut"]), "--checkpoint", str(checkpoint), "--frames", "6",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    (rec,) = _records(res.output)
+    assert len(rec["cuts"]) == 1
+    cut = rec["cuts"][0]  # the frame number where the astronaut's shot starts, among the sampled frames
+    assert 6 <= cut and cut == min(f for t in rec["tracks"] if t["shot"] == 1 for f in t["frames"])
+    before = [t for t in rec["tracks"] if t["shot"] == 0]
+    assert len(before) == 2 and all(max(t["frames"]) < 6 for t in before)
+    assert any(t["shot"] == 1 and t["frames_scored"] > 0 for t in rec["tracks"])
 
 
 def test_options_override_the_checkpoint_and_old_checkpoints_fall_back(media: dict, tmp_path: Path) -> None:
