@@ -228,3 +228,29 @@ def test_folder_with_a_broken_file_and_an_unknown_type(media: dict, checkpoint: 
     res = runner.invoke(eval_app, ["detect", str(tmp_path / "none.mp4"), "--checkpoint", str(checkpoint)])
     assert res.exit_code == 2 and "no such file" in res.output
 
+
+
+def test_a_failure_past_decoding_is_that_files_record(media: dict, checkpoint: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detector failing on one file (after it decoded) gives that file an error record; the next file is scored."""
+    from hilif.train import detect as detect_mod
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(Path(media["image"]).read_bytes())
+    real_detect_all, calls = detect_mod.detect_all, []
+
+    def first_call_fails(frames, det):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("detector crashed")
+        return real_detect_all(frames, det)
+
+    monkeypatch.setattr(detect_mod, "detect_all", first_call_fails)
+    out = tmp_path / "out"
+    res = runner.invoke(eval_app, ["detect", str(folder), "--checkpoint", str(checkpoint), "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in recs] == ["error", "ok"]
+    assert "detector crashed" in recs[0]["error"] and len(recs[1]["tracks"]) == 2

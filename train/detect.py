@@ -363,7 +363,12 @@ def run(paths: list[str | Path], opts: DetectOptions,
     sink = open(out / RESULTS_JSONL, "w") if out else None
     try:
         for f in files:
-            res = analyse(f, model, mcfg.img_size, cfg, opts, dev)
+            try:
+                res = analyse(f, model, mcfg.img_size, cfg, opts, dev)
+            except Exception as exc:  # a failure past decoding (detector, alignment) is that file's record too
+                log.warning("%s: analysis failed", f.path, exc_info=True)
+                res = FileResult(f)
+                res.status, res.error = ERROR, f"analysis failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if out is not None and res.status in (OK, NOFACE):
                 from hilif.train.annotate import write_pictures
 
