@@ -325,9 +325,7 @@ class Trainer:
 
         last = ckpt_io.last_path(self.out, stage)
         if cfg.resume and last.is_file():
-            ck = ckpt_io.load_checkpoint(last, map_location=self.device)
-            ckpt_io.check_config(last, ck, self.mcfg_dict, cfg.identity())
-            self._check_plan(last, ck)
+            ck = ckpt_io.load_checkpoint(last, map_location=self.device)  # checked by _check_resume before any write
             ckpt_io.unwrap(model).load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
