@@ -16,6 +16,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .align import to_aligned
+
 log = logging.getLogger(__name__)
 
 
@@ -117,8 +119,8 @@ def _map_back(det: Detection, m: np.ndarray, offset: np.ndarray) -> Detection:
     c = corners.mean(0)
     half = np.array([x1 - x0, y1 - y0]) / 2
     box = np.concatenate([c - half, c + half]) + np.concatenate([offset, offset])
-    lm = det.landmarks @ inv[:, :2].T + inv[:, 2] + offset
-    dense = None if det.dense is None else det.dense @ inv[:, :2].T + inv[:, 2] + offset
+    lm = to_aligned(det.landmarks, inv) + offset
+    dense = None if det.dense is None else to_aligned(det.dense, inv) + offset
     return Detection(box, lm, det.score, dense)
 
 

@@ -352,7 +352,9 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     vf = VideoFaces([], [], [], [], [], [], [], 0, decoded.fps, decoded.frame_count, asked=asked,
                     backend=decoded.backend, notes=list(decoded.notes), shots=shots, cuts=list(cuts),
                     sampled=[int(i) for i in decoded.indices])
-    aligned: dict[tuple[int, int], np.ndarray] = {}
+    # (track, source frame) -> aligned face, its five points and dense landmarks: a frame that fills several
+    # positions (replacement) is aligned and its landmarks run once
+    aligned: dict[tuple[int, int], tuple[np.ndarray, list[list[float]], list[list[float]]]] = {}
     faces = [(track_id, pos, src, found) for track_id, found, pick in streams for pos, src in enumerate(pick)]
     for track_id, pos, src, found in faces:
         if src is None:
@@ -360,12 +362,15 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
         if pos in probed:  # a neighbouring, unsampled frame
             frame_index, frame, d = probed[pos]
             face = align_face(frame, d.landmarks, cfg.size, cfg.margin)
+            five, dense = aligned_points(d, frame, det, cfg)
         else:  # the frame itself, or the nearest sampled frame with the subject
             d = found[src]
             assert d is not None
             if (track_id, src) not in aligned:
-                aligned[track_id, src] = align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin)
-            frame_index, face = int(decoded.indices[src]), aligned[track_id, src]
+                aligned[track_id, src] = (align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin),
+                                          *aligned_points(d, decoded.frames[src], det, cfg))
+            frame_index = int(decoded.indices[src])
+            face, five, dense = aligned[track_id, src]
         vf.positions.append(pos)
         vf.tracks.append(track_id)
         vf.faces.append(face)
@@ -375,7 +380,6 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
         vf.boxes.append([round(float(v), 2) for v in d.box])
         vf.landmarks.append(_round_points(d.landmarks))
         vf.scores.append(round(float(d.score), 4))
-        five, dense = aligned_points(d, frame if pos in probed else decoded.frames[src], det, cfg)
         vf.aligned_landmarks.append(five)
         vf.dense_landmarks.append(dense)
     t2 = time.perf_counter()
