@@ -200,7 +200,7 @@ def sbi_sheet(root: str | Path, path: str | Path, n: int = 12, seed: int = 0, co
         lm = sbi.sample_landmarks(meta, img.shape[0], margin)
         parts = sbi.generate(img, lm, np.random.default_rng([seed, i]))
         real = img.copy()
-        hull = cv2.convexHull(np.round(sbi.hull_points(lm)).astype(np.int32))
+        hull = sbi.hull_polygon(lm)
         cv2.polylines(real, [hull], True, (255, 255, 0), 1, cv2.LINE_AA)
         dot = (0, 255, 0) if len(lm) > 5 else (255, 140, 0)
         for x, y in lm:

@@ -132,12 +132,18 @@ def hull_points(landmarks: np.ndarray) -> np.ndarray:
     return five_point_hull(lm) if len(lm) == 5 else lm
 
 
+def hull_polygon(landmarks: np.ndarray) -> np.ndarray:
+    """The integer convex-hull polygon of :func:`hull_points` (what the mask fills and the SBI sheet outlines)."""
+    import cv2
+
+    return cv2.convexHull(np.round(hull_points(landmarks)).astype(np.int32))
+
+
 def hull_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """HxW uint8 {0, 1}: the filled convex hull of :func:`hull_points`."""
     import cv2
 
-    pts = hull_points(landmarks)
-    hull = cv2.convexHull(np.round(pts).astype(np.int32))
+    hull = hull_polygon(landmarks)
     mask = np.zeros(shape[:2], dtype=np.uint8)
     cv2.fillConvexPoly(mask, hull, 1)
     return mask
