@@ -251,9 +251,12 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
 
     counts: dict[str, int] = {}
 
+    # one stream (its shards indexed once) for every condition; each loader takes the perturbation set before it
+    stream = EvalStream(opts.shards, opts.split, mcfg.img_size, opts.batch_size, max_batches=opts.max_batches,
+                        rank=dinfo.rank, world_size=dinfo.world_size)
+
     def run(perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
-        stream = EvalStream(opts.shards, opts.split, mcfg.img_size, opts.batch_size, perturb=perturb,
-                            max_batches=opts.max_batches, rank=dinfo.rank, world_size=dinfo.world_size)
+        stream.perturb = perturb
         tally = SkipTally()
         pred = predict(model, tally.wrap(make_loader(stream, opts.workers, device.type == "cuda")), device,
                        channels_last, amp)
