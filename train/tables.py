@@ -295,24 +295,23 @@ def build_table(name: str, runs: list[Run], runs_dir: str = "runs") -> tuple[dic
     cells: list[Cell] = []
     for row in table["rows"]:
         methods = row.get("train_methods", [])
+        # which (run, report) pairs are this row's depends on the row alone, not on the column
+        fit = [(run, rep) for run in runs for rep in run.reports if fits_row(run, rep, row["preset"], methods)]
         for col, paper in zip(table["columns"], row["paper"]):
             if col["metric"] == "avg":
                 continue
             train, test = col["train"], col["test"]
             want_train, want_test = stand.get(train, train), stand.get(test, test)
             values, names, seen = [], [], set()
-            for run in runs:
-                for rep in run.reports:
-                    if rep.test != want_test or (run.train_key or rep.test) != want_train:
-                        continue
-                    if not fits_row(run, rep, row["preset"], methods):
-                        continue
-                    v = metric_value(rep.body, col["metric"])
-                    same = _checkpoint_identity(rep)
-                    if v is not None and same not in seen:
-                        seen.add(same)
-                        values.append(v)
-                        names.append(run.name)
+            for run, rep in fit:
+                if rep.test != want_test or (run.train_key or rep.test) != want_train:
+                    continue
+                v = metric_value(rep.body, col["metric"])
+                same = _checkpoint_identity(rep)
+                if v is not None and same not in seen:
+                    seen.add(same)
+                    values.append(v)
+                    names.append(run.name)
             data = want_test if want_train == want_test else f"{want_train} -> {want_test}"
             cells.append(Cell(name, row["label"], row["preset"], col["label"], paper, values, names, data,
                               _commands(row["preset"], want_train, want_test, methods, col["metric"], runs_dir)))
