@@ -5,7 +5,7 @@ photos (insightface's t1.jpg) filmed by a slowly drifting camera; "1 face": one 
 (face about 110 px wide), "4 faces": four people in a 2x2 grid (faces about 55 px wide, above dlib's
 40 px minimum at upsample 1).
 
-Per clip and repeat, :func:`hilif.train.detect.analyse` runs on --frames sampled frames (the same code as
+Per clip and repeat, :func:`hilif.train.scan.analyse` runs on --frames sampled frames (the same code as
 ``hilif-eval detect``, no pictures): decode, every-face detection, tracking, alignment and batched scoring.
 Prints per stage the median seconds over --repeats, faces scored per second of the whole file and of the
 scoring alone. The model is --checkpoint's, or an untrained model of --preset (speed does not depend on the

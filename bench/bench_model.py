@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
 from hilif.model.dct import BlockDCTHighPass
 from hilif.model.profile import flop_counter, profile_model
-from hilif.train.trainer import autocast, forward_loss, make_optimizer
+from hilif.train.precision import autocast
+from hilif.train.trainer import forward_loss, make_optimizer
 
 
 def _sync(device: torch.device) -> None:

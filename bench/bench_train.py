@@ -35,7 +35,8 @@ from bench_model import MODES, _sync, parse_modes, prepare_model  # noqa: E402
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model  # noqa: E402
 from hilif.train.data import BalancedTrainStream, make_loader, normalize  # noqa: E402
-from hilif.train.trainer import autocast, forward_loss, make_optimizer  # noqa: E402
+from hilif.train.precision import autocast
+from hilif.train.trainer import forward_loss, make_optimizer  # noqa: E402
 
 
 class UtilSampler:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"pipeline": "hilif.pipeline", "model": "hilif.model", "train": "hilif.train"}
+PACKAGES = {"common": "hilif.common", "pipeline": "hilif.pipeline", "model": "hilif.model", "train": "hilif.train"}
 SCRIPTS = {"hilif-prep": "hilif.pipeline.cli:main", "hilif-train": "hilif.train.cli:train_main",
            "hilif-eval": "hilif.train.cli:eval_main"}
 
@@ -39,6 +39,7 @@ def _script(name: str) -> str:
 
 
 def test_import_names_map_to_the_top_level_folders():
+    import hilif.common
     import hilif.model
     import hilif.pipeline
     import hilif.train

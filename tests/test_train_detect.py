@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hilif.train import annotate
 from hilif.train import checkpoint as ck
 from hilif.train.cli import eval_app
-from hilif.train.detect import SCHEMA_VERSION
+from hilif.train.scan import SCHEMA_VERSION
 
 runner = CliRunner()
 H, W = 320, 640  # two 320 x 320 portraits side by side
@@ -233,7 +233,7 @@ def test_folder_with_a_broken_file_and_an_unknown_type(media: dict, checkpoint: 
 def test_a_failure_past_decoding_is_that_files_record(media: dict, checkpoint: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The detector failing on one file (after it decoded) gives that file an error record; the next file is scored."""
-    from hilif.train import detect as detect_mod
+    from hilif.train import scan as detect_mod
 
     folder = tmp_path / "in"
     folder.mkdir()

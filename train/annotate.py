@@ -20,7 +20,7 @@ import torch
 from hilif.pipeline import schema
 
 if TYPE_CHECKING:
-    from hilif.train.detect import DetectOptions, FaceResult, FileResult
+    from hilif.train.scan import DetectOptions, FaceResult, FileResult
 
 log = logging.getLogger(__name__)
 

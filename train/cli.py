@@ -420,7 +420,7 @@ def detect(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hilif.pipeline.detect import DetectorError
-    from hilif.train import detect as det
+    from hilif.train import scan as det
 
     if upsample is not None and upsample != "auto":
         if not upsample.isdigit():

@@ -8,7 +8,6 @@ against the clean run, a ROC PNG and a JSON report.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -27,6 +26,7 @@ from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
 from hilif.train.data import EvalStream, SkipTally, load_info, make_loader, normalize
 from hilif.train.metrics import binary_metrics, per_method_metrics, roc_points, video_metrics
+from hilif.train.precision import amp_dtype, autocast
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def predict(model: torch.nn.Module, loader: Iterable[dict[str, Any]], device: to
     keys: list[str] = []
     videos: list[str] = []
     methods: list[str] = []
-    ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    ctx = autocast(device, amp)
     for batch in loader:
         x = normalize(batch["image"], device, channels_last)
         with ctx:
@@ -243,7 +243,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     if device.type == "cpu":  # leave the loader workers their cores (oversubscribed OpenMP threads crawl)
         dist_util.set_cpu_threads(opts.workers)
     model, mcfg, ck = load_model(opts.checkpoint, device)
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    amp = amp_dtype("auto", device)
     channels_last = True  # as in training: NHWC is faster on CUDA and CPU
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -8,7 +8,6 @@ Every epoch appends a row to ``OUT/metrics.jsonl``, redraws ``OUT/plots/curves.p
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -30,6 +29,7 @@ from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, SkipTa
                               make_loader, normalize, plan_epoch)
 from hilif.train.evaluate import predict
 from hilif.train.metrics import binary_metrics
+from hilif.train.precision import amp_dtype, autocast
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,6 @@ def model_config(cfg: TrainConfig) -> Any:
     return mcfg
 
 
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast by default on CUDA; fp32 on CPU unless asked."""
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float,
@@ -192,7 +183,7 @@ class Trainer:
             log.info("CPU: %d torch thread(s), %d loader worker(s)", threads, cfg.workers)
         self.mcfg = model_config(cfg)
         self.mcfg_dict = self.mcfg.to_dict()
-        self.amp = amp_dtype(cfg, self.device)
+        self.amp = amp_dtype(cfg.precision, self.device)
         self.channels_last = cfg.channels_last
         self.sync_bn = self._use_sync_bn()  # decided (an impossible --sync-bn refused) before anything is written
         self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
