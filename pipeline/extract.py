@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import schema
 from .datasets import Listing, VideoItem, list_dataset
 from .decode import DecodeError, read_image_sequence, read_video
-from .detect import DetectorError
+from .detectors import DetectorError
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
                     faces_from_video, get_detector, sequence_fetch, video_fetch)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
@@ -309,7 +309,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
     frames = frames_per_split(listing, cfg.frames)
     # fail early on detector set-up problems (missing insightface models, --device cuda without a GPU)
     if cfg.face.detector == "insightface":
-        from .detect import find_scrfd_model, resolve_device
+        from .detectors import find_scrfd_model, resolve_device
 
         find_scrfd_model(cfg.face.model_dir)
         resolve_device(cfg.face.device)

@@ -18,7 +18,7 @@ import numpy as np
 from . import schema
 from .align import align_face, similarity_matrix, to_aligned
 from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
-from .detect import Detection, FaceDetector, make_detector
+from .detectors import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
 from .shots import ShotConfig, detect_cuts
 from .track import SubjectTracker, box_iou, shot_of_positions, size_order, track_faces

@@ -140,7 +140,7 @@ def test_one_working_onnxruntime():
 
 def test_offline_models_and_face_photos_are_installed():
     """What the demo and the dlib detector need is in the installed packages, no download."""
-    from hilif.pipeline import demo_render
+    from hilif.pipeline.demo import render as demo_render
 
     for name in ("shape_predictor_68_face_landmarks.dat", "mmod_human_face_detector.dat"):
         assert demo_render.dlib_model_path(name).stat().st_size > 100_000

@@ -2,7 +2,7 @@
 
 Owns the plan (which identity each source video shows, the split pairs, the video ids),
 the FF++ on-disk layout, H.264 encoding (libx264 through PyAV at CRF 23 / 40, as FF++
-c23 / c40 were made) and ``demo.json``. The pixels come from :mod:`hilif.pipeline.demo_render`.
+c23 / c40 were made) and ``demo.json``. The pixels come from :mod:`hilif.pipeline.demo.render`.
 
 Layout under ``out``::
 
@@ -11,7 +11,7 @@ Layout under ``out``::
     splits/{train,val,test}.json      official format: a JSON list of [target, source] id pairs
     demo.json                          config, seed, identities, pairs, blend settings
 
-Identities never cross splits (see ``demo_render.IDENTITIES``), so a test score measures
+Identities never cross splits (see ``render.IDENTITIES``), so a test score measures
 generalisation to unseen faces. Everything is drawn from ``numpy`` generators seeded by
 ``(seed, video, purpose)`` and x264 runs single-threaded, so a seed gives the same bytes.
 """
@@ -32,9 +32,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hilif.pipeline import demo_render as render
+from hilif.pipeline.demo import render
 from hilif.pipeline import schema
-from hilif.pipeline.demo_render import METHODS
+from hilif.pipeline.demo.render import METHODS
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from skimage import transform as sktf
 
-from .track import box_iou
+from ..track import box_iou
 
 log = logging.getLogger(__name__)
 

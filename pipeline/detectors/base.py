@@ -16,7 +16,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .align import to_aligned
+from ..align import to_aligned
 
 log = logging.getLogger(__name__)
 
