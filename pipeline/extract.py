@@ -32,7 +32,7 @@ from .detectors import DetectorError
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
                     faces_from_video, get_detector, sequence_fetch, video_fetch)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
-from .write import UnitShardWriter, encode_image, read_videos
+from .write import UnitShardWriter, encode_image
 
 __all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "faces_from_sequence",
            "DecodeError", "DetectorError",
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
 FACES_PER_SHARD = 3200  # ~300-400 MB of 256x256 PNG faces per shard
-OK, NOFACE, ERROR, MISSING = "ok", "noface", "error", "missing"
-FAILED = (NOFACE, ERROR)
 
 
 class ExtractError(ValueError):
@@ -93,7 +91,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] in FAILED]
+        return [r for r in self.records if r["status"] in schema.FAILED]
 
 
 def default_out(dataset: str, quality: str) -> Path:
@@ -144,10 +142,8 @@ class VideoResult:
 
 
 def base_record(dataset: str, quality: str, it: VideoItem, asked: int = 0) -> dict[str, Any]:
-    return {"video": schema.video_key(dataset, it.method, it.video_id), "dataset": dataset, "quality": quality,
-            "split": it.split, "label": it.label, "method": it.method, "video_id": it.video_id, "path": it.rel,
-            "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
-            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
+    """The manifest record of ``it`` before any work on it."""
+    return schema.video_record(dataset, quality, it.split, it.label, it.method, it.video_id, it.rel, asked)
 
 
 def _init_worker(face: FaceConfig) -> None:
@@ -186,7 +182,7 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
                fps=round(vf.fps, 4), backend=vf.backend, notes=vf.notes,
                cuts=[vf.sampled[c] for c in vf.cuts], shots=[list(span) for span in vf.shot_spans()],
                tracks=len({t for t in vf.tracks if t >= 0}),
-               status=OK if samples else NOFACE,
+               status=schema.OK if samples else schema.NOFACE,
                reason="" if samples else f"no face found in {len(decoded.indices)} sampled frames")
     timings = dict(vf.timings, decode=t1 - t0, write=t2 - t1 - sum(vf.timings.values()))
     return VideoResult(rec, samples, timings)
@@ -263,10 +259,10 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         if _unit_done(u, out):
             done += 1
             stats.append(schema.ShardStats.load(schema.stats_path(u.shard(out))))
-            records += read_videos(u.shard(out))
+            records += schema.read_records(schema.videos_path(u.shard(out)))
     for it in sorted(listing.missing, key=lambda it: (schema.SPLITS.index(it.split), it.label, it.sort_key)):
         records.append(dict(base_record(listing.dataset, listing.quality, it), reason="not on disk"))
-    schema.atomic_write_text(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    schema.write_records(out / schema.MANIFEST_JSONL, records)
     videos: dict[str, dict[str, int]] = {}
     methods: dict[str, dict[str, int]] = {}
     for s in stats:
@@ -279,7 +275,8 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         dataset=listing.dataset, quality=listing.quality, command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
         config=dict(conf, units_total=len(units), units_complete=done), versions=_versions(),
         samples=schema.sum_stats(stats), videos=videos, methods=methods,
-        failed=sum(r["status"] in FAILED for r in records), missing=sum(r["status"] == MISSING for r in records),
+        failed=sum(r["status"] in schema.FAILED for r in records),
+        missing=sum(r["status"] == schema.MISSING for r in records),
         image_ext=cfg.image_ext, face_size=cfg.face.size,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema.atomic_write_text(out / schema.DATASET_JSON, info.to_json())
@@ -342,7 +339,7 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
             res: VideoResult = o.result
         else:
             rec = base_record(listing.dataset, listing.quality, it, frames[it.split])
-            rec.update(status=ERROR, reason=o.error)
+            rec.update(status=schema.ERROR, reason=o.error)
             res = VideoResult(rec, [], {})
         emit("video", {"record": res.record, "seconds": o.seconds, "timings": res.timings})
         pending[unum][pos] = res

@@ -7,8 +7,10 @@ dataset-level JSON. `shards/README.md` documents the same thing for people.
 Layout under a dataset folder ``ROOT`` (e.g. ``shards/ffpp_c40``)::
 
     ROOT/dataset.json                       dataset-level JSON, written when a run ends
-    ROOT/manifest.jsonl                     one record per video (ok / missing / error)
+    ROOT/manifest.jsonl                     one record per video (:func:`video_record`; its status says ok / noface /
+                                            error / missing)
     ROOT/<split>/<label>/<part>-<index>.tar       one shard: samples of one split and one label
+    ROOT/<split>/<label>/<part>-<index>.videos.jsonl  the records of the shard's videos
     ROOT/<split>/<label>/<part>-<index>.stats.json  written last: the shard is complete
 
 A sample is three tar members sharing a key: ``<key>.png`` (the aligned face,
@@ -48,6 +50,7 @@ FACE_SIZE = 256  # aligned faces are written at 256x256 (the paper's recipe)
 DATASET_JSON = "dataset.json"
 MANIFEST_JSONL = "manifest.jsonl"
 STATS_SUFFIX = ".stats.json"
+VIDEOS_SUFFIX = ".videos.jsonl"
 TAR_SUFFIX = ".tar"
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
@@ -200,6 +203,12 @@ def shard_path(root: str | os.PathLike, split: str, label: int | str, part: int,
     return shard_dir(root, split, label) / (shard_stem(part, index) + TAR_SUFFIX)
 
 
+def videos_path(shard: str | os.PathLike) -> Path:
+    """The JSON-lines file of ``shard``'s video records (see :func:`video_record`)."""
+    shard = Path(shard)
+    return shard.with_name(shard.name[: -len(TAR_SUFFIX)] + VIDEOS_SUFFIX)
+
+
 def stats_path(shard: str | os.PathLike) -> Path:
     """The stats JSON that marks ``shard`` complete."""
     shard = Path(shard)
@@ -269,6 +278,41 @@ def complete_shards(root: str | os.PathLike, split: str, label: int | str) -> li
         if tar.is_file():
             out.append((tar, ShardStats.load(st)))
     return out
+
+
+# --------------------------------------------------------------------------- video records (the manifest)
+
+#: A video's status: samples written / read but no face found / failed (unreadable, timed out) / listed but not on disk.
+OK, NOFACE, ERROR, MISSING = "ok", "noface", "error", "missing"
+#: the statuses of a video that was on disk and gave no samples
+FAILED = (NOFACE, ERROR)
+
+
+def video_record(dataset: str, quality: str, split: str, label: int, method: str, video_id: str, path: str,
+                 asked: int = 0) -> dict[str, Any]:
+    """A video's manifest record before any work on it: status MISSING, nothing sampled.
+
+    The extractor fills in what it found: ``samples`` written, ``replaced`` frames (a neighbour's face
+    used), ``missing`` frames short, the video's ``frame_count`` / ``fps``, the decode ``backend``,
+    ``notes``, scene ``cuts`` and ``shots``, ``tracks`` followed, and ``status`` / ``reason``.
+    """
+    return {"video": video_key(dataset, method, video_id), "dataset": dataset, "quality": quality,
+            "split": split, "label": label, "method": method, "video_id": video_id, "path": path,
+            "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
+            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
+    """Video records as JSON lines (keys sorted: the same records give the same bytes), written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The video records of a JSON-lines file; none when it does not exist."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- dataset JSON
