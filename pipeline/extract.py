@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import schema
 from .datasets import Listing, VideoItem, list_dataset
 from .decode import DecodeError, read_image_sequence, read_video
-from .detectors import DetectorError
+from .detectors import DetectorError, find_scrfd_model, resolve_device
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
                     faces_from_video, get_detector, sequence_fetch, video_fetch)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
@@ -188,10 +188,6 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
     return VideoResult(rec, samples, timings)
 
 
-def _handle(task: VideoTask, report: Callable[[str], None]) -> VideoResult:
-    return process_video(task, report)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -286,9 +282,8 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunResult:
-    """Extract a dataset to shards (resumable). ``progress(event, data)`` gets "start" and "video" events."""
-    emit = progress or (lambda event, data: None)
+def _validate(cfg: ExtractConfig) -> None:
+    """Reject bad options (ExtractError) before anything is listed or written."""
     part, nparts = cfg.part
     if not (nparts >= 1 and 0 <= part < nparts):
         raise ExtractError(f"--part {part}/{nparts}: need 0 <= I < N")
@@ -302,12 +297,67 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
         cfg.face.validate()
     except ValueError as exc:
         raise ExtractError(str(exc)) from None
+
+
+def _units_to_do(units: list[Unit], out: Path, part: tuple[int, int]) -> tuple[list[Unit], list[Unit]]:
+    """This part's units and those of them not complete yet (a killed run's leftovers of these are deleted)."""
+    mine = [u for u in units if u.number % part[1] == part[0]]
+    todo = [u for u in mine if not _unit_done(u, out)]
+    for u in todo:  # leftovers of a killed run: an unfinished tar, or a tar without its stats
+        for p in (schema.tmp_path(u.shard(out)), u.shard(out)):
+            p.unlink(missing_ok=True)
+    return mine, todo
+
+
+class _ShardAssembler:
+    """Takes the workers' outcomes in any order and writes each unit's videos to its shard in listing order;
+    a unit's shard is committed when its last video is written."""
+
+    def __init__(self, todo: list[Unit], out: Path, listing: Listing, frames: dict[str, int], image_ext: str,
+                 emit: ProgressFn) -> None:
+        self.units = {u.number: u for u in todo}
+        self.out, self.listing, self.frames, self.image_ext, self.emit = out, listing, frames, image_ext, emit
+        self.writers: dict[int, UnitShardWriter] = {}
+        self.pending: dict[int, dict[int, VideoResult]] = {u.number: {} for u in todo}
+        self.next_pos: dict[int, int] = {u.number: 0 for u in todo}
+
+    def __call__(self, o: Outcome) -> None:
+        unum, pos = o.task_id
+        u = self.units[unum]
+        if o.ok:
+            res: VideoResult = o.result
+        else:
+            it = u.items[pos]
+            rec = base_record(self.listing.dataset, self.listing.quality, it, self.frames[it.split])
+            rec.update(status=schema.ERROR, reason=o.error)
+            res = VideoResult(rec, [], {})
+        self.emit("video", {"record": res.record, "seconds": o.seconds, "timings": res.timings})
+        self.pending[unum][pos] = res
+        w = self.writers.get(unum)
+        if w is None:
+            w = self.writers[unum] = UnitShardWriter(u.shard(self.out), u.split, u.label)
+        while self.next_pos[unum] in self.pending[unum]:
+            r = self.pending[unum].pop(self.next_pos[unum])
+            w.write_video(r.samples, r.record, self.image_ext)
+            self.next_pos[unum] += 1
+        if self.next_pos[unum] == len(u.items):
+            w.commit()
+            del self.writers[unum]
+
+    def abort(self) -> None:
+        """Drop the shards still open (their temporary files): a re-run redoes those units."""
+        for w in self.writers.values():
+            w.abort()
+
+
+def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunResult:
+    """Extract a dataset to shards (resumable). ``progress(event, data)`` gets "start" and "video" events."""
+    emit = progress or (lambda event, data: None)
+    _validate(cfg)
     listing = list_dataset(cfg.dataset, cfg.root, cfg.quality, cfg.methods)
     frames = frames_per_split(listing, cfg.frames)
     # fail early on detector set-up problems (missing insightface models, --device cuda without a GPU)
     if cfg.face.detector == "insightface":
-        from .detectors import find_scrfd_model, resolve_device
-
         find_scrfd_model(cfg.face.model_dir)
         resolve_device(cfg.face.device)
     out = Path(cfg.out) if cfg.out else default_out(listing.dataset, listing.quality)
@@ -315,55 +365,23 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
     _check_run_json(out, conf, cfg.overwrite)
 
     units = plan_units(listing.items, frames, cfg.videos_per_shard)
-    mine = [u for u in units if u.number % nparts == part]
-    todo = [u for u in mine if not _unit_done(u, out)]
-    for u in todo:  # leftovers of a killed run: an unfinished tar, or a tar without its stats
-        for p in (schema.tmp_path(u.shard(out)), u.shard(out)):
-            p.unlink(missing_ok=True)
+    mine, todo = _units_to_do(units, out, cfg.part)
     log.info("%s %s: %d videos (%d missing on disk), %d units; part %d/%d: %d units, %d to do",
-             listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), part, nparts,
+             listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), *cfg.part,
              len(mine), len(todo))
     emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo), "skipped_units": len(mine) - len(todo),
                    "out": str(out)})
-
-    writers: dict[int, UnitShardWriter] = {}
-    pending: dict[int, dict[int, VideoResult]] = {u.number: {} for u in todo}
-    next_pos: dict[int, int] = {u.number: 0 for u in todo}
-    by_number = {u.number: u for u in todo}
-
-    def on_outcome(o: Outcome) -> None:
-        unum, pos = o.task_id
-        u = by_number[unum]
-        it = u.items[pos]
-        if o.ok:
-            res: VideoResult = o.result
-        else:
-            rec = base_record(listing.dataset, listing.quality, it, frames[it.split])
-            rec.update(status=schema.ERROR, reason=o.error)
-            res = VideoResult(rec, [], {})
-        emit("video", {"record": res.record, "seconds": o.seconds, "timings": res.timings})
-        pending[unum][pos] = res
-        w = writers.get(unum)
-        if w is None:
-            w = writers[unum] = UnitShardWriter(u.shard(out), u.split, u.label)
-        while next_pos[unum] in pending[unum]:
-            r = pending[unum].pop(next_pos[unum])
-            w.write_video(r.samples, r.record, cfg.image_ext)
-            next_pos[unum] += 1
-        if next_pos[unum] == len(u.items):
-            w.commit()
-            del writers[unum]
 
     tasks = [((u.number, i), VideoTask(listing.dataset, listing.quality, it, frames[it.split], cfg.face, cfg.image_ext))
              for u in todo for i, it in enumerate(u.items)]
     pool = WorkerPool(PoolConfig(workers=min(cfg.workers, max(1, len(tasks))), first_timeout=cfg.decode_timeout,
                                  total_timeout=cfg.video_timeout, recycle=cfg.recycle),
-                      handler=_handle, init=functools.partial(_init_worker, cfg.face))
+                      handler=process_video, init=functools.partial(_init_worker, cfg.face))
+    assembler = _ShardAssembler(todo, out, listing, frames, cfg.image_ext, emit)
     try:
-        pool.run(tasks, on_outcome)
+        pool.run(tasks, assembler)
     except FatalWorkerError as exc:
         raise ExtractError(f"the face detector could not start in a worker: {exc}") from None
     finally:
-        for w in writers.values():
-            w.abort()
+        assembler.abort()
     return _summarise(out, units, listing, cfg, conf, len(todo))
