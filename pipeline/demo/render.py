@@ -43,8 +43,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
-# dlib 68-point landmark groups
-JAW = list(range(0, 17))
+# dlib 68-point landmark groups (0-16 are the jaw line)
 BROWS = list(range(17, 27))
 NOSE = list(range(27, 36))
 EYES = list(range(36, 48))

@@ -131,9 +131,6 @@ class DlibDetector:
             raise DetectorError(f"dlib upsample must be 'auto' or an integer >= 0, got {self.cfg.upsample!r}")
         shape_predictor()  # a missing model file fails here, not at the first face
 
-    def _hog_run(self, img: np.ndarray, upsample: int) -> list[tuple[np.ndarray, float]]:
-        return hog_boxes(img, upsample, self.cfg.threshold)
-
     def _detection(self, frame: np.ndarray, box: np.ndarray, score: float) -> Detection:
         pts = shape68(frame, box)
         five = np.stack([pts[_EYE_L].mean(0), pts[_EYE_R].mean(0), pts[_NOSE_TIP], pts[_MOUTH_L], pts[_MOUTH_R]])
@@ -147,11 +144,11 @@ class DlibDetector:
         import cv2
 
         if scale == 1.0:
-            return self._hog_run(frame, upsample)
+            return hog_boxes(frame, upsample, self.cfg.threshold)
         h, w = frame.shape[:2]
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         small = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
-        return [(b / scale, s) for b, s in self._hog_run(small, upsample)]
+        return [(b / scale, s) for b, s in hog_boxes(small, upsample, self.cfg.threshold)]
 
     def _cascade(self, img: np.ndarray, steps: list[tuple[float, int]]) -> list[Detection]:
         """The first step (scale, upsample) that finds anything; landmarks on ``img`` itself."""
@@ -182,7 +179,7 @@ class DlibDetector:
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         if self.cfg.upsample != "auto":
-            return self._finish(frame, self._hog_run(frame, int(self.cfg.upsample)))
+            return self._finish(frame, hog_boxes(frame, int(self.cfg.upsample), self.cfg.threshold))
         steps = self._steps(frame.shape[1])
         found = self._cascade(frame, steps)
         if found or not self.cfg.rotations:
@@ -200,7 +197,7 @@ class DlibDetector:
         """Every face, small ones next to large ones too: the cascade's last step on the whole frame, no early stop."""
         if self.cfg.upsample != "auto":
             return self.detect(frame)
-        return self._finish(frame, self._hog_run(frame, self.cfg.max_upsample))
+        return self._finish(frame, hog_boxes(frame, self.cfg.max_upsample, self.cfg.threshold))
 
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         """Search a window of three face widths around ``box``, rescaled so the face is ~100 px."""
