@@ -41,7 +41,8 @@ __all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "
 log = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
-FACES_PER_SHARD = 3200  # ~300-400 MB of 256x256 PNG faces per shard
+#: faces per shard when --videos-per-shard is not given: shards of a few hundred MB of PNG faces
+FACES_PER_SHARD = 3200
 
 
 class ExtractError(ValueError):

@@ -75,7 +75,8 @@ class Identity:
 
 #: The identities and the split each one belongs to. Identities never cross splits, so the
 #: test AUC measures generalisation to unseen faces. The greyscale, low-resolution Tom Hanks
-#: is in train: held out, a model has seen nothing like it (AUC 0.64 in design/demo.md).
+#: is in train: held out, it would be unlike every face a model had seen, and its score would
+#: measure that rather than the forgeries.
 IDENTITIES: dict[str, tuple[Identity, ...]] = {
     "train": (
         Identity("t1-joey", "insightface", "data/images/t1.jpg", (934, 131)),
