@@ -222,22 +222,24 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
         if p.is_file() or (out / schema.DATASET_JSON).is_file() or not any(out.iterdir()):
             shutil.rmtree(out)
         else:
-            raise ExtractError(f"{out}: --overwrite refuses to delete a folder that is not an extract output; pick another --out")
+            raise ExtractError(f"{out}: --overwrite refuses to delete a folder that is not an extract output; "
+                               "pick another --out")
     if p.is_file():
         try:
             old = json.loads(p.read_text())
         except json.JSONDecodeError:
             raise ExtractError(f"{p}: corrupt run JSON; use --overwrite to start again") from None
         if old.get("schema", 1) != conf["schema"]:
-            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes version "
-                               f"{conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the same command "
-                               "with --overwrite (re-extracts into this folder) or with a new --out")
+            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes "
+                               f"version {conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the "
+                               "same command with --overwrite (re-extracts into this folder) or with a new --out")
         if old != conf:
             diff = sorted(k for k in set(old) | set(conf) if old.get(k) != conf.get(k))
             raise ExtractError(f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "
                                "repeat the original command to resume, or use --overwrite or another --out")
     elif out.exists() and any(not x.name.startswith(schema.TMP_PREFIX) for x in out.iterdir()):
-        raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); pick another --out or empty it")
+        raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); "
+                           "pick another --out or empty it")
     out.mkdir(parents=True, exist_ok=True)
     if not p.is_file():
         schema.atomic_write_text(p, json.dumps(conf, sort_keys=True, indent=1))
@@ -269,7 +271,8 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         for k, n in s.methods.items():
             m[k] = m.get(k, 0) + n
     info = schema.DatasetInfo(
-        dataset=listing.dataset, quality=listing.quality, command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
+        dataset=listing.dataset, quality=listing.quality,
+        command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
         config=dict(conf, units_total=len(units), units_complete=done), versions=_versions(),
         samples=schema.sum_stats(stats), videos=videos, methods=methods,
         failed=sum(r["status"] in schema.FAILED for r in records),
@@ -370,8 +373,8 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
     log.info("%s %s: %d videos (%d missing on disk), %d units; part %d/%d: %d units, %d to do",
              listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), *cfg.part,
              len(mine), len(todo))
-    emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo), "skipped_units": len(mine) - len(todo),
-                   "out": str(out)})
+    emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo),
+                   "skipped_units": len(mine) - len(todo), "out": str(out)})
 
     tasks = [((u.number, i), VideoTask(listing.dataset, listing.quality, it, frames[it.split], cfg.face, cfg.image_ext))
              for u in todo for i, it in enumerate(u.items)]

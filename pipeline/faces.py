@@ -204,7 +204,8 @@ class _SubjectSearch:
         for q in reversed(skipped):
             back = SubjectTracker(last=ref)
             frame = self.frames[q]
-            d = (back.pick(self.detector.detect_near(frame, ref.box)) if self.track else None) or self._full(frame, back)
+            near = back.pick(self.detector.detect_near(frame, ref.box)) if self.track else None
+            d = near or self._full(frame, back)
             if d is None:
                 break
             out[q] = ref = d
@@ -246,7 +247,8 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
             recent = []
         if new_shot or pos - last_full >= full_every:
             dets = _merge(sorted(full(frame), key=size_order, reverse=True))
-            if not new_shot:  # a face new to the windows: look for it backwards, near its box, since the last full search
+            # a face new to the windows: look for it backwards, near its box, since the last full search
+            if not new_shot:
                 for d in dets:
                     if any(box_iou(d.box, box) > 0.3 for box, _ in recent):
                         continue
@@ -315,7 +317,8 @@ def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetec
         before_cut = p + 1 < len(shots) and shots[p + 1] != shots[p]
         if after_cut and before_cut:
             return []
-        return probe_indices(p, decoded.indices, decoded.frame_count, limit, 1 if after_cut else -1 if before_cut else 0)
+        side = 1 if after_cut else -1 if before_cut else 0
+        return probe_indices(p, decoded.indices, decoded.frame_count, limit, side)
 
     cands = {p: candidates(p) for p in holes}
     wanted = sorted({i for c in cands.values() for i in c})

@@ -65,9 +65,12 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         if r["status"] != schema.MISSING:
             row["frames_missing"] += r.get("missing", 0)
     t = Table(title="extracted", show_lines=False)
-    for col in ("split", "method", "videos ok", "no face", "errors", "not on disk", "samples", "replaced", "frames short"):
+    for col in ("split", "method", "videos ok", "no face", "errors", "not on disk", "samples", "replaced",
+                "frames short"):
         t.add_column(col, justify="left" if col in ("split", "method") else "right")
     order = {s: i for i, s in enumerate(schema.SPLITS)}
-    for (split, method), row in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])):
+    # splits in order; within one, the reals first, then the methods by name
+    for (split, method), row in sorted(rows.items(),
+                                       key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])):
         t.add_row(split, method, *(str(row[k]) for k in _COUNTS))
     return t

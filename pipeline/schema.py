@@ -63,7 +63,8 @@ class SchemaError(ValueError):
 
 
 def _from_dict(cls: type, d: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a dict: unknown keys ignored (newer writers), missing required ones a SchemaError."""
+    """Build dataclass ``cls`` from a dict: unknown keys ignored (newer writers), missing required ones are
+    a SchemaError."""
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
     fields = dataclasses.fields(cls)
@@ -123,7 +124,8 @@ class SampleMeta:
     schema: int = SCHEMA_VERSION
     # version 2 (empty in version-1 samples):
     aligned_landmarks: list[list[float]] = field(default_factory=list)  # the five points in aligned-face pixels
-    dense_landmarks: list[list[float]] = field(default_factory=list)  # dlib 68 / insightface 106, aligned-face pixels; [] if none
+    #: dlib's 68 / insightface's 106 points in aligned-face pixels; [] if none
+    dense_landmarks: list[list[float]] = field(default_factory=list)
     shot: int = 0  # the shot (between two scene cuts) of the video the face is from
     track: int = -1  # the tracked person (--faces all: 0, 1, ... by first appearance); -1: the shot's subject
 
@@ -136,11 +138,13 @@ class SampleMeta:
             raise SchemaError("landmarks must be five (x, y) points")
         if len(self.box) != 4:
             raise SchemaError("box must be x0, y0, x1, y1")
-        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5 or any(len(p) != 2 for p in self.aligned_landmarks)):
+        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5
+                                       or any(len(p) != 2 for p in self.aligned_landmarks)):
             raise SchemaError("aligned_landmarks must be five (x, y) points or empty")
         if self.dense_landmarks and (len(self.dense_landmarks) not in DENSE_LANDMARK_COUNTS
                                      or any(len(p) != 2 for p in self.dense_landmarks)):
-            raise SchemaError(f"dense_landmarks must be {' or '.join(map(str, DENSE_LANDMARK_COUNTS))} (x, y) points or empty")
+            counts = " or ".join(map(str, DENSE_LANDMARK_COUNTS))
+            raise SchemaError(f"dense_landmarks must be {counts} (x, y) points or empty")
 
     @property
     def key(self) -> str:
@@ -242,7 +246,8 @@ class ShardStats:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"{path}: unreadable shard stats ({exc}); delete it and re-run extract to redo that shard") from exc
+            raise SchemaError(f"{path}: unreadable shard stats ({exc}); "
+                              "delete it and re-run extract to redo that shard") from exc
         return _from_dict(cls, d, f"{path} (shard stats; delete it and re-run extract to redo that shard)")
 
 
@@ -353,7 +358,8 @@ class DatasetInfo:
         p = Path(root) / DATASET_JSON
         if not p.is_file():
             raise SchemaError(
-                f"{p}: no dataset JSON; this is not a finished shard folder - run `hilif-prep extract` (or let it finish) first"
+                f"{p}: no dataset JSON; this is not a finished shard folder - "
+                "run `hilif-prep extract` (or let it finish) first"
             )
         try:
             d = json.loads(p.read_text())

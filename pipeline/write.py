@@ -73,7 +73,8 @@ class UnitShardWriter:
         os.replace(self.tmp, self.final)
         schema.write_records(schema.videos_path(self.final), self.records)
         stats = schema.ShardStats(shard=self.final.name, split=self.split, label=self.label, samples=self.samples,
-                                  videos=self.videos, bytes=self.final.stat().st_size, methods=dict(sorted(self.methods.items())))
+                                  videos=self.videos, bytes=self.final.stat().st_size,
+                                  methods=dict(sorted(self.methods.items())))
         schema.write_stats(self.final, stats)
         return stats
 

@@ -127,7 +127,8 @@ def split_pairs(num_pairs: int) -> dict[str, int]:
     return {"train": num_pairs - val - test, "val": val, "test": test}
 
 
-def plan_sources(cfg: DemoConfig, identities: dict[str, list[render.Identity]]) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
+def plan_sources(cfg: DemoConfig, identities: dict[str, list[render.Identity]]
+                 ) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
     """Assign identities, ids and pairs. Identities stay inside one split; a pair joins two identities."""
     counts = split_pairs(cfg.num_sources // 2)
     rng = np.random.default_rng([cfg.seed, _IDS])
@@ -214,7 +215,8 @@ def prepare_out(cfg: DemoConfig) -> None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if entries:
         if not cfg.overwrite:
-            raise DemoError(f"{out}: folder is not empty ({len(entries)} entries); pass --overwrite or pick an empty --out")
+            raise DemoError(f"{out}: folder is not empty ({len(entries)} entries); "
+                            "pass --overwrite or pick an empty --out")
         if not (out / DEMO_JSON).is_file():
             raise DemoError(f"{out}: not empty and holds no {DEMO_JSON}, so it is not a demo folder; "
                             "--overwrite only replaces an earlier demo: pick an empty --out")
@@ -321,8 +323,9 @@ def _plan_jobs(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, lis
                     continue
                 bp = render.draw_blend(m, np.random.default_rng([cfg.seed, _BLEND, T.index, S.index, mi]))
                 blends.setdefault(m, {})[f"{t}_{src}"] = dataclasses.asdict(bp)
-                jobs.append(_Job({q: str(fake_path(cfg.out, m, q, t, src)) for q in cfg.qualities},
-                                 portraits[(T.identity, T.flipped)], cameras[t], portraits[(S.identity, S.flipped)], bp))
+                paths = {q: str(fake_path(cfg.out, m, q, t, src)) for q in cfg.qualities}
+                jobs.append(_Job(paths, portraits[(T.identity, T.flipped)], cameras[t],
+                                 portraits[(S.identity, S.flipped)], bp))
     return jobs, blends
 
 

@@ -93,9 +93,11 @@ class InsightFaceDetector:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=onnx_providers(self.device))
+            session = ort.InferenceSession(str(self.model_path), sess_options=opts,
+                                           providers=onnx_providers(self.device))
         except Exception as exc:
-            raise DetectorError(f"{self.model_path}: onnxruntime cannot load it ({exc}); re-download the model pack or use --detector dlib") from exc
+            raise DetectorError(f"{self.model_path}: onnxruntime cannot load it ({exc}); "
+                                "re-download the model pack or use --detector dlib") from exc
         self.providers = session.get_providers()
         self._det = SCRFD(model_file=str(self.model_path), session=session)
         size = (self.cfg.input_size, self.cfg.input_size)
@@ -217,7 +219,8 @@ class InsightFaceDetector:
                 per_image.append(o.reshape(n, anchors, o.shape[-1]))
             else:  # the declared batch axis is not a real one (batch 1 hard-coded inside the graph)
                 log.warning("%s: output %s has shape %s for a batch of %d (expected %d anchors per image); "
-                            "running SCRFD one frame at a time", self.model_path, det.output_names[k], o.shape, n, anchors)
+                            "running SCRFD one frame at a time", self.model_path, det.output_names[k], o.shape, n,
+                            anchors)
                 self.dynamic_batch = False
                 return [self.detect(f) for f in frames]
         return [self._decode([o[i] for o in per_image], in_h, in_w, scales[i]) for i in range(n)]
