@@ -32,9 +32,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hilif.pipeline.demo import render
-from hilif.pipeline import schema
-from hilif.pipeline.demo.render import METHODS
+from .. import schema
+from . import render
+from .render import METHODS
 
 log = logging.getLogger(__name__)
 
