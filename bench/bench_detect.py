@@ -36,7 +36,7 @@ PEOPLE = ("t1-lisa", "t1-ross", "t1-chandler", "t1-rachel")
 
 
 def portraits(n: int) -> list[np.ndarray]:
-    from hilif.pipeline import demo_render as R
+    from hilif.pipeline.demo import render as R
 
     ids = {i.name: i for split in R.IDENTITIES.values() for i in split}
     return [R.make_portrait(ids[name]).image for name in PEOPLE[:n]]

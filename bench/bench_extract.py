@@ -43,7 +43,7 @@ def photo(package: str, relpath: str) -> np.ndarray:
     """An RGB photo shipped inside an installed package."""
     import cv2
 
-    from hilif.pipeline.demo_render import package_file
+    from hilif.pipeline.demo.render import package_file
 
     p = package_file(package, relpath)
     if p is None:
@@ -127,7 +127,7 @@ def run_baseline(path: Path, num: int, cut_frames: list[int]) -> tuple[dict[str,
     import av
 
     from hilif.pipeline.align import align_face
-    from hilif.pipeline.detect import DlibConfig, DlibDetector
+    from hilif.pipeline.detectors import DlibConfig, DlibDetector
     from hilif.pipeline.sampling import uniform_indices
     from hilif.pipeline.track import SubjectTracker, shot_of_positions
     from hilif.pipeline.write import encode_image
@@ -239,7 +239,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="insightface: auto, cpu or cuda")
     ap.add_argument("--det-batch", type=int, default=16, help="insightface: frames per SCRFD run (1 = per frame)")
     args = ap.parse_args()
-    from hilif.pipeline.detect import DetectorError
+    from hilif.pipeline.detectors import DetectorError
     from hilif.pipeline.faces import FaceConfig, get_detector
 
     face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device, det_batch=args.det_batch)

@@ -97,7 +97,7 @@ def extract(
     from rich.console import Console
 
     from .datasets import LayoutError
-    from .detect import DetectorError
+    from .detectors import DetectorError
     from .extract import ExtractConfig, ExtractError, run_extract
     from .faces import FaceConfig
     from .report import ExtractProgress, summary_table
@@ -202,7 +202,7 @@ def demo_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .demo import DemoConfig, DemoError, make_demo, split_pairs
-    from .demo_render import FaceSourceError
+    from .demo.render import FaceSourceError
 
     setup_logging(verbose)
     cfg = DemoConfig(out=Path(out), num_sources=sources, seconds=seconds, fps=fps, width=width, height=height,

@@ -223,8 +223,4 @@ def read_sequence_at(frames: Sequence[str], indices: Sequence[int], archive: str
     return read_image_sequence(sub, len(sub), archive=archive).frames if sub else []
 
 
-def image_bytes_to_array(data: bytes) -> np.ndarray:
-    return _decode_image(data, "image")
-
-
 __all__ = ["DecodeError", "DecodedFrames", "read_video", "read_image", "read_image_sequence"]

@@ -28,11 +28,11 @@ from typing import Any, Callable
 from . import schema
 from .datasets import Listing, VideoItem, list_dataset
 from .decode import DecodeError, read_image_sequence, read_video
-from .detect import DetectorError
+from .detectors import DetectorError, find_scrfd_model, resolve_device
 from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
                     faces_from_video, get_detector, sequence_fetch, video_fetch)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
-from .write import UnitShardWriter, encode_image, read_videos
+from .write import UnitShardWriter, encode_image
 
 __all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "faces_from_sequence",
            "DecodeError", "DetectorError",
@@ -41,9 +41,8 @@ __all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "
 log = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
-FACES_PER_SHARD = 3200  # ~300-400 MB of 256x256 PNG faces per shard
-OK, NOFACE, ERROR, MISSING = "ok", "noface", "error", "missing"
-FAILED = (NOFACE, ERROR)
+#: faces per shard when --videos-per-shard is not given: shards of a few hundred MB of PNG faces
+FACES_PER_SHARD = 3200
 
 
 class ExtractError(ValueError):
@@ -93,7 +92,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] in FAILED]
+        return [r for r in self.records if r["status"] in schema.FAILED]
 
 
 def default_out(dataset: str, quality: str) -> Path:
@@ -144,10 +143,8 @@ class VideoResult:
 
 
 def base_record(dataset: str, quality: str, it: VideoItem, asked: int = 0) -> dict[str, Any]:
-    return {"video": schema.video_key(dataset, it.method, it.video_id), "dataset": dataset, "quality": quality,
-            "split": it.split, "label": it.label, "method": it.method, "video_id": it.video_id, "path": it.rel,
-            "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
-            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
+    """The manifest record of ``it`` before any work on it."""
+    return schema.video_record(dataset, quality, it.split, it.label, it.method, it.video_id, it.rel, asked)
 
 
 def _init_worker(face: FaceConfig) -> None:
@@ -186,14 +183,10 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
                fps=round(vf.fps, 4), backend=vf.backend, notes=vf.notes,
                cuts=[vf.sampled[c] for c in vf.cuts], shots=[list(span) for span in vf.shot_spans()],
                tracks=len({t for t in vf.tracks if t >= 0}),
-               status=OK if samples else NOFACE,
+               status=schema.OK if samples else schema.NOFACE,
                reason="" if samples else f"no face found in {len(decoded.indices)} sampled frames")
     timings = dict(vf.timings, decode=t1 - t0, write=t2 - t1 - sum(vf.timings.values()))
     return VideoResult(rec, samples, timings)
-
-
-def _handle(task: VideoTask, report: Callable[[str], None]) -> VideoResult:
-    return process_video(task, report)
 
 
 # --------------------------------------------------------------------------- the run
@@ -229,22 +222,24 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
         if p.is_file() or (out / schema.DATASET_JSON).is_file() or not any(out.iterdir()):
             shutil.rmtree(out)
         else:
-            raise ExtractError(f"{out}: --overwrite refuses to delete a folder that is not an extract output; pick another --out")
+            raise ExtractError(f"{out}: --overwrite refuses to delete a folder that is not an extract output; "
+                               "pick another --out")
     if p.is_file():
         try:
             old = json.loads(p.read_text())
         except json.JSONDecodeError:
             raise ExtractError(f"{p}: corrupt run JSON; use --overwrite to start again") from None
         if old.get("schema", 1) != conf["schema"]:
-            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes version "
-                               f"{conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the same command "
-                               "with --overwrite (re-extracts into this folder) or with a new --out")
+            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes "
+                               f"version {conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the "
+                               "same command with --overwrite (re-extracts into this folder) or with a new --out")
         if old != conf:
             diff = sorted(k for k in set(old) | set(conf) if old.get(k) != conf.get(k))
             raise ExtractError(f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "
                                "repeat the original command to resume, or use --overwrite or another --out")
     elif out.exists() and any(not x.name.startswith(schema.TMP_PREFIX) for x in out.iterdir()):
-        raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); pick another --out or empty it")
+        raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); "
+                           "pick another --out or empty it")
     out.mkdir(parents=True, exist_ok=True)
     if not p.is_file():
         schema.atomic_write_text(p, json.dumps(conf, sort_keys=True, indent=1))
@@ -263,10 +258,10 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         if _unit_done(u, out):
             done += 1
             stats.append(schema.ShardStats.load(schema.stats_path(u.shard(out))))
-            records += read_videos(u.shard(out))
+            records += schema.read_records(schema.videos_path(u.shard(out)))
     for it in sorted(listing.missing, key=lambda it: (schema.SPLITS.index(it.split), it.label, it.sort_key)):
         records.append(dict(base_record(listing.dataset, listing.quality, it), reason="not on disk"))
-    schema.atomic_write_text(out / schema.MANIFEST_JSONL, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    schema.write_records(out / schema.MANIFEST_JSONL, records)
     videos: dict[str, dict[str, int]] = {}
     methods: dict[str, dict[str, int]] = {}
     for s in stats:
@@ -276,10 +271,12 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         for k, n in s.methods.items():
             m[k] = m.get(k, 0) + n
     info = schema.DatasetInfo(
-        dataset=listing.dataset, quality=listing.quality, command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
+        dataset=listing.dataset, quality=listing.quality,
+        command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
         config=dict(conf, units_total=len(units), units_complete=done), versions=_versions(),
         samples=schema.sum_stats(stats), videos=videos, methods=methods,
-        failed=sum(r["status"] in FAILED for r in records), missing=sum(r["status"] == MISSING for r in records),
+        failed=sum(r["status"] in schema.FAILED for r in records),
+        missing=sum(r["status"] == schema.MISSING for r in records),
         image_ext=cfg.image_ext, face_size=cfg.face.size,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema.atomic_write_text(out / schema.DATASET_JSON, info.to_json())
@@ -289,9 +286,8 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
-def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunResult:
-    """Extract a dataset to shards (resumable). ``progress(event, data)`` gets "start" and "video" events."""
-    emit = progress or (lambda event, data: None)
+def _validate(cfg: ExtractConfig) -> None:
+    """Reject bad options (ExtractError) before anything is listed or written."""
     part, nparts = cfg.part
     if not (nparts >= 1 and 0 <= part < nparts):
         raise ExtractError(f"--part {part}/{nparts}: need 0 <= I < N")
@@ -305,12 +301,67 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
         cfg.face.validate()
     except ValueError as exc:
         raise ExtractError(str(exc)) from None
+
+
+def _units_to_do(units: list[Unit], out: Path, part: tuple[int, int]) -> tuple[list[Unit], list[Unit]]:
+    """This part's units and those of them not complete yet (a killed run's leftovers of these are deleted)."""
+    mine = [u for u in units if u.number % part[1] == part[0]]
+    todo = [u for u in mine if not _unit_done(u, out)]
+    for u in todo:  # leftovers of a killed run: an unfinished tar, or a tar without its stats
+        for p in (schema.tmp_path(u.shard(out)), u.shard(out)):
+            p.unlink(missing_ok=True)
+    return mine, todo
+
+
+class _ShardAssembler:
+    """Takes the workers' outcomes in any order and writes each unit's videos to its shard in listing order;
+    a unit's shard is committed when its last video is written."""
+
+    def __init__(self, todo: list[Unit], out: Path, listing: Listing, frames: dict[str, int], image_ext: str,
+                 emit: ProgressFn) -> None:
+        self.units = {u.number: u for u in todo}
+        self.out, self.listing, self.frames, self.image_ext, self.emit = out, listing, frames, image_ext, emit
+        self.writers: dict[int, UnitShardWriter] = {}
+        self.pending: dict[int, dict[int, VideoResult]] = {u.number: {} for u in todo}
+        self.next_pos: dict[int, int] = {u.number: 0 for u in todo}
+
+    def __call__(self, o: Outcome) -> None:
+        unum, pos = o.task_id
+        u = self.units[unum]
+        if o.ok:
+            res: VideoResult = o.result
+        else:
+            it = u.items[pos]
+            rec = base_record(self.listing.dataset, self.listing.quality, it, self.frames[it.split])
+            rec.update(status=schema.ERROR, reason=o.error)
+            res = VideoResult(rec, [], {})
+        self.emit("video", {"record": res.record, "seconds": o.seconds, "timings": res.timings})
+        self.pending[unum][pos] = res
+        w = self.writers.get(unum)
+        if w is None:
+            w = self.writers[unum] = UnitShardWriter(u.shard(self.out), u.split, u.label)
+        while self.next_pos[unum] in self.pending[unum]:
+            r = self.pending[unum].pop(self.next_pos[unum])
+            w.write_video(r.samples, r.record, self.image_ext)
+            self.next_pos[unum] += 1
+        if self.next_pos[unum] == len(u.items):
+            w.commit()
+            del self.writers[unum]
+
+    def abort(self) -> None:
+        """Drop the shards still open (their temporary files): a re-run redoes those units."""
+        for w in self.writers.values():
+            w.abort()
+
+
+def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunResult:
+    """Extract a dataset to shards (resumable). ``progress(event, data)`` gets "start" and "video" events."""
+    emit = progress or (lambda event, data: None)
+    _validate(cfg)
     listing = list_dataset(cfg.dataset, cfg.root, cfg.quality, cfg.methods)
     frames = frames_per_split(listing, cfg.frames)
     # fail early on detector set-up problems (missing insightface models, --device cuda without a GPU)
     if cfg.face.detector == "insightface":
-        from .detect import find_scrfd_model, resolve_device
-
         find_scrfd_model(cfg.face.model_dir)
         resolve_device(cfg.face.device)
     out = Path(cfg.out) if cfg.out else default_out(listing.dataset, listing.quality)
@@ -318,55 +369,23 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
     _check_run_json(out, conf, cfg.overwrite)
 
     units = plan_units(listing.items, frames, cfg.videos_per_shard)
-    mine = [u for u in units if u.number % nparts == part]
-    todo = [u for u in mine if not _unit_done(u, out)]
-    for u in todo:  # leftovers of a killed run: an unfinished tar, or a tar without its stats
-        for p in (schema.tmp_path(u.shard(out)), u.shard(out)):
-            p.unlink(missing_ok=True)
+    mine, todo = _units_to_do(units, out, cfg.part)
     log.info("%s %s: %d videos (%d missing on disk), %d units; part %d/%d: %d units, %d to do",
-             listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), part, nparts,
+             listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), *cfg.part,
              len(mine), len(todo))
-    emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo), "skipped_units": len(mine) - len(todo),
-                   "out": str(out)})
-
-    writers: dict[int, UnitShardWriter] = {}
-    pending: dict[int, dict[int, VideoResult]] = {u.number: {} for u in todo}
-    next_pos: dict[int, int] = {u.number: 0 for u in todo}
-    by_number = {u.number: u for u in todo}
-
-    def on_outcome(o: Outcome) -> None:
-        unum, pos = o.task_id
-        u = by_number[unum]
-        it = u.items[pos]
-        if o.ok:
-            res: VideoResult = o.result
-        else:
-            rec = base_record(listing.dataset, listing.quality, it, frames[it.split])
-            rec.update(status=ERROR, reason=o.error)
-            res = VideoResult(rec, [], {})
-        emit("video", {"record": res.record, "seconds": o.seconds, "timings": res.timings})
-        pending[unum][pos] = res
-        w = writers.get(unum)
-        if w is None:
-            w = writers[unum] = UnitShardWriter(u.shard(out), u.split, u.label)
-        while next_pos[unum] in pending[unum]:
-            r = pending[unum].pop(next_pos[unum])
-            w.write_video(r.samples, r.record, cfg.image_ext)
-            next_pos[unum] += 1
-        if next_pos[unum] == len(u.items):
-            w.commit()
-            del writers[unum]
+    emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo),
+                   "skipped_units": len(mine) - len(todo), "out": str(out)})
 
     tasks = [((u.number, i), VideoTask(listing.dataset, listing.quality, it, frames[it.split], cfg.face, cfg.image_ext))
              for u in todo for i, it in enumerate(u.items)]
     pool = WorkerPool(PoolConfig(workers=min(cfg.workers, max(1, len(tasks))), first_timeout=cfg.decode_timeout,
                                  total_timeout=cfg.video_timeout, recycle=cfg.recycle),
-                      handler=_handle, init=functools.partial(_init_worker, cfg.face))
+                      handler=process_video, init=functools.partial(_init_worker, cfg.face))
+    assembler = _ShardAssembler(todo, out, listing, frames, cfg.image_ext, emit)
     try:
-        pool.run(tasks, on_outcome)
+        pool.run(tasks, assembler)
     except FatalWorkerError as exc:
         raise ExtractError(f"the face detector could not start in a worker: {exc}") from None
     finally:
-        for w in writers.values():
-            w.abort()
+        assembler.abort()
     return _summarise(out, units, listing, cfg, conf, len(todo))

@@ -18,7 +18,7 @@ import numpy as np
 from . import schema
 from .align import align_face, similarity_matrix, to_aligned
 from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
-from .detect import Detection, FaceDetector, make_detector
+from .detectors import Detection, FaceDetector, make_detector
 from .sampling import nearest_with_face
 from .shots import ShotConfig, detect_cuts
 from .track import SubjectTracker, box_iou, shot_of_positions, size_order, track_faces
@@ -139,56 +139,76 @@ def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: 
     """
     shots = shot_of_positions(len(frames), cuts)
     tracker = SubjectTracker(frame_size=(frames[0].shape[1], frames[0].shape[0]) if len(frames) else None)
+    if not getattr(detector, "batch_detect", False):
+        return _SubjectSearch(frames, detector, track, full_every).run(shots, tracker)
     out: list[Detection | None] = []
-    if getattr(detector, "batch_detect", False):
-        for pos, dets in enumerate(detector.detect_batch(frames)):  # type: ignore[attr-defined]
-            if pos and shots[pos] != shots[pos - 1]:
-                tracker.reset()
-            out.append(tracker.update(dets))
-        return out
-    cheap = getattr(detector, "detect_cheap", detector.detect)
-    every = getattr(detector, "detect_all", None)
-
-    def full(frame: np.ndarray, tr: SubjectTracker) -> Detection | None:
-        dets = detector.detect(frame)
-        d = tr.pick(dets)
-        if d is None and dets and tr.last is not None and every is not None:
-            d = tr.pick(every(frame))  # the search stopped at other people's faces: look for the subject too
-        return d
-
-    skipped: list[int] = []  # positions of this shot that had the cheap pass only, since the last full miss
-    next_full, gap = 0, 0
-    for pos, frame in enumerate(frames):
+    for pos, dets in enumerate(detector.detect_batch(frames)):  # type: ignore[attr-defined]
         if pos and shots[pos] != shots[pos - 1]:
             tracker.reset()
-            skipped, next_full, gap = [], pos, 0
-        chosen = None
-        if pos < next_full:  # after a full search that found nothing: the cheap pass only
-            chosen = tracker.update(cheap(frame))
-            if chosen is None:
-                skipped.append(pos)
-        else:
-            if track and tracker.box is not None:
-                chosen = tracker.update(detector.detect_near(frame, tracker.box))
-            if chosen is None:
-                chosen = full(frame, tracker)
-                if chosen is not None:
-                    tracker.last = chosen
-                else:  # the full search found nothing: cheap passes until the next full one
-                    gap = min(max(2, 2 * gap), full_every)
-                    next_full = pos + gap
-        out.append(chosen)
-        if chosen is not None:
-            next_full, gap = pos + 1, 0
-            ref = chosen
-            for q in reversed(skipped):  # the full search on the frames that had the cheap pass only
-                back = SubjectTracker(last=ref)
-                d = (back.pick(detector.detect_near(frames[q], ref.box)) if track else None) or full(frames[q], back)
-                if d is None:
-                    break
-                out[q] = ref = d
-            skipped = []
+        out.append(tracker.update(dets))
     return out
+
+
+class _SubjectSearch:
+    """:func:`detect_subject` for a detector searched frame by frame (dlib): the cascade described there."""
+
+    def __init__(self, frames: Sequence[np.ndarray], detector: FaceDetector, track: bool, full_every: int) -> None:
+        self.frames, self.detector, self.track, self.full_every = frames, detector, track, full_every
+        self.cheap = getattr(detector, "detect_cheap", detector.detect)
+        self.every = getattr(detector, "detect_all", None)
+
+    def run(self, shots: Sequence[int], tracker: SubjectTracker) -> list[Detection | None]:
+        out: list[Detection | None] = []
+        skipped: list[int] = []  # positions of this shot that had the cheap pass only, since the last full miss
+        next_full, gap = 0, 0
+        for pos, frame in enumerate(self.frames):
+            if pos and shots[pos] != shots[pos - 1]:
+                tracker.reset()
+                skipped, next_full, gap = [], pos, 0
+            if pos < next_full:  # after a full search that found nothing: the cheap pass only
+                chosen = tracker.update(self.cheap(frame))
+                if chosen is None:
+                    skipped.append(pos)
+            else:
+                chosen = self._search(frame, tracker)
+                if chosen is None:  # the full search found nothing: cheap passes until the next full one
+                    gap = min(max(2, 2 * gap), self.full_every)
+                    next_full = pos + gap
+            out.append(chosen)
+            if chosen is not None:
+                next_full, gap = pos + 1, 0
+                self._search_back(out, skipped, chosen)
+                skipped = []
+        return out
+
+    def _full(self, frame: np.ndarray, tr: SubjectTracker) -> Detection | None:
+        dets = self.detector.detect(frame)
+        d = tr.pick(dets)
+        if d is None and dets and tr.last is not None and self.every is not None:
+            d = tr.pick(self.every(frame))  # the search stopped at other people's faces: look for the subject too
+        return d
+
+    def _search(self, frame: np.ndarray, tracker: SubjectTracker) -> Detection | None:
+        """Near the subject's last box first (when tracking), then the full search."""
+        chosen = None
+        if self.track and tracker.box is not None:
+            chosen = tracker.update(self.detector.detect_near(frame, tracker.box))
+        if chosen is None:
+            chosen = self._full(frame, tracker)
+            if chosen is not None:
+                tracker.last = chosen
+        return chosen
+
+    def _search_back(self, out: list[Detection | None], skipped: list[int], ref: Detection) -> None:
+        """The full search on the frames that had the cheap pass only, backwards from ``ref`` until one has no face."""
+        for q in reversed(skipped):
+            back = SubjectTracker(last=ref)
+            frame = self.frames[q]
+            near = back.pick(self.detector.detect_near(frame, ref.box)) if self.track else None
+            d = near or self._full(frame, back)
+            if d is None:
+                break
+            out[q] = ref = d
 
 
 def _merge(dets: Sequence[Detection], overlap: float = 0.5) -> list[Detection]:
@@ -227,7 +247,8 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
             recent = []
         if new_shot or pos - last_full >= full_every:
             dets = _merge(sorted(full(frame), key=size_order, reverse=True))
-            if not new_shot:  # a face new to the windows: look for it backwards, near its box, since the last full search
+            # a face new to the windows: look for it backwards, near its box, since the last full search
+            if not new_shot:
                 for d in dets:
                     if any(box_iou(d.box, box) > 0.3 for box, _ in recent):
                         continue
@@ -296,7 +317,8 @@ def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetec
         before_cut = p + 1 < len(shots) and shots[p + 1] != shots[p]
         if after_cut and before_cut:
             return []
-        return probe_indices(p, decoded.indices, decoded.frame_count, limit, 1 if after_cut else -1 if before_cut else 0)
+        side = 1 if after_cut else -1 if before_cut else 0
+        return probe_indices(p, decoded.indices, decoded.frame_count, limit, side)
 
     cands = {p: candidates(p) for p in holes}
     wanted = sorted({i for c in cands.values() for i in c})
@@ -323,6 +345,13 @@ def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetec
     return out
 
 
+#: one stream of faces: its track id (-1: the shot's subject), the detection per sampled position,
+#: and per position the position whose face fills it (None: no face)
+Stream = tuple[int, list[Detection | None], list[int | None]]
+#: sampled position -> (frame index, frame, detection) of the unsampled neighbouring frame that replaces it
+Probed = dict[int, tuple[int, np.ndarray, Detection]]
+
+
 def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
                       detector: FaceDetector | None = None, fetch: Fetch | None = None) -> VideoFaces:
     """Faces in ``decoded``: the subject of each shot, or (``cfg.faces == "all"``) every tracked person.
@@ -336,58 +365,81 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     t0 = time.perf_counter()
     cuts = detect_cuts(decoded.frames, ShotConfig(threshold=cfg.cut_threshold)) if cfg.cut_threshold < 1 else []
     shots = shot_of_positions(len(decoded.frames), cuts)
-    probed: dict[int, tuple[int, np.ndarray, Detection]] = {}
-    streams: list[tuple[int, list[Detection | None], list[int | None]]] = []  # track id, detections, source position
     if cfg.faces == "all":
-        for t in track_faces(detect_every_face(decoded.frames, det, cuts, cfg.full_every), cuts):
-            found = [t.detections.get(pos) for pos in range(len(shots))]
-            first, last = min(t.detections), max(t.detections)
-            pick = [src if first <= pos <= last else None for pos, src in enumerate(nearest_with_face([d is not None for d in found]))]
-            streams.append((t.id, found, pick))
+        streams, probed = _track_streams(decoded, det, cfg, cuts, shots), {}
     else:
-        found = detect_subject(decoded.frames, det, track=cfg.track, cuts=cuts, full_every=cfg.full_every)
-        probed = _probe(decoded, found, det, fetch, cfg.probe, shots) if fetch is not None else {}
-        streams.append((-1, found, nearest_with_face([d is not None for d in found], shots)))
+        streams, probed = _subject_stream(decoded, det, cfg, cuts, shots, fetch)
     t1 = time.perf_counter()
     vf = VideoFaces([], [], [], [], [], [], [], 0, decoded.fps, decoded.frame_count, asked=asked,
                     backend=decoded.backend, notes=list(decoded.notes), shots=shots, cuts=list(cuts),
                     sampled=[int(i) for i in decoded.indices])
-    # (track, source frame) -> aligned face, its five points and dense landmarks: a frame that fills several
-    # positions (replacement) is aligned and its landmarks run once
-    aligned: dict[tuple[int, int], tuple[np.ndarray, list[list[float]], list[list[float]]]] = {}
-    faces = [(track_id, pos, src, found) for track_id, found, pick in streams for pos, src in enumerate(pick)]
-    for track_id, pos, src, found in faces:
-        if src is None:
-            continue
-        if pos in probed:  # a neighbouring, unsampled frame
-            frame_index, frame, d = probed[pos]
-            face = align_face(frame, d.landmarks, cfg.size, cfg.margin)
-            five, dense = aligned_points(d, frame, det, cfg)
-        else:  # the frame itself, or the nearest sampled frame with the subject
-            d = found[src]
-            assert d is not None
-            if (track_id, src) not in aligned:
-                aligned[track_id, src] = (align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin),
-                                          *aligned_points(d, decoded.frames[src], det, cfg))
-            frame_index = int(decoded.indices[src])
-            face, five, dense = aligned[track_id, src]
-        vf.positions.append(pos)
-        vf.tracks.append(track_id)
-        vf.faces.append(face)
-        vf.frame_indices.append(int(frame_index))
-        vf.target_indices.append(int(decoded.indices[pos]))
-        vf.replaced.append(int(frame_index) != int(decoded.indices[pos]))
-        vf.boxes.append([round(float(v), 2) for v in d.box])
-        vf.landmarks.append(_round_points(d.landmarks))
-        vf.scores.append(round(float(d.score), 4))
-        vf.aligned_landmarks.append(five)
-        vf.dense_landmarks.append(dense)
+    _align_streams(vf, streams, probed, decoded, det, cfg)
     t2 = time.perf_counter()
     vf.missing = asked - len(set(vf.positions))
     if len(decoded.indices) < asked:
         vf.notes.append(f"video has only {decoded.frame_count} frames, {asked} asked")
     vf.timings.update(detect=t1 - t0, align=t2 - t1)
     return vf
+
+
+def _track_streams(decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, cuts: Sequence[int],
+                   shots: list[int]) -> list[Stream]:
+    """``--faces all``: one stream per tracked person, filled only between its first and last frame."""
+    streams: list[Stream] = []
+    for t in track_faces(detect_every_face(decoded.frames, det, cuts, cfg.full_every), cuts):
+        found = [t.detections.get(pos) for pos in range(len(shots))]
+        first, last = min(t.detections), max(t.detections)
+        nearest = nearest_with_face([d is not None for d in found])
+        streams.append((t.id, found, [src if first <= pos <= last else None for pos, src in enumerate(nearest)]))
+    return streams
+
+
+def _subject_stream(decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, cuts: Sequence[int], shots: list[int],
+                    fetch: Fetch | None) -> tuple[list[Stream], Probed]:
+    """``--faces subject``: the subject of each shot, and the neighbouring frames probed where it is missing."""
+    found = detect_subject(decoded.frames, det, track=cfg.track, cuts=cuts, full_every=cfg.full_every)
+    probed = _probe(decoded, found, det, fetch, cfg.probe, shots) if fetch is not None else {}
+    return [(-1, found, nearest_with_face([d is not None for d in found], shots))], probed
+
+
+def _align_streams(vf: VideoFaces, streams: list[Stream], probed: Probed, decoded: DecodedFrames,
+                   det: FaceDetector, cfg: FaceConfig) -> None:
+    """Align every stream's face at every position it fills and add it to ``vf``."""
+    # (track, source frame) -> aligned face, its five points and dense landmarks: a frame that fills several
+    # positions (replacement) is aligned and its landmarks run once
+    aligned: dict[tuple[int, int], tuple[np.ndarray, list[list[float]], list[list[float]]]] = {}
+    for track_id, found, pick in streams:
+        for pos, src in enumerate(pick):
+            if src is None:
+                continue
+            if pos in probed:  # a neighbouring, unsampled frame
+                frame_index, frame, d = probed[pos]
+                face = align_face(frame, d.landmarks, cfg.size, cfg.margin)
+                five, dense = aligned_points(d, frame, det, cfg)
+            else:  # the frame itself, or the nearest sampled frame with the subject
+                d = found[src]
+                assert d is not None
+                if (track_id, src) not in aligned:
+                    aligned[track_id, src] = (align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin),
+                                              *aligned_points(d, decoded.frames[src], det, cfg))
+                frame_index = int(decoded.indices[src])
+                face, five, dense = aligned[track_id, src]
+            _add_face(vf, pos, track_id, int(frame_index), int(decoded.indices[pos]), face, d, five, dense)
+
+
+def _add_face(vf: VideoFaces, pos: int, track_id: int, frame_index: int, target_index: int, face: np.ndarray,
+              d: Detection, five: list[list[float]], dense: list[list[float]]) -> None:
+    vf.positions.append(pos)
+    vf.tracks.append(track_id)
+    vf.faces.append(face)
+    vf.frame_indices.append(frame_index)
+    vf.target_indices.append(target_index)
+    vf.replaced.append(frame_index != target_index)
+    vf.boxes.append([round(float(v), 2) for v in d.box])
+    vf.landmarks.append(_round_points(d.landmarks))
+    vf.scores.append(round(float(d.score), 4))
+    vf.aligned_landmarks.append(five)
+    vf.dense_landmarks.append(dense)
 
 
 def _round_points(points: np.ndarray) -> list[list[float]]:

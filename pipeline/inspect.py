@@ -144,7 +144,8 @@ def contact_sheet(samples: list[tuple[dict[str, Any], str]], path: Path, cols: i
     return path
 
 
-def faces_array(sample: dict[str, Any]) -> np.ndarray:
+def sample_rgb(sample: dict[str, Any]) -> np.ndarray:
+    """The face image of a raw sample as an RGB array."""
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(sample[schema.sample_image_ext(sample)])).convert("RGB"))
@@ -196,7 +197,7 @@ def sbi_sheet(root: str | Path, path: str | Path, n: int = 12, seed: int = 0, co
     draw = ImageDraw.Draw(sheet)
     for i, s in enumerate(samples):
         meta = schema.SampleMeta.from_json(s["json"])
-        img = faces_array(s)
+        img = sample_rgb(s)
         lm = sbi.sample_landmarks(meta, img.shape[0], margin)
         parts = sbi.generate(img, lm, np.random.default_rng([seed, i]))
         real = img.copy()

@@ -45,27 +45,32 @@ class ExtractProgress:
             rec = data["record"]
             self.frames += rec.get("samples", 0)
             self.replaced += rec.get("replaced", 0)
-            self.failed += rec["status"] in ("error", "noface")
+            self.failed += rec["status"] in schema.FAILED
             fps = self.frames / max(time.monotonic() - self.t0, 1e-6)
             self.progress.update(self.task, advance=1, fps=fps, replaced=self.replaced, failed=self.failed)
+
+
+#: the table's count columns: videos per status, then samples, replaced frames, frames short
+_COUNTS = (schema.OK, schema.NOFACE, schema.ERROR, schema.MISSING, "samples", "replaced", "frames_missing")
 
 
 def summary_table(records: list[dict[str, Any]]) -> Table:
     """Videos and samples per split and method."""
     rows: dict[tuple[str, str], dict[str, int]] = {}
     for r in records:
-        row = rows.setdefault((r["split"], r["method"]), dict(ok=0, noface=0, error=0, missing=0, samples=0,
-                                                              replaced=0, frames_missing=0))
+        row = rows.setdefault((r["split"], r["method"]), dict.fromkeys(_COUNTS, 0))
         row[r["status"]] += 1
         row["samples"] += r.get("samples", 0)
         row["replaced"] += r.get("replaced", 0)
-        if r["status"] != "missing":
+        if r["status"] != schema.MISSING:
             row["frames_missing"] += r.get("missing", 0)
     t = Table(title="extracted", show_lines=False)
-    for col in ("split", "method", "videos ok", "no face", "errors", "not on disk", "samples", "replaced", "frames short"):
+    for col in ("split", "method", "videos ok", "no face", "errors", "not on disk", "samples", "replaced",
+                "frames short"):
         t.add_column(col, justify="left" if col in ("split", "method") else "right")
     order = {s: i for i, s in enumerate(schema.SPLITS)}
-    for (split, method), row in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])):
-        t.add_row(split, method, str(row["ok"]), str(row["noface"]), str(row["error"]), str(row["missing"]),
-                  str(row["samples"]), str(row["replaced"]), str(row["frames_missing"]))
+    # splits in order; within one, the reals first, then the methods by name
+    for (split, method), row in sorted(rows.items(),
+                                       key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])):
+        t.add_row(split, method, *(str(row[k]) for k in _COUNTS))
     return t

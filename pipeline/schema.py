@@ -7,8 +7,10 @@ dataset-level JSON. `shards/README.md` documents the same thing for people.
 Layout under a dataset folder ``ROOT`` (e.g. ``shards/ffpp_c40``)::
 
     ROOT/dataset.json                       dataset-level JSON, written when a run ends
-    ROOT/manifest.jsonl                     one record per video (ok / missing / error)
+    ROOT/manifest.jsonl                     one record per video (:func:`video_record`; its status says ok / noface /
+                                            error / missing)
     ROOT/<split>/<label>/<part>-<index>.tar       one shard: samples of one split and one label
+    ROOT/<split>/<label>/<part>-<index>.videos.jsonl  the records of the shard's videos
     ROOT/<split>/<label>/<part>-<index>.stats.json  written last: the shard is complete
 
 A sample is three tar members sharing a key: ``<key>.png`` (the aligned face,
@@ -48,6 +50,7 @@ FACE_SIZE = 256  # aligned faces are written at 256x256 (the paper's recipe)
 DATASET_JSON = "dataset.json"
 MANIFEST_JSONL = "manifest.jsonl"
 STATS_SUFFIX = ".stats.json"
+VIDEOS_SUFFIX = ".videos.jsonl"
 TAR_SUFFIX = ".tar"
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp"
@@ -60,7 +63,8 @@ class SchemaError(ValueError):
 
 
 def _from_dict(cls: type, d: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a dict: unknown keys ignored (newer writers), missing required ones a SchemaError."""
+    """Build dataclass ``cls`` from a dict: unknown keys ignored (newer writers), missing required ones are
+    a SchemaError."""
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
     fields = dataclasses.fields(cls)
@@ -120,7 +124,8 @@ class SampleMeta:
     schema: int = SCHEMA_VERSION
     # version 2 (empty in version-1 samples):
     aligned_landmarks: list[list[float]] = field(default_factory=list)  # the five points in aligned-face pixels
-    dense_landmarks: list[list[float]] = field(default_factory=list)  # dlib 68 / insightface 106, aligned-face pixels; [] if none
+    #: dlib's 68 / insightface's 106 points in aligned-face pixels; [] if none
+    dense_landmarks: list[list[float]] = field(default_factory=list)
     shot: int = 0  # the shot (between two scene cuts) of the video the face is from
     track: int = -1  # the tracked person (--faces all: 0, 1, ... by first appearance); -1: the shot's subject
 
@@ -133,11 +138,13 @@ class SampleMeta:
             raise SchemaError("landmarks must be five (x, y) points")
         if len(self.box) != 4:
             raise SchemaError("box must be x0, y0, x1, y1")
-        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5 or any(len(p) != 2 for p in self.aligned_landmarks)):
+        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5
+                                       or any(len(p) != 2 for p in self.aligned_landmarks)):
             raise SchemaError("aligned_landmarks must be five (x, y) points or empty")
         if self.dense_landmarks and (len(self.dense_landmarks) not in DENSE_LANDMARK_COUNTS
                                      or any(len(p) != 2 for p in self.dense_landmarks)):
-            raise SchemaError(f"dense_landmarks must be {' or '.join(map(str, DENSE_LANDMARK_COUNTS))} (x, y) points or empty")
+            counts = " or ".join(map(str, DENSE_LANDMARK_COUNTS))
+            raise SchemaError(f"dense_landmarks must be {counts} (x, y) points or empty")
 
     @property
     def key(self) -> str:
@@ -200,6 +207,12 @@ def shard_path(root: str | os.PathLike, split: str, label: int | str, part: int,
     return shard_dir(root, split, label) / (shard_stem(part, index) + TAR_SUFFIX)
 
 
+def videos_path(shard: str | os.PathLike) -> Path:
+    """The JSON-lines file of ``shard``'s video records (see :func:`video_record`)."""
+    shard = Path(shard)
+    return shard.with_name(shard.name[: -len(TAR_SUFFIX)] + VIDEOS_SUFFIX)
+
+
 def stats_path(shard: str | os.PathLike) -> Path:
     """The stats JSON that marks ``shard`` complete."""
     shard = Path(shard)
@@ -233,7 +246,8 @@ class ShardStats:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"{path}: unreadable shard stats ({exc}); delete it and re-run extract to redo that shard") from exc
+            raise SchemaError(f"{path}: unreadable shard stats ({exc}); "
+                              "delete it and re-run extract to redo that shard") from exc
         return _from_dict(cls, d, f"{path} (shard stats; delete it and re-run extract to redo that shard)")
 
 
@@ -269,6 +283,41 @@ def complete_shards(root: str | os.PathLike, split: str, label: int | str) -> li
         if tar.is_file():
             out.append((tar, ShardStats.load(st)))
     return out
+
+
+# --------------------------------------------------------------------------- video records (the manifest)
+
+#: A video's status: samples written / read but no face found / failed (unreadable, timed out) / listed but not on disk.
+OK, NOFACE, ERROR, MISSING = "ok", "noface", "error", "missing"
+#: the statuses of a video that was on disk and gave no samples
+FAILED = (NOFACE, ERROR)
+
+
+def video_record(dataset: str, quality: str, split: str, label: int, method: str, video_id: str, path: str,
+                 asked: int = 0) -> dict[str, Any]:
+    """A video's manifest record before any work on it: status MISSING, nothing sampled.
+
+    The extractor fills in what it found: ``samples`` written, ``replaced`` frames (a neighbour's face
+    used), ``missing`` frames short, the video's ``frame_count`` / ``fps``, the decode ``backend``,
+    ``notes``, scene ``cuts`` and ``shots``, ``tracks`` followed, and ``status`` / ``reason``.
+    """
+    return {"video": video_key(dataset, method, video_id), "dataset": dataset, "quality": quality,
+            "split": split, "label": label, "method": method, "video_id": video_id, "path": path,
+            "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
+            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
+    """Video records as JSON lines (keys sorted: the same records give the same bytes), written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The video records of a JSON-lines file; none when it does not exist."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- dataset JSON
@@ -309,7 +358,8 @@ class DatasetInfo:
         p = Path(root) / DATASET_JSON
         if not p.is_file():
             raise SchemaError(
-                f"{p}: no dataset JSON; this is not a finished shard folder - run `hilif-prep extract` (or let it finish) first"
+                f"{p}: no dataset JSON; this is not a finished shard folder - "
+                "run `hilif-prep extract` (or let it finish) first"
             )
         try:
             d = json.loads(p.read_text())

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .detect import Detection
+from .detectors import Detection
 
 
 def size_order(d: Detection, frame_size: tuple[int, int] | None = None) -> tuple:

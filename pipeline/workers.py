@@ -177,10 +177,12 @@ class WorkerPool:
             code = s.proc.exitcode
             self._stop(s, kill=True)
             s.task = (task_id, None)
-            self._finish(s, Outcome(task_id, False, error=f"worker process died (exit code {code}) during {s.phase}"), on_outcome)
+            error = f"worker process died (exit code {code}) during {s.phase}"
+            self._finish(s, Outcome(task_id, False, error=error), on_outcome)
         elif time.monotonic() > s.deadline:
             limit = self.cfg.first_timeout if s.phase == "decode" else self.cfg.total_timeout
             phase = s.phase
             self._stop(s, kill=True)
             s.task = (task_id, None)
-            self._finish(s, Outcome(task_id, False, error=f"timeout: {phase} took longer than {limit:g} s (worker killed)"), on_outcome)
+            error = f"timeout: {phase} took longer than {limit:g} s (worker killed)"
+            self._finish(s, Outcome(task_id, False, error=error), on_outcome)

@@ -8,7 +8,6 @@ Tar members carry a fixed mtime/user so the same samples give the same bytes.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,7 +16,6 @@ import numpy as np
 
 from . import schema
 
-VIDEOS_SUFFIX = ".videos.jsonl"
 PNG_COMPRESSION = 3  # fixed: the same face always encodes to the same bytes
 JPEG_QUALITY = 95
 
@@ -35,18 +33,6 @@ def encode_image(face_rgb: np.ndarray, ext: str = schema.DEFAULT_IMAGE_EXT) -> b
     if not ok:
         raise RuntimeError(f"image encoding to {ext} failed")
     return buf.tobytes()
-
-
-def videos_path(shard: str | os.PathLike) -> Path:
-    shard = Path(shard)
-    return shard.with_name(shard.name[: -len(schema.TAR_SUFFIX)] + VIDEOS_SUFFIX)
-
-
-def read_videos(shard: str | os.PathLike) -> list[dict[str, Any]]:
-    p = videos_path(shard)
-    if not p.is_file():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
 class UnitShardWriter:
@@ -85,9 +71,10 @@ class UnitShardWriter:
         self._fh.close()
         self._fh = None
         os.replace(self.tmp, self.final)
-        schema.atomic_write_text(videos_path(self.final), "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records))
+        schema.write_records(schema.videos_path(self.final), self.records)
         stats = schema.ShardStats(shard=self.final.name, split=self.split, label=self.label, samples=self.samples,
-                                  videos=self.videos, bytes=self.final.stat().st_size, methods=dict(sorted(self.methods.items())))
+                                  videos=self.videos, bytes=self.final.stat().st_size,
+                                  methods=dict(sorted(self.methods.items())))
         schema.write_stats(self.final, stats)
         return stats
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hilif.pipeline.detect import InsightFaceConfig, InsightFaceDetector
+from hilif.pipeline.detectors import InsightFaceConfig, InsightFaceDetector
 from test_extract_units import _tiny_scrfd
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hilif.pipeline.detect import Detection
+from hilif.pipeline.detectors import Detection
 from hilif.pipeline.track import SubjectTracker, Track, shot_of_positions, track_faces
 
 

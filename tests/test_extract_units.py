@@ -10,7 +10,7 @@ import pytest
 from hilif.pipeline import schema
 from hilif.pipeline.align import align_face, similarity_matrix, template
 from hilif.pipeline.datasets import VideoItem
-from hilif.pipeline.detect import (Detection, DetectorError, InsightFaceConfig, InsightFaceDetector, find_scrfd_model,
+from hilif.pipeline.detectors import (Detection, DetectorError, InsightFaceConfig, InsightFaceDetector, find_scrfd_model,
                                    onnx_providers, resolve_device)
 from hilif.pipeline.extract import plan_units
 from hilif.pipeline.sampling import nearest_with_face, uniform_indices

@@ -123,7 +123,7 @@ def test_small_faces_are_found_by_upsampling_only_where_needed():
     import cv2
     import insightface
 
-    from hilif.pipeline.detect import DlibConfig, DlibDetector
+    from hilif.pipeline.detectors import DlibConfig, DlibDetector
 
     photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
     img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
@@ -143,7 +143,7 @@ def test_tilted_head_found_by_the_rotation_fallback_with_landmarks_in_frame_pixe
     import cv2
     import insightface
 
-    from hilif.pipeline.detect import DlibConfig, DlibDetector
+    from hilif.pipeline.detectors import DlibConfig, DlibDetector
 
     photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
     img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_DEMO
-from hilif.pipeline import demo_render
+from hilif.pipeline.demo import render as demo_render
 from hilif.pipeline.demo import DEMO_JSON, DemoConfig, DemoError, load_demo_json, make_demo, plan_sources, split_pairs
 
 METHODS = demo_render.METHODS

@@ -140,10 +140,11 @@ def test_one_working_onnxruntime():
 
 def test_offline_models_and_face_photos_are_installed():
     """What the demo and the dlib detector need is in the installed packages, no download."""
-    from hilif.pipeline import demo_render
+    from hilif.pipeline.demo import render as demo_render
+    from hilif.pipeline.detectors import dlib as dlib_faces
 
     for name in ("shape_predictor_68_face_landmarks.dat", "mmod_human_face_detector.dat"):
-        assert demo_render.dlib_model_path(name).stat().st_size > 100_000
+        assert dlib_faces.model_path(name).stat().st_size > 100_000
     ids = demo_render.available_identities()
     assert len(ids["val"]) >= 2 and len(ids["test"]) >= 2 and len(ids["train"]) >= 3
 

@@ -219,3 +219,23 @@ def test_dataset_info_errors_name_the_file_and_fix(tmp_path):
     (tmp_path / schema.DATASET_JSON).write_text("[1, 2]")
     with pytest.raises(schema.SchemaError):
         schema.DatasetInfo.load(tmp_path)
+
+
+def test_video_records_round_trip_sorted_and_next_to_their_shard(tmp_path):
+    rec = schema.video_record("ffpp", "c23", "test", schema.FAKE, "Deepfakes", "000_003",
+                              "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4", asked=20)
+    assert rec["status"] == schema.MISSING and rec["missing"] == 20 and rec["samples"] == 0
+    assert rec["video"] == schema.video_key("ffpp", "Deepfakes", "000_003")
+    done = dict(rec, status=schema.OK, samples=18, missing=2)
+    shard = schema.shard_path(tmp_path, "test", schema.FAKE, 0, 3)
+    shard.parent.mkdir(parents=True)
+    path = schema.videos_path(shard)
+    assert path.parent == shard.parent and path.name == "000-00003" + schema.VIDEOS_SUFFIX
+    assert schema.read_records(path) == []  # not written yet: no records
+    schema.write_records(path, [done, rec])
+    assert schema.read_records(path) == [done, rec]
+    first = path.read_bytes()
+    schema.write_records(path, [dict(reversed(list(done.items()))), rec])  # key order does not change the bytes
+    assert path.read_bytes() == first
+    assert {schema.OK, schema.NOFACE, schema.ERROR, schema.MISSING} > set(schema.FAILED)
+    assert schema.OK not in schema.FAILED and schema.MISSING not in schema.FAILED

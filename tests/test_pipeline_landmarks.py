@@ -81,7 +81,7 @@ def extracted(tmp_path_factory) -> tuple[Path, list[tuple[schema.SampleMeta, np.
 def test_extract_stores_dense_landmarks_where_the_aligned_face_has_them(extracted):
     """dlib's 68 points re-detected on the stored aligned face land near the stored (aligned) ones."""
     from hilif.pipeline.align import template
-    from hilif.pipeline.detect import DlibDetector
+    from hilif.pipeline.detectors import DlibDetector
 
     det = DlibDetector()
     for meta, img in extracted[1]:

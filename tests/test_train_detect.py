@@ -23,7 +23,7 @@ H, W = 320, 640  # two 320 x 320 portraits side by side
 def _portraits() -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """A real face (t1-lisa) and a fake one (t1-ross with t1-chandler's face pasted on, FaceSwap), each a 320 px
     square portrait; and their expected face boxes in the side-by-side frame."""
-    from hilif.pipeline import demo_render as R
+    from hilif.pipeline.demo import render as R
 
     ids = {i.name: i for split in R.IDENTITIES.values() for i in split}
     real = R.make_portrait(ids["t1-lisa"])

@@ -20,7 +20,7 @@ def face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import insightface
 
     from hilif.pipeline.align import align_face, similarity_matrix, to_aligned
-    from hilif.pipeline.detect import DlibDetector
+    from hilif.pipeline.detectors import DlibDetector
 
     img = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
     crop = cv2.resize(img[238:486, 390:639], (200, 200), interpolation=cv2.INTER_AREA)

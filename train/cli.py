@@ -419,7 +419,7 @@ def detect(
     setup_logging(verbose)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hilif.pipeline.detect import DetectorError
+    from hilif.pipeline.detectors import DetectorError
     from hilif.train import scan as det
 
     if upsample is not None and upsample != "auto":

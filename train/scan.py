@@ -24,7 +24,7 @@ import torch
 from hilif.pipeline import schema
 from hilif.pipeline.align import align_face
 from hilif.pipeline.decode import DecodedFrames, read_image, read_video
-from hilif.pipeline.detect import Detection, DlibConfig, FaceDetector, InsightFaceConfig
+from hilif.pipeline.detectors import Detection, DlibConfig, FaceDetector, InsightFaceConfig
 from hilif.pipeline.faces import FaceConfig, get_detector
 from hilif.train.data import center_crop, normalize, to_chw_tensor
 

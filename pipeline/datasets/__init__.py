@@ -78,7 +78,8 @@ def check_quality(dataset: str, quality: str) -> None:
         raise LayoutError(f"--quality {quality!r} is not available for {dataset}: use one of {', '.join(allowed)}")
 
 
-def list_dataset(dataset: str, root: str | Path, quality: str | None = None, methods: list[str] | None = None) -> Listing:
+def list_dataset(dataset: str, root: str | Path, quality: str | None = None,
+                 methods: list[str] | None = None) -> Listing:
     readers = _readers()
     if dataset not in readers:
         raise LayoutError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")

@@ -28,7 +28,8 @@ def list_videos(root: Path) -> Listing:
     parts = sorted(root.glob("dfdc_train_part_*/metadata.json"), key=lambda p: (len(p.parent.name), p.parent.name))
     label_files = sorted(p for p in list(root.glob("labels.csv")) + list(root.glob("*/labels.csv")))
     if not parts and not label_files:
-        raise LayoutError(f"{root}: not a DFDC root: expected dfdc_train_part_N/metadata.json or <test folder>/labels.csv")
+        raise LayoutError(f"{root}: not a DFDC root: expected dfdc_train_part_N/metadata.json "
+                          "or <test folder>/labels.csv")
     items: list[VideoItem] = []
     missing: list[VideoItem] = []
     for meta in parts:

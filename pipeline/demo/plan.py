@@ -2,7 +2,7 @@
 
 Owns the plan (which identity each source video shows, the split pairs, the video ids),
 the FF++ on-disk layout, H.264 encoding (libx264 through PyAV at CRF 23 / 40, as FF++
-c23 / c40 were made) and ``demo.json``. The pixels come from :mod:`hilif.pipeline.demo_render`.
+c23 / c40 were made) and ``demo.json``. The pixels come from :mod:`hilif.pipeline.demo.render`.
 
 Layout under ``out``::
 
@@ -11,7 +11,7 @@ Layout under ``out``::
     splits/{train,val,test}.json      official format: a JSON list of [target, source] id pairs
     demo.json                          config, seed, identities, pairs, blend settings
 
-Identities never cross splits (see ``demo_render.IDENTITIES``), so a test score measures
+Identities never cross splits (see ``render.IDENTITIES``), so a test score measures
 generalisation to unseen faces. Everything is drawn from ``numpy`` generators seeded by
 ``(seed, video, purpose)`` and x264 runs single-threaded, so a seed gives the same bytes.
 """
@@ -32,9 +32,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hilif.pipeline import demo_render as render
-from hilif.pipeline import schema
-from hilif.pipeline.demo_render import METHODS
+from .. import schema
+from . import render
+from .render import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def split_pairs(num_pairs: int) -> dict[str, int]:
     return {"train": num_pairs - val - test, "val": val, "test": test}
 
 
-def plan_sources(cfg: DemoConfig, identities: dict[str, list[render.Identity]]) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
+def plan_sources(cfg: DemoConfig, identities: dict[str, list[render.Identity]]
+                 ) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
     """Assign identities, ids and pairs. Identities stay inside one split; a pair joins two identities."""
     counts = split_pairs(cfg.num_sources // 2)
     rng = np.random.default_rng([cfg.seed, _IDS])
@@ -214,7 +215,8 @@ def prepare_out(cfg: DemoConfig) -> None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if entries:
         if not cfg.overwrite:
-            raise DemoError(f"{out}: folder is not empty ({len(entries)} entries); pass --overwrite or pick an empty --out")
+            raise DemoError(f"{out}: folder is not empty ({len(entries)} entries); "
+                            "pass --overwrite or pick an empty --out")
         if not (out / DEMO_JSON).is_file():
             raise DemoError(f"{out}: not empty and holds no {DEMO_JSON}, so it is not a demo folder; "
                             "--overwrite only replaces an earlier demo: pick an empty --out")
@@ -266,82 +268,99 @@ def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) ->
     prepare_out(cfg)
     identities = render.available_identities()
     sources, pairs = plan_sources(cfg, identities)
-    by_vid = {s.vid: s for s in sources}
-    people = {i.name: i for ids in identities.values() for i in ids}
-
     # demo.json first (complete: false): a killed run leaves a folder that --overwrite recognises
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    meta: dict = {"complete": False, "config": config, "seed": cfg.seed, "frames": cfg.frames,
-                  "crf": {q: QUALITY_CRF[q] for q in cfg.qualities}, "x264_preset": X264_PRESET,
-                  "sources": [dataclasses.asdict(s) for s in sources], "splits": pairs,
-                  "identities": {split: [i.name for i in ids] for split, ids in identities.items()},
-                  "versions": _versions()}
+    meta = _demo_meta(cfg, sources, pairs, identities)
     _write_json(cfg.out / DEMO_JSON, meta)
 
     log.info("demo: %d source videos of %d identities, %d frames each", len(sources),
              len({s.identity for s in sources}), cfg.frames)
+    jobs, blends = _plan_jobs(cfg, sources, pairs, identities)
+    written = _run_jobs(cfg, jobs, on_video)
+    files = _write_splits(cfg.out, pairs)
+    meta.update(complete=True, blend=blends, videos=len(written))
+    _write_json(cfg.out / DEMO_JSON, meta)
+    files.append(cfg.out / DEMO_JSON)
+    elapsed = time.perf_counter() - t0
+    log.info("demo: wrote %d videos to %s in %.1f s", len(written), cfg.out, elapsed)
+    return DemoResult(cfg.out, written, pairs, sources, elapsed, files)
+
+
+def _demo_meta(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, list[list[str]]],
+               identities: dict[str, list[render.Identity]]) -> dict:
+    """demo.json before the videos are made (``complete`` false; blends and the video count come at the end)."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    return {"complete": False, "config": config, "seed": cfg.seed, "frames": cfg.frames,
+            "crf": {q: QUALITY_CRF[q] for q in cfg.qualities}, "x264_preset": X264_PRESET,
+            "sources": [dataclasses.asdict(s) for s in sources], "splits": pairs,
+            "identities": {split: [i.name for i in ids] for split, ids in identities.items()},
+            "versions": _versions()}
+
+
+def _plan_jobs(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, list[list[str]]],
+               identities: dict[str, list[render.Identity]]) -> tuple[list[_Job], dict[str, dict[str, dict]]]:
+    """One job per clip (every real video, then both fakes of each pair per method) and the blend settings drawn."""
+    people = {i.name: i for ids in identities.values() for i in ids}
     portraits: dict[tuple[str, bool], render.Portrait] = {}
     for s in sources:
         key = (s.identity, s.flipped)
         if key not in portraits:
             portraits[key] = render.make_portrait(people[s.identity], s.flipped)
     cameras = {s.vid: render.draw_camera(np.random.default_rng([cfg.seed, _CAMERA, s.index])) for s in sources}
-
     for q in cfg.qualities:
         real_path(cfg.out, q, "000").parent.mkdir(parents=True, exist_ok=True)
         for m in cfg.methods:
             fake_path(cfg.out, m, q, "000", "000").parent.mkdir(parents=True, exist_ok=True)
 
-    jobs: list[_Job] = []
-    for s in sources:
-        jobs.append(_Job({q: str(real_path(cfg.out, q, s.vid)) for q in cfg.qualities},
-                         portraits[(s.identity, s.flipped)], cameras[s.vid]))
+    jobs = [_Job({q: str(real_path(cfg.out, q, s.vid)) for q in cfg.qualities}, portraits[(s.identity, s.flipped)],
+                 cameras[s.vid]) for s in sources]
+    by_vid = {s.vid: s for s in sources}
     blends: dict[str, dict[str, dict]] = {}
-    for split_pairs_ in pairs.values():
-        for a, b in split_pairs_:
-            for t, src in ((a, b), (b, a)):
-                T, S = by_vid[t], by_vid[src]
-                for mi, m in enumerate(METHODS):
-                    if m not in cfg.methods:
-                        continue
-                    bp = render.draw_blend(m, np.random.default_rng([cfg.seed, _BLEND, T.index, S.index, mi]))
-                    blends.setdefault(m, {})[f"{t}_{src}"] = dataclasses.asdict(bp)
-                    jobs.append(_Job({q: str(fake_path(cfg.out, m, q, t, src)) for q in cfg.qualities},
-                                     portraits[(T.identity, T.flipped)], cameras[t],
-                                     portraits[(S.identity, S.flipped)], bp))
+    for a, b in (pair for split_pairs_ in pairs.values() for pair in split_pairs_):
+        for t, src in ((a, b), (b, a)):
+            T, S = by_vid[t], by_vid[src]
+            for mi, m in enumerate(METHODS):
+                if m not in cfg.methods:
+                    continue
+                bp = render.draw_blend(m, np.random.default_rng([cfg.seed, _BLEND, T.index, S.index, mi]))
+                blends.setdefault(m, {})[f"{t}_{src}"] = dataclasses.asdict(bp)
+                paths = {q: str(fake_path(cfg.out, m, q, t, src)) for q in cfg.qualities}
+                jobs.append(_Job(paths, portraits[(T.identity, T.flipped)], cameras[t],
+                                 portraits[(S.identity, S.flipped)], bp))
+    return jobs, blends
 
+
+def _run_jobs(cfg: DemoConfig, jobs: list[_Job], on_video: Callable[[str], None] | None) -> list[Path]:
+    """Film and encode every job (in worker processes when there are several workers); the mp4s written."""
     workers = cfg.workers or min(4, os.cpu_count() or 1)
-    written: list[Path] = []
     args = (cfg.frames, cfg.fps, cfg.width, cfg.height)
-    if workers <= 1:
-        results = (_run_job(j, *args) for j in jobs)
-        for paths in results:
-            written += [Path(p) for p in paths]
-            if on_video:
-                on_video(paths[0])
-    else:
-        # spawn, not fork: a forked child inherits OpenCV's thread pool mid-state and can hang
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for paths in pool.map(_run_job, jobs, *[[a] * len(jobs) for a in args], chunksize=1):
-                written += [Path(p) for p in paths]
-                if on_video:
-                    on_video(paths[0])
+    written: list[Path] = []
 
-    split_dir = cfg.out / "splits"
+    def done(paths: list[str]) -> None:
+        written.extend(Path(p) for p in paths)
+        if on_video:
+            on_video(paths[0])
+
+    if workers <= 1:
+        for job in jobs:
+            done(_run_job(job, *args))
+        return written
+    # spawn, not fork: a forked child inherits OpenCV's thread pool mid-state and can hang
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for paths in pool.map(_run_job, jobs, *[[a] * len(jobs) for a in args], chunksize=1):
+            done(paths)
+    return written
+
+
+def _write_splits(out: Path, pairs: dict[str, list[list[str]]]) -> list[Path]:
+    """``splits/<split>.json`` in the official FF++ format: a JSON list of [target, source] pairs."""
+    split_dir = out / "splits"
     split_dir.mkdir(exist_ok=True)
     files = []
     for split in SPLIT_NAMES:
         p = split_dir / f"{split}.json"
         _write_json(p, pairs[split])
         files.append(p)
-    meta["complete"] = True
-    meta["blend"] = blends
-    meta["videos"] = len(written)
-    _write_json(cfg.out / DEMO_JSON, meta)
-    files.append(cfg.out / DEMO_JSON)
-    elapsed = time.perf_counter() - t0
-    log.info("demo: wrote %d videos to %s in %.1f s", len(written), cfg.out, elapsed)
-    return DemoResult(cfg.out, written, pairs, sources, elapsed, files)
+    return files
 
 
 def load_demo_json(root: str | os.PathLike) -> dict:
