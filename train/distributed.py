@@ -1,4 +1,4 @@
-"""Distributed setup in one place: reads torchrun's (or SLURM's) environment; the rest asks `is_master()`."""
+"""Distributed setup in one place: reads torchrun's (or SLURM's) environment; the rest asks a `DistInfo`."""
 
 from __future__ import annotations
 
@@ -86,10 +86,6 @@ def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), env_dist_info().local_rank)
     return DistInfo()
-
-
-def is_master() -> bool:
-    return current().is_master
 
 
 def barrier() -> None:
