@@ -87,7 +87,8 @@ class Ablation:
             parts.append(f"multi_patch=False, single_patch_size=side/{self.single_patch_div}")
         if self.constraint_loss:
             lrc = self.lrc_settings
-            loss = "Li et al. max pair" if lrc["lrc_loss"] == "li" else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}"
+            loss = ("Li et al. max pair" if lrc["lrc_loss"] == "li"
+                    else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}")
             parts.append(f"stage 2 with L_d ({loss}, lambda {PAPER_LAMBDA_D})")
         else:
             parts.append("stage 1 only")
@@ -109,7 +110,8 @@ _PRESETS: list[Ablation] = [
              switches=dict(ddafm=False)),
     Ablation("eff+ddafm", (("VI", "Eff + DDAFM"),), "the RGB/noise fusion alone", switches=dict(dftm=False)),
     Ablation("eff+dftm+ddafm",
-             (("VI", "Eff + DFTM + DDAFM"), ("VII", "Efficient Net + FSFM + FEM"), ("VIII", "Local Enhance, Mutil-Size"),
+             (("VI", "Eff + DFTM + DDAFM"), ("VII", "Efficient Net + FSFM + FEM"),
+              ("VIII", "Local Enhance, Mutil-Size"),
               ("IX", "Mix Block + MSCA"), ("X", "Model"), ("XI", "Model")),
              "the whole model before the constraint loss (stage 1)"),
     Ablation("eff+dftm+ddafm+ld",

@@ -1,4 +1,5 @@
-"""Shards -> batches: the training stream (class-balanced, planned epochs) and the evaluation stream (every sample once).
+"""Shards -> batches: the training stream (class-balanced, planned epochs) and the evaluation stream (each sample
+once).
 
 Both streams read samples by random access into the tar shards. `ShardIndex` lists, per split and label, every
 complete sample of every complete shard with the byte offsets of its members (read once from the tar headers with
@@ -637,13 +638,15 @@ class BalancedTrainStream(IterableDataset):
                 for j in range(first, first + self.local_batch)]
 
     def is_synth(self, position: int, epoch: int | None = None) -> bool:
-        """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at `position`)."""
+        """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at
+        `position`)."""
         if self.synth == "none":
             return False
         if not self.dataset_fakes or self.synth_ratio >= 1.0:
             return True
         epoch = self.epoch if epoch is None else epoch
-        return bool(np.random.default_rng([self.seed, epoch, schema.FAKE, int(position), 2]).random() < self.synth_ratio)
+        draw = np.random.default_rng([self.seed, epoch, schema.FAKE, int(position), 2]).random()
+        return bool(draw < self.synth_ratio)
 
     # ---- reading
 
@@ -658,10 +661,10 @@ class BalancedTrainStream(IterableDataset):
         for _ in range(MAX_DRAWS):
             bad_key = ("sbi" if synth else label, i)  # a real SBI cannot blend (e.g. its landmarks) stays a usable real
             if bad_key not in skips.bad:
+                rng = np.random.default_rng([self.seed, self.epoch, slot, position, 0])
+                blend_rng = np.random.default_rng([self.seed, self.epoch, slot, position, 3]) if synth else None
                 try:
-                    sample = decode(reader.read(index, i), np.random.default_rng([self.seed, self.epoch, slot,
-                                                                                   position, 0]),
-                                    np.random.default_rng([self.seed, self.epoch, slot, position, 3]) if synth else None)
+                    sample = decode(reader.read(index, i), rng, blend_rng)
                 except _SAMPLE_ERRORS as exc:
                     skips.bad.add(bad_key)
                     skips.add(index.shards[index.shard[i]], exc)
@@ -735,7 +738,8 @@ class EvalStream(IterableDataset):
         self.img_size, self.batch_size, self.perturb, self.max_batches = img_size, batch_size, perturb, max_batches
         total = n_real + n_fake if max_batches is None else min(n_real + n_fake, max_batches * batch_size)
         picks = stratified_pick(n_real, n_fake, total)
-        self.order = np.concatenate([np.stack([np.full(k, label), (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
+        self.order = np.concatenate([np.stack([np.full(k, label),
+                                               (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
                                      for label, k in zip((schema.REAL, schema.FAKE), picks)]).astype(np.int64)
         self.expected = int(total)  # samples this stream is to score over all ranks
         self.n_batches = math.ceil(self.expected / batch_size)
