@@ -184,7 +184,8 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=720, help="real train videos (fakes: 4x)")
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--settings", default="1x4:12,4x4:12,8x2:24",
-                    help="ranks x workers : global batch, comma-separated (default: the paper's batch 12; 24 on 8 ranks)")
+                    help="ranks x workers : global batch, comma-separated "
+                         "(default: the paper's batch 12; 24 on 8 ranks)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--shards", type=Path, default=None, help="reuse a folder written by an earlier run")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic shards (their path is printed)")
@@ -211,7 +212,8 @@ def main() -> None:
         print(f"# today's stream: shard index of {n_real + n_fake} samples built in {time.perf_counter() - t0:.1f} s "
               f"(once per process; cached)")
         print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"{'decode' if args.decode else 'metadata-only (no image decode)'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+              f"{'decode' if args.decode else 'metadata-only (no image decode)'}, "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         head = (f"{'ranks x workers':>15} {'batch':>5} {'stream':>6} {'epoch':>5} {'steps':>6} {'unbalanced':>10} "
                 f"{'once %':>7} {'missed %':>8} {'distinct real %':>15} {'distinct fake %':>15} "
                 f"{'first 20: real/fake %':>21} {'wall s':>7}")

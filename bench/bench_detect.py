@@ -112,7 +112,8 @@ def main() -> None:
         opts = det.DetectOptions(checkpoint=str(path), frames=args.frames, device=args.device,
                                  batch_size=args.batch_size, detector=args.detector)
         fcfg, _ = det.face_settings(ckpt, opts)
-        print(f"model: {mcfg.backbone} at {mcfg.img_size} px ({'checkpoint' if args.checkpoint else args.preset + ' preset, untrained'}); "
+        weights = "checkpoint" if args.checkpoint else args.preset + " preset, untrained"
+        print(f"model: {mcfg.backbone} at {mcfg.img_size} px ({weights}); "
               f"detector {fcfg.detector}, upsample {fcfg.upsample}; {args.frames} sampled frames; device {dev}; "
               f"torch threads {torch.get_num_threads()}")
         print(f"{'clip':<8} {'faces':>5} {'tracks':>6} {'decode s':>9} {'detect s':>9} {'align s':>8} {'score s':>8} "

@@ -119,7 +119,8 @@ def make_faceless_clip(path: Path) -> tuple[Path, list[int]]:
 
 def positions_of_cuts(indices: list[int], cut_frames: list[int]) -> list[int]:
     """The sampled positions where a new shot starts, given the frames where shots start."""
-    return sorted({next((p for p, i in enumerate(indices) if i >= c), len(indices)) for c in cut_frames} - {0, len(indices)})
+    starts = {next((p for p, i in enumerate(indices) if i >= c), len(indices)) for c in cut_frames}
+    return sorted(starts - {0, len(indices)})
 
 
 def run_baseline(path: Path, num: int, cut_frames: list[int]) -> tuple[dict[str, float], float, list, list]:
@@ -231,10 +232,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=80)
-    ap.add_argument("--clips", default="pan,cut,faceless", help="which generated clips (comma list of pan, cut, faceless)")
-    ap.add_argument("--clip", type=Path, default=None, help="use this video instead (true cuts unknown: baseline assumes none)")
-    ap.add_argument("--zoom", type=float, default=1.0, help="pan clip: shrink the photo; 0.5 gives faces of about 50-80 px")
-    ap.add_argument("--detector", default="dlib", choices=("dlib", "insightface"), help="hilif's detector (baseline: dlib)")
+    ap.add_argument("--clips", default="pan,cut,faceless",
+                    help="which generated clips (comma list of pan, cut, faceless)")
+    ap.add_argument("--clip", type=Path, default=None,
+                    help="use this video instead (true cuts unknown: baseline assumes none)")
+    ap.add_argument("--zoom", type=float, default=1.0,
+                    help="pan clip: shrink the photo; 0.5 gives faces of about 50-80 px")
+    ap.add_argument("--detector", default="dlib", choices=("dlib", "insightface"),
+                    help="hilif's detector (baseline: dlib)")
     ap.add_argument("--model-dir", default=None, help="insightface model folder (buffalo_l)")
     ap.add_argument("--device", default="auto", help="insightface: auto, cpu or cuda")
     ap.add_argument("--det-batch", type=int, default=16, help="insightface: frames per SCRFD run (1 = per frame)")
@@ -242,7 +247,8 @@ def main() -> None:
     from hilif.pipeline.detectors import DetectorError
     from hilif.pipeline.faces import FaceConfig, get_detector
 
-    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device, det_batch=args.det_batch)
+    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device,
+                          det_batch=args.det_batch)
     try:
         det = get_detector(face_cfg)
         get_detector(replace(face_cfg, faces="all"))
@@ -251,7 +257,8 @@ def main() -> None:
     if args.detector == "insightface":
         batched = getattr(det, "dynamic_batch", False) and args.det_batch > 1
         print(f"SCRFD {getattr(det, 'model_path', '')} on {getattr(det, 'providers', '?')}: "
-              f"{f'batches of {args.det_batch} frames' if batched else 'one frame per run (fixed-batch model or --det-batch 1)'}")
+              + (f"batches of {args.det_batch} frames" if batched
+                 else "one frame per run (fixed-batch model or --det-batch 1)"))
     print(f"hilif detector: {args.detector}; clips 10 s 640x480 25 fps CRF 40 (pan zoom {args.zoom})")
     makers = {"pan": lambda p: (make_clip(p, zoom=args.zoom), []), "cut": make_cut_clip, "faceless": make_faceless_clip}
     with tempfile.TemporaryDirectory() as tmp:

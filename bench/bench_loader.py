@@ -1,7 +1,8 @@
 """Loader throughput of one worker: shards (webdataset, decode + augment to tensors) vs the same faces as PNG files.
 
 Prints samples/s (median of repeats) of
-  - the training stream (BalancedTrainStream: planned random access into the tars -> PNG decode -> random crop + flip -> uint8 tensors),
+  - the training stream (BalancedTrainStream: planned random access into the tars -> PNG decode -> random crop + flip
+    -> uint8 tensors),
   - the evaluation stream (EvalStream: centre crop),
   - a plain folder tree of the same PNGs read with cv2 + the same augmentation through a map-style DataLoader,
 all in this process (num_workers=0 = one worker's work), one thread. Target: >= 300 samples/s at 224.

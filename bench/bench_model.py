@@ -13,7 +13,7 @@
 
 Medians over --repeats timed steps after --warmup untimed ones. Quick run:
     python bench/bench_model.py --batch 2 --size 128 --backbone efficientnet_b0 --repeats 2
-Full setting of the issue: python bench/bench_model.py   (batch 12, 224, efficientnet_b4; slow on 2 cores)
+The paper's setting: python bench/bench_model.py   (batch 12, 224, efficientnet_b4; slow on a laptop CPU)
 On a GPU: python bench/bench_model.py --device cuda --repeats 20 --warmup 5 --modes fp32,bf16-cl,bf16-cl-compile
 """
 
@@ -198,6 +198,23 @@ def extras_breakdown(args: argparse.Namespace, device: torch.device) -> tuple[li
     backbones, each run alone on random maps of the shapes the model gives it, at the bench's batch, fp32 eager.
     Inputs the model's gradient reaches require grad (SRM's input, the image, does not: forward only).
     Also returns the FLOP/s of a plain matmul of the head's shape on ``device`` (the GEMM reference)."""
+    parts, head_shape = added_parts(args, device)
+    rows = []
+    for name, fn in parts:
+        fn()  # untimed first call
+        counter = flop_counter()
+        with counter:
+            fn()
+        rows.append((name, median_time(fn, max(args.repeats, 5), 1, device), float(counter.get_total_flops())))
+    m, k = args.batch * head_shape[-2] * head_shape[-1], 2 * head_shape[1]
+    lhs, rhs = torch.randn(m, k, device=device), torch.randn(k, k // 2, device=device)
+    t = median_time(lambda: torch.mm(lhs, rhs), max(args.repeats, 5), 2, device)
+    return rows, 2 * m * k * (k // 2) / t
+
+
+def added_parts(args: argparse.Namespace, device: torch.device) -> tuple[list[tuple[str, Callable[[], None]]],
+                                                                         torch.Size]:
+    """(name, forward + backward closure) of each part HiLIF adds to its backbones, and the head's input shape."""
     cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
     model = build_model(cfg).to(device).train()
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
@@ -246,18 +263,7 @@ def extras_breakdown(args: argparse.Namespace, device: torch.device) -> tuple[li
         p.grad = torch.randn_like(p)
     opt = make_optimizer(added, 2e-4, 1e-2, device)
     parts.append((f"AdamW on the added {sum(p.numel() for p in added) / 1e6:.1f}M params", opt.step))
-
-    rows = []
-    for name, fn in parts:
-        fn()  # untimed first call
-        counter = flop_counter()
-        with counter:
-            fn()
-        rows.append((name, median_time(fn, max(args.repeats, 5), 1, device), float(counter.get_total_flops())))
-    m, k = args.batch * r_d.shape[-2] * r_d.shape[-1], 2 * r_d.shape[1]
-    lhs, rhs = torch.randn(m, k, device=device), torch.randn(k, k // 2, device=device)
-    t = median_time(lambda: torch.mm(lhs, rhs), max(args.repeats, 5), 2, device)
-    return rows, 2 * m * k * (k // 2) / t
+    return parts, r_d.shape
 
 
 def print_breakdown(args: argparse.Namespace, device: torch.device, baseline: float | None) -> None:
@@ -277,7 +283,8 @@ def print_breakdown(args: argparse.Namespace, device: torch.device, baseline: fl
           f"{gemm / 1e9:.1f} GFLOP/s on this device; indented rows are inside the row above them)")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The options and the training-step modes (checked before any work: a typo fails at once)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--size", type=int, default=224)
@@ -290,82 +297,108 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", default="", help="comma list of parts to skip: step,parts,dct,flops,memory")
     ap.add_argument("--modes", default="fp32", help=f"comma list of training-step modes: {', '.join(MODES)}")
     args = ap.parse_args(argv)
+    return args, parse_modes(ap, args.modes)
+
+
+def print_flops(args: argparse.Namespace) -> None:
+    prof = profile_model(HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False))
+    print(f"\n## Parameters and forward FLOPs per image ({args.size}x{args.size})")
+    print(f"{'module':<16}{'params':>14}{'GFLOPs':>10}{'GMACs':>9}")
+    for r in prof.rows:
+        print(f"{r.name:<16}{r.params:>14,}{r.flops / 1e9:>10.3f}{r.flops / 2e9:>9.3f}")
+    print(f"{'total':<16}{prof.total_params:>14,}{prof.total_flops / 1e9:>10.3f}{prof.macs / 1e9:>9.3f}")
+    print(f"{'inference':<16}{'':>14}{prof.inference_flops / 1e9:>10.3f}{prof.inference_flops / 2e9:>9.3f}")
+
+
+def print_dct(args: argparse.Namespace, device: torch.device) -> None:
+    d = bench_dct(args, device)
+    side = args.size // 4
+    print(f"\n## Block-DCT high-pass, forward + backward, [{args.batch}, {args.dct_channels}, {side}, {side}]")
+    for form, t in d.items():
+        print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
+
+
+def time_mode(args: argparse.Namespace, device: torch.device, mode: str) -> tuple[list[float], ...]:
+    """Wall and CPU times of HiLIF's and the two backbones' training steps in `mode`, interleaved so that
+    machine-load drifts hit both sides alike: (HiLIF wall, backbones wall, HiLIF CPU, backbones CPU, warm-up s)."""
+    step_h = hilif_step_fn(args, device, mode)
+    step_b = backbones_step_fn(args, device, mode)
+    th, tb, ch, cb = [], [], [], []
+    t_warm = time.perf_counter()
+    for _ in range(args.warmup):
+        step_h()
+        step_b()
+    _sync(device)
+    t_warm = time.perf_counter() - t_warm
+    for _ in range(args.repeats):
+        th.append(median_time(step_h, 1, 0, device, ch))
+        tb.append(median_time(step_b, 1, 0, device, cb))
+    return th, tb, ch, cb, [t_warm]
+
+
+def print_step(args: argparse.Namespace, mode: str, times: tuple[list[float], ...]) -> None:
+    th, tb, ch, cb, (t_warm,) = times
+    mh, mb = statistics.median(th), statistics.median(tb)
+    print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
+          f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)")
+    print(f"{'':<26}{'wall s':>8}{'img/s':>8}{'CPU s':>8}   all wall times")
+    for name, t, c in (("HiLIF", th, ch), (f"2 x timm {args.backbone}", tb, cb)):
+        m = statistics.median(t)
+        print(f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   "
+              + " ".join(f"{x:.3f}" for x in t))
+    print(f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
+          f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)")
+    print(f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
+          f"CPU time {min(ch) / min(cb):.3f}x")
+
+
+def print_steps(args: argparse.Namespace, device: torch.device, modes: list[str]) -> float | None:
+    """The training-step section; returns the two backbones' fp32 step time (the breakdown's baseline), if timed."""
+    baseline, summary = None, []
+    for mode in modes:
+        times = time_mode(args, device, mode)
+        mh, mb = statistics.median(times[0]), statistics.median(times[1])
+        if mode == "fp32":
+            baseline = mb
+        summary.append((mode, args.batch / mh, args.batch / mb, mh / mb))
+        print_step(args, mode, times)
+    if len(summary) > 1:
+        print(f"\n## Modes side by side (training images/s, batch {args.batch}, {device})")
+        print(f"{'mode':<18}{'HiLIF':>10}{'2 x backbone':>14}{'ratio':>8}{'HiLIF vs ' + summary[0][0]:>18}")
+        for mode, ih, ib, r in summary:
+            print(f"{mode:<18}{ih:10.1f}{ib:14.1f}{r:8.3f}{ih / summary[0][1]:17.2f}x")
+    return baseline
+
+
+def print_memory(args: argparse.Namespace, device: torch.device) -> None:
+    print(f"\n## Memory of the training step, batch {args.batch}")
+    print(f"{'':<30}{'activations MiB':>16}{'params+grads+AdamW MiB':>24}")
+    for name, act, state in memory_report(args, device):
+        print(f"{name:<30}{act:16.0f}{state:24.0f}")
+    print("(activations: tensors saved for backward, counted once per storage; the two plain backbones hold "
+          "twice the one-backbone figures when run together)")
+    if device.type == "cuda":
+        print(f"peak max_memory_allocated: HiLIF {cuda_peak_mib('hilif', args, device):.0f} MiB, "
+              f"two backbones (one after the other) {cuda_peak_mib('backbones', args, device):.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, modes = parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
-    modes = parse_modes(ap, args.modes)  # before any work: a typo fails at once
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     print(f"# hilif.model benchmark: {args.backbone} at {args.size}, batch {args.batch}, device {device}, "
           f"{args.threads} threads, torch {torch.__version__}, medians of {args.repeats}")
-
     if "flops" not in skip:
-        prof = profile_model(HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False))
-        print(f"\n## Parameters and forward FLOPs per image ({args.size}x{args.size})")
-        print(f"{'module':<16}{'params':>14}{'GFLOPs':>10}{'GMACs':>9}")
-        for r in prof.rows:
-            print(f"{r.name:<16}{r.params:>14,}{r.flops / 1e9:>10.3f}{r.flops / 2e9:>9.3f}")
-        print(f"{'total':<16}{prof.total_params:>14,}{prof.total_flops / 1e9:>10.3f}{prof.macs / 1e9:>9.3f}")
-        print(f"{'inference':<16}{'':>14}{prof.inference_flops / 1e9:>10.3f}{prof.inference_flops / 2e9:>9.3f}")
-
+        print_flops(args)
     if "dct" not in skip:
-        d = bench_dct(args, device)
-        side = args.size // 4
-        print(f"\n## Block-DCT high-pass, forward + backward, [{args.batch}, {args.dct_channels}, {side}, {side}]")
-        for form, t in d.items():
-            print(f"{form:<10}{t * 1e3:>10.2f} ms   speed-up vs unfold {d['unfold'] / t:5.2f}x")
-
-    baseline = None  # the two backbones' fp32 step time, for the breakdown
-    if "step" not in skip:
-        summary = []
-        for mode in modes:
-            step_h = hilif_step_fn(args, device, mode)
-            step_b = backbones_step_fn(args, device, mode)
-            # interleave so that machine-load drifts hit both sides alike
-            th, tb, ch, cb = [], [], [], []
-            t_warm = time.perf_counter()
-            for _ in range(args.warmup):
-                step_h()
-                step_b()
-            _sync(device)
-            t_warm = time.perf_counter() - t_warm
-            for _ in range(args.repeats):
-                th.append(median_time(step_h, 1, 0, device, ch))
-                tb.append(median_time(step_b, 1, 0, device, cb))
-            mh, mb = statistics.median(th), statistics.median(tb)
-            if mode == "fp32":
-                baseline = mb
-            summary.append((mode, args.batch / mh, args.batch / mb, mh / mb))
-            print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
-                  f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)")
-            print(f"{'':<26}{'wall s':>8}{'img/s':>8}{'CPU s':>8}   all wall times")
-            for name, t, c in (("HiLIF", th, ch), (f"2 x timm {args.backbone}", tb, cb)):
-                m = statistics.median(t)
-                print(f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   "
-                      + " ".join(f"{x:.3f}" for x in t))
-            print(f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
-                  f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)")
-            print(f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
-                  f"CPU time {min(ch) / min(cb):.3f}x")
-            del step_h, step_b
-        if len(summary) > 1:
-            print(f"\n## Modes side by side (training images/s, batch {args.batch}, {device})")
-            print(f"{'mode':<18}{'HiLIF':>10}{'2 x backbone':>14}{'ratio':>8}{'HiLIF vs ' + summary[0][0]:>18}")
-            for mode, ih, ib, r in summary:
-                print(f"{mode:<18}{ih:10.1f}{ib:14.1f}{r:8.3f}{ih / summary[0][1]:17.2f}x")
-
+        print_dct(args, device)
+    baseline = print_steps(args, device, modes) if "step" not in skip else None
     if "parts" not in skip:
         print_breakdown(args, device, baseline)
-
     if "memory" not in skip:
-        print(f"\n## Memory of the training step, batch {args.batch}")
-        print(f"{'':<30}{'activations MiB':>16}{'params+grads+AdamW MiB':>24}")
-        for name, act, state in memory_report(args, device):
-            print(f"{name:<30}{act:16.0f}{state:24.0f}")
-        print("(activations: tensors saved for backward, counted once per storage; the two plain backbones hold "
-              "twice the one-backbone figures when run together)")
-        if device.type == "cuda":
-            print(f"peak max_memory_allocated: HiLIF {cuda_peak_mib('hilif', args, device):.0f} MiB, "
-                  f"two backbones (one after the other) {cuda_peak_mib('backbones', args, device):.0f} MiB")
+        print_memory(args, device)
     sys.stdout.flush()
 
 

@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'mode':<18}{'GPU alone img/s':>16}{'from shards img/s':>19}{'data wait':>11}   GPU utilisation (NVML)")
     for r in rows:
         print(f"{r['mode']:<18}{r['alone']:16.1f}{r['shards']:19.1f}{r['wait']:10.0%}    {r['util']}")
-    print("(warm-up of each mode, compile included: " + ", ".join(f"{r['mode']} {r['warm_s']:.0f} s" for r in rows) + ")")
+    warm = ", ".join(f"{r['mode']} {r['warm_s']:.0f} s" for r in rows)
+    print(f"(warm-up of each mode, compile included: {warm})")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class EfficientNetStream(nn.Module):
 
     A = stem + stages up to the last one at stride 4; B = up to the first stage at stride 16;
     C = up to the last stage at stride 16; D = the rest + conv_head + bn2.
-    For efficientnet_b4 at 224 that is A 32x56x56, B 112x14x14, C 160x14x14, D 1792x7x7 (design table).
+    For efficientnet_b4 at 224 that is A 32x56x56, B 112x14x14, C 160x14x14, D 1792x7x7.
     """
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None) -> None:

@@ -33,7 +33,7 @@ def derive_patch_sizes(feature_size: int, heads: int = 4) -> tuple[int, ...]:
 
 @dataclass
 class HiLIFConfig:
-    """Architecture of the HiLIF detector (paper section IV; see design/model.md)."""
+    """Architecture of the HiLIF detector (paper section IV)."""
 
     # --- backbones (two timm EfficientNets with separate weights) ---
     backbone: str = "efficientnet_b4"
@@ -138,7 +138,7 @@ class HiLIFConfig:
         """Named configurations: "paper" (b4, 224, ImageNet weights), "demo" (CPU quick start), "tiny" (unit tests)."""
         presets: dict[str, dict[str, Any]] = {
             "paper": dict(backbone="efficientnet_b4", img_size=224, pretrained=True),
-            # A CPU-sized model for the quick start: b0 at 96 does a batch-32 training step in about 1-2 s on 2 cores.
+            # A CPU-sized model for the quick start: small enough to train in minutes on a laptop's cores.
             "demo": dict(backbone="efficientnet_b0", img_size=96, pretrained=False),
             # Fastest configuration that still exercises every module (cut A is 16x16, patch sizes 8/4/2/1).
             "tiny": dict(backbone="efficientnet_b0", img_size=64, pretrained=False),

@@ -18,10 +18,9 @@ The operation is linear in F for a given mask, so it has three equal formulation
 * ``separable`` - the default. The 2-D DCT is separable, so the whole operator (padding, windows, mask, inverse,
                   overlap-add, division) is ``sum_{u,v} m_uv R_u X R_v^T`` where R_u is a fixed n x n matrix: the
                   1-D "keep only frequency u of every window" operator along one axis. With C_u = sum_v m_uv R_v
-                  that is two dense matmuls per channel (8(H+W) multiply-adds per pixel, GEMM-shaped): about 4-5x
-                  faster than ``unfold`` for forward + backward on CPU, where the 1-input-channel convolutions of
-                  ``conv`` are slow. (A polyphase single-conv variant, 256 multiply-adds per pixel, was tried and
-                  was 3-4x slower than this one on CPU.)
+                  that is two dense matmuls per channel (8(H+W) multiply-adds per pixel, GEMM-shaped): the fastest
+                  of the three for forward + backward on CPU, where the 1-input-channel convolutions of ``conv`` are
+                  slow. (A polyphase single-conv variant needs 256 multiply-adds per pixel and is slower on CPU.)
 """
 
 from __future__ import annotations
@@ -122,7 +121,8 @@ class BlockDCTHighPass(nn.Module):
         return self.f_base if self.f_w is None else self.f_base + paper_sigma(self.f_w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """F_H of eq. 1, computed in float32 under any autocast (in bf16 F_H is ~2 % off) and returned in the
+        """F_H of eq. 1, computed in float32 under any autocast (bf16 rounding of the DCT matmuls is coarse against
+        the small high band F_H keeps) and returned in the
         input's dtype (bf16 under a bf16 autocast, so the next layers run as they would without this)."""
         with torch.autocast(x.device.type, enabled=False):
             dtype = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64

@@ -85,8 +85,7 @@ class MultiScaleChannelAttention(nn.Module):
     @staticmethod
     def _average_pools(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
         """The same means as `_box_means` from PyTorch's pooling kernels: the faster path on GPUs, where the
-        integral image's short cumulative sums are slow scan kernels (MSCA forward + backward at batch 48 on an H200:
-        3.7 ms with these pools against 8.4 ms with the integral image)."""
+        integral image's short cumulative sums are slow scan kernels."""
         return [F.avg_pool2d(x, i, stride=1, padding=i // 2, count_include_pad=False) for i in sizes]
 
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ class FusionHead(nn.Module):
 
     The 1x1 conv over the concatenation is written as the sum of one 1x1 conv per stream (the same function, its
     weight split in two): the backward of a concat hands each stream a channel slice of the gradient, a
-    non-contiguous tensor that sends the backbones' depthwise-conv backward down a path ~10x slower on CPU.
+    non-contiguous tensor that sends the backbones' depthwise-conv backward down a much slower path on CPU.
     """
 
     def __init__(self, channels: int, mid_channels: int, num_classes: int = 2, dropout: float = 0.5) -> None:
@@ -49,10 +49,10 @@ class FusionHead(nn.Module):
 
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> torch.Tensor:
         if x_rgb.device.type == "cpu" and x_rgb.is_contiguous() and x_noise.is_contiguous():
-            # the same 1x1 convs as one matmul each on the [B, C, H*W] view: about 20 % faster forward + backward
-            # on CPU (batch 12, b4: 232 vs 295 ms, of which the three GEMMs take 3 x 71 ms). The matmul's input
-            # gradient comes back with channels-last strides, which would drag the backbones' backward onto its slow
-            # CPU path, so _ContiguousGrad hands them plain NCHW gradients (a 4 MB copy per stream).
+            # the same 1x1 convs as one matmul each on the [B, C, H*W] view: faster forward + backward on CPU than
+            # the convs. The matmul's input gradient comes back with channels-last strides, which would drag the
+            # backbones' backward onto its slow CPU path, so _ContiguousGrad hands them plain NCHW gradients (one
+            # copy of the head's input per stream).
             b, _, h, w = x_rgb.shape
             x_rgb, x_noise = _ContiguousGrad.apply(x_rgb), _ContiguousGrad.apply(x_noise)
             y = (torch.matmul(self.conv_rgb.weight.flatten(1), x_rgb.flatten(2))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,27 +13,34 @@ if TYPE_CHECKING:
     from .config import HiLIFConfig
 
 
-def local_max_difference(f_all: torch.Tensor, k: int = 5, s: int = 2, n: int = 8) -> torch.Tensor:
-    """Per-sample M of eq. 25: the mean of the N largest mean block inconsistencies.
+def _in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run `fn(f_all, ...)` on a float32 (or wider) `f_all` with autocast off: under bf16 autocast the cosine matmul
+    of near-parallel blocks is too coarse for M. The maths without the guard stays reachable as ``__wrapped__``."""
 
-    ``f_all`` [B, C, S, S] is cut into k x k blocks with stride s (25 blocks for 14x14, k=5, s=2); each block is
-    flattened; s_xz = 1 - cos(u_x, u_z) (eq. 23); s_i = mean over all j of s_ij (eq. 24, j = 1..n as written, the
-    zero self-distance included); M = mean(topk(s, N)). Computed in float32 under any autocast (the cosine matmul
-    in bf16 puts M off by up to 16 % on near-parallel blocks).
-    """
-    with torch.autocast(f_all.device.type, enabled=False):
-        return _local_max_difference_fp32(f_all.to(torch.promote_types(f_all.dtype, torch.float32)), k, s, n)
+    @functools.wraps(fn)
+    def guarded(f_all: torch.Tensor, *args: int, **kwargs: int) -> torch.Tensor:
+        with torch.autocast(f_all.device.type, enabled=False):
+            return fn(f_all.to(torch.promote_types(f_all.dtype, torch.float32)), *args, **kwargs)
+
+    return guarded
 
 
-def _block_distances_fp32(f_all: torch.Tensor, k: int, s: int) -> torch.Tensor:
+def _block_distances(f_all: torch.Tensor, k: int, s: int) -> torch.Tensor:
     """s_xz of eq. 23 for every pair of k x k blocks (stride s) of each sample: [B, n_blocks, n_blocks]."""
     blocks = F.unfold(f_all, k, stride=s).transpose(1, 2)  # [B, n_blocks, C*k*k]
     u = F.normalize(blocks, dim=-1)
     return 1.0 - u @ u.transpose(1, 2)
 
 
-def _local_max_difference_fp32(f_all: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
-    dist = _block_distances_fp32(f_all, k, s)  # [B, n_blocks, n_blocks]
+@_in_fp32
+def local_max_difference(f_all: torch.Tensor, k: int = 5, s: int = 2, n: int = 8) -> torch.Tensor:
+    """Per-sample M of eq. 25: the mean of the N largest mean block inconsistencies (float32 under any autocast).
+
+    ``f_all`` [B, C, S, S] is cut into k x k blocks with stride s (25 blocks for 14x14, k=5, s=2); each block is
+    flattened; s_xz = 1 - cos(u_x, u_z) (eq. 23); s_i = mean over all j of s_ij (eq. 24, j = 1..n as written, the
+    zero self-distance included); M = mean(topk(s, N)).
+    """
+    dist = _block_distances(f_all, k, s)  # [B, n_blocks, n_blocks]
     n_blocks = dist.shape[1]
     if n > n_blocks:
         raise ValueError(f"local relationship loss: N={n} exceeds the {n_blocks} blocks of size {k} stride {s} on a "
@@ -73,12 +81,11 @@ class LocalRelationLoss(nn.Module):
         return f"k={self.k}, s={self.s}, n={self.n}, margin={self.margin}"
 
 
+@_in_fp32
 def max_pair_difference(f_all: torch.Tensor, k: int = 5, s: int = 2) -> torch.Tensor:
     """Per-sample M of Li et al.'s original constraint: the distance s_xz (eq. 23) of the two most dissimilar blocks,
     max over all block pairs (float32 under any autocast, as `local_max_difference`)."""
-    with torch.autocast(f_all.device.type, enabled=False):
-        dist = _block_distances_fp32(f_all.to(torch.promote_types(f_all.dtype, torch.float32)), k, s)
-    return dist.flatten(1).amax(dim=1)
+    return _block_distances(f_all, k, s).flatten(1).amax(dim=1)
 
 
 class OriginalLocalRelationLoss(LocalRelationLoss):

@@ -77,7 +77,8 @@ def test_gradients_reach_every_trainable_parameter() -> None:
 
 def test_lrc_parameters_are_exactly_the_projection_parameters(tiny_model) -> None:
     lrc = {id(p) for p in tiny_model.lrc_parameters()}
-    assert lrc == {id(p) for p in tiny_model.lrc.parameters()} and len(lrc) == 9  # 3 levels x (rgb weight + bias, noise weight)
+    # 3 levels x (rgb weight + bias, noise weight)
+    assert lrc == {id(p) for p in tiny_model.lrc.parameters()} and len(lrc) == 9
     # stage 1: without return_lrc these parameters take no part in the forward
     for p in tiny_model.parameters():
         p.grad = None

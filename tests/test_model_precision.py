@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hilif.model.dct import BlockDCTHighPass
-from hilif.model.loss import LocalRelationLoss, _local_max_difference_fp32, local_max_difference
+from hilif.model.loss import LocalRelationLoss, local_max_difference, max_pair_difference
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
@@ -20,13 +20,14 @@ def _near_parallel_maps(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return f, torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
 
 
-def test_local_max_difference_is_fp32_under_bf16_autocast() -> None:
+@pytest.mark.parametrize("m_of", [local_max_difference, max_pair_difference])
+def test_block_inconsistency_is_fp32_under_bf16_autocast(m_of) -> None:
     f, _ = _near_parallel_maps()
-    ref = local_max_difference(f)
+    ref = m_of(f)
     with torch.autocast(**BF16):
-        got = local_max_difference(f)
-        bf16_inputs = local_max_difference(f.bfloat16())
-        naive = _local_max_difference_fp32(f, 5, 2, 8)  # the same maths with autocast left on
+        got = m_of(f)
+        bf16_inputs = m_of(f.bfloat16())
+        naive = m_of.__wrapped__(f)  # the same maths without the fp32 guard
     assert got.dtype == torch.float32 and bf16_inputs.dtype == torch.float32
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     # the test can fail: the cosine matmul in bf16 is far off on near-parallel blocks

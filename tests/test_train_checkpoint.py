@@ -47,6 +47,18 @@ def test_roundtrip_with_optimiser_scheduler_and_no_temp_left(tmp_path: Path) -> 
     assert sched2.last_epoch == 1
 
 
+def test_version_1_epochs_are_read_counted_from_one(tmp_path: Path) -> None:
+    """Version 1 numbered the best epoch from 0 (-1: none): a resume of such a run keeps the same best epoch."""
+    p = _save(tmp_path / "last.pt", torch.nn.Linear(3, 2), best_epoch=3, metrics={"epoch": 3, "best_epoch": 3})
+    payload = torch.load(p, weights_only=True)
+    torch.save({**payload, "version": 1, "best_epoch": 2, "metrics": '{"epoch": 2, "best_epoch": 2}'}, p)
+    got = ck.load_checkpoint(p)
+    assert (got["epoch"], got["best_epoch"], got["metrics"]) == (3, 3, {"epoch": 3, "best_epoch": 3})
+    torch.save({**payload, "version": 1, "best_epoch": -1, "metrics": "{}"}, p)
+    assert ck.load_checkpoint(p)["best_epoch"] == 0
+    assert ck.load_checkpoint(_save(tmp_path / "new.pt", torch.nn.Linear(3, 2)))["best_epoch"] == 0
+
+
 def test_pickled_payload_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "evil.pt"
     torch.save({"format": ck.FORMAT, "version": 1, "model": {}, "extra": Payload()}, p)

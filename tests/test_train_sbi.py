@@ -116,10 +116,12 @@ def test_sample_landmarks_v2_dense_then_aligned_five_then_v1_frame_points(face):
     want = to_aligned(np.array(frame_pts), similarity_matrix(np.array(frame_pts)))
     assert np.allclose(sbi.sample_landmarks(v1), want)
     assert np.allclose(sbi.sample_landmarks(dict(v1, aligned_landmarks=five.tolist())), five)
-    assert np.allclose(sbi.sample_landmarks(dict(v1, aligned_landmarks=five.tolist(), dense_landmarks=dense.tolist())), dense)
+    both = dict(v1, aligned_landmarks=five.tolist(), dense_landmarks=dense.tolist())
+    assert np.allclose(sbi.sample_landmarks(both), dense)
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(blend_ratios=(0.0, 1.0)), "blend ratios"), (dict(blend_ratios=()), "blend ratios"),
+@pytest.mark.parametrize("kw,msg", [(dict(blend_ratios=(0.0, 1.0)), "blend ratios"),
+                                    (dict(blend_ratios=()), "blend ratios"),
                                     (dict(blur_kernel=(4, 25)), "blur kernel"), (dict(p_rgb_shift=1.5), "p_rgb_shift"),
                                     (dict(blur_sigma=(0.0, 3.0)), "sigma")])
 def test_bad_sbi_config_is_an_error(kw, msg):

@@ -39,7 +39,7 @@ def run(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_both_stages_write_checkpoints_metrics_and_plots(run: Path) -> None:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["stage"], r["epoch"], r["step"]) for r in rows] == [(1, 0, 2), (1, 1, 4), (2, 0, 2)]
+    assert [(r["stage"], r["epoch"], r["step"]) for r in rows] == [(1, 1, 2), (1, 2, 4), (2, 1, 2)]
     assert all(r["train_ld"] == 0 for r in rows if r["stage"] == 1)
     assert all(r["train_ld"] > 0 for r in rows if r["stage"] == 2)  # L_d is really in the stage-2 loss
     # stage 2 logs L_d's terms: the gap is M_fake - M_real of the same rows; stage 1 has none
@@ -49,6 +49,9 @@ def test_both_stages_write_checkpoints_metrics_and_plots(run: Path) -> None:
     for stage in (1, 2):
         got = ck.load_checkpoint(ck.best_path(run, stage))
         assert got["stage"] == stage and got["model_config"]["backbone"] == "efficientnet_b0"
+        # one epoch number (from 1) for the best epoch in the checkpoint, its metrics row and the stage's last row
+        last_row = [r for r in rows if r["stage"] == stage][-1]
+        assert got["epoch"] == got["best_epoch"] == got["metrics"]["epoch"] == last_row["best_epoch"] >= 1
         assert got["extract"] == {"dataset": "synth", "face": {}, "face_size": 256}  # the shards' extract settings
     # stage 2 trained the L_d projections that stage 1 kept frozen
     s1 = ck.load_checkpoint(ck.last_path(run, 1))["model"]
@@ -89,7 +92,7 @@ def test_resume_after_interruption_continues_at_the_right_step(shards: Path, tmp
     train(_cfg(shards, whole, stage="1", stage1_epochs=3))
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_cfg(shards, cut, stage="1", stage1_epochs=3), reporter=_Kill(epoch=0)).run()
+        Trainer(_cfg(shards, cut, stage="1", stage1_epochs=3), reporter=_Kill(epoch=1)).run()
     assert ck.load_checkpoint(ck.last_path(cut, 1))["step"] == 2
     # the same command without --resume refuses to overwrite the run
     with pytest.raises(Exception, match="--resume"):
@@ -98,7 +101,7 @@ def test_resume_after_interruption_continues_at_the_right_step(shards: Path, tmp
     (res,) = train(_cfg(shards, cut, stage="1", stage1_epochs=3, resume=True, val_batch_size=5))
     assert res.epochs_run == 2
     rows = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["step"]) for r in rows] == [(0, 2), (1, 4), (2, 6)]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 2), (2, 4), (3, 6)]
     a = ck.load_checkpoint(ck.last_path(whole, 1))
     b = ck.load_checkpoint(ck.last_path(cut, 1))
     assert a["step"] == b["step"] == 6

@@ -14,22 +14,39 @@ row it names.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from hilif.train.config import TrainConfig
+
 if TYPE_CHECKING:
     from hilif.model import HiLIFConfig
-    from hilif.train.config import TrainConfig
 
-#: Every HiLIFConfig field an ablation table varies, at the paper's value. A preset starts from these, so that a
-#: row means the same model whatever the base config held.
-SWITCH_DEFAULTS: dict[str, Any] = dict(dftm=True, self_attention=False, dftm_attention="both", lem_mode="local",
-                                       multi_patch=True, patch_sizes=None, single_patch_size=None, ddafm=True,
-                                       msca=True, dct_learnable_filter=True)
-#: The constraint loss's settings at the paper's values (section V-B: K = 5, S = 2, N = 8, the improved loss).
-LRC_DEFAULTS: dict[str, Any] = dict(lrc_k=5, lrc_s=2, lrc_n=8, lrc_loss="hilif")
-#: The paper's loss weight (eq. 29); rows with the constraint loss are defined at it.
-PAPER_LAMBDA_D = 0.5
+#: Every HiLIFConfig field an ablation table varies. A preset starts from their defaults (the paper's model), so that
+#: a row means the same model whatever the base config held.
+SWITCHES = ("dftm", "self_attention", "dftm_attention", "lem_mode", "multi_patch", "patch_sizes", "single_patch_size",
+            "ddafm", "msca", "dct_learnable_filter")
+#: The constraint loss's settings; their HiLIFConfig defaults are the paper's (section V-B).
+LRC_SETTINGS = ("lrc_k", "lrc_s", "lrc_n", "lrc_loss")
+
+
+def field_defaults(cls: type, names: tuple[str, ...]) -> dict[str, Any]:
+    """The defaults of a dataclass's fields `names`."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {name: defaults[name] for name in names}
+
+
+@functools.cache
+def model_defaults(names: tuple[str, ...]) -> dict[str, Any]:
+    """HiLIFConfig's defaults of the fields `names` (imported here: the model package loads torch)."""
+    from hilif.model.config import HiLIFConfig
+
+    return field_defaults(HiLIFConfig, names)
+
+
+#: The paper's loss weight (eq. 29), TrainConfig's default; rows with the constraint loss are defined at it.
+PAPER_LAMBDA_D: float = field_defaults(TrainConfig, ("lambda_d",))["lambda_d"]
 
 
 class AblationError(ValueError):
@@ -43,26 +60,26 @@ class Ablation:
     name: str
     rows: tuple[tuple[str, str], ...]  # (table, row label as printed in the paper)
     reason: str  # what the row tests, in one line
-    switches: Mapping[str, Any] = field(default_factory=dict)  # HiLIFConfig fields, over SWITCH_DEFAULTS
+    switches: Mapping[str, Any] = field(default_factory=dict)  # HiLIFConfig fields, over the SWITCHES' defaults
     single_patch_div: int | None = None  # Table VIII: one patch size for all groups = cut-A side / div (28/14/7 at 224)
     constraint_loss: bool = False  # stage 2 with L_d (lambda 0.5); False = the best stage-1 model
-    lrc: Mapping[str, Any] = field(default_factory=dict)  # lrc_k / lrc_s / lrc_n / lrc_loss, over LRC_DEFAULTS
+    lrc: Mapping[str, Any] = field(default_factory=dict)  # LRC_SETTINGS over their defaults
 
     def model_overrides(self, base: "HiLIFConfig") -> dict[str, Any]:
         """The HiLIFConfig fields this row sets, for a base config (its backbone and input size)."""
-        over = {**SWITCH_DEFAULTS, **self.switches}
+        over = {**model_defaults(SWITCHES), **self.switches}
         if self.single_patch_div:
             from hilif.model.config import _closest_divisor
 
             side = base.cut_a_size
             over.update(multi_patch=False, single_patch_size=_closest_divisor(side, side / self.single_patch_div))
         if self.constraint_loss:
-            over.update({**LRC_DEFAULTS, **self.lrc})
+            over.update(self.lrc_settings)
         return over
 
     @property
     def lrc_settings(self) -> dict[str, Any]:
-        return {**LRC_DEFAULTS, **self.lrc} if self.constraint_loss else {}
+        return {**model_defaults(LRC_SETTINGS), **self.lrc} if self.constraint_loss else {}
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.switches.items()]
@@ -70,7 +87,8 @@ class Ablation:
             parts.append(f"multi_patch=False, single_patch_size=side/{self.single_patch_div}")
         if self.constraint_loss:
             lrc = self.lrc_settings
-            loss = "Li et al. max pair" if lrc["lrc_loss"] == "li" else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}"
+            loss = ("Li et al. max pair" if lrc["lrc_loss"] == "li"
+                    else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}")
             parts.append(f"stage 2 with L_d ({loss}, lambda {PAPER_LAMBDA_D})")
         else:
             parts.append("stage 1 only")
@@ -92,7 +110,8 @@ _PRESETS: list[Ablation] = [
              switches=dict(ddafm=False)),
     Ablation("eff+ddafm", (("VI", "Eff + DDAFM"),), "the RGB/noise fusion alone", switches=dict(dftm=False)),
     Ablation("eff+dftm+ddafm",
-             (("VI", "Eff + DFTM + DDAFM"), ("VII", "Efficient Net + FSFM + FEM"), ("VIII", "Local Enhance, Mutil-Size"),
+             (("VI", "Eff + DFTM + DDAFM"), ("VII", "Efficient Net + FSFM + FEM"),
+              ("VIII", "Local Enhance, Mutil-Size"),
               ("IX", "Mix Block + MSCA"), ("X", "Model"), ("XI", "Model")),
              "the whole model before the constraint loss (stage 1)"),
     Ablation("eff+dftm+ddafm+ld",

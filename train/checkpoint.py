@@ -8,8 +8,9 @@ refused with a `CheckpointError`. Layout of a run folder::
     OUT/stage1/last.pt, best.pt  last epoch (or mid-epoch save), and best epoch by validation AUC
     OUT/stage2/last.pt, best.pt
 
-``last.pt`` is also written within an epoch (``--save-every-steps``): then ``epoch`` counts the completed epochs,
-``epoch_step`` the steps already taken in the next one and ``running`` its running loss sums (over all ranks).
+``epoch`` counts the completed epochs of the stage and ``best_epoch`` numbers the best one from 1 (0: none yet), as
+the log and metrics.jsonl do. ``last.pt`` is also written within an epoch (``--save-every-steps``): then
+``epoch_step`` holds the steps already taken in the next epoch and ``running`` its running sums (over all ranks).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from hilif.pipeline import schema
 log = logging.getLogger(__name__)
 
 FORMAT = "hilif-checkpoint"
-VERSION = 1
+#: 2: ``best_epoch`` and the ``metrics`` row count epochs from 1 (version 1 counted them from 0; converted on load)
+VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -101,7 +103,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_config: dict[str, Any],
                     train_config: dict[str, Any], stage: int, epoch: int, step: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    best_metric: float = float("nan"), best_epoch: int = -1,
+                    best_metric: float = float("nan"), best_epoch: int = 0,
                     metrics: dict[str, Any] | None = None, with_rng: bool = True,
                     extract: dict[str, Any] | None = None, epoch_step: int = 0,
                     running: torch.Tensor | None = None, plan: dict[str, int] | None = None) -> Path:
@@ -122,7 +124,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_co
         "epoch": int(epoch),  # epochs completed in this stage
         "step": int(step),  # optimiser steps taken in this stage
         "best_metric": float(best_metric),
-        "best_epoch": int(best_epoch),
+        "best_epoch": int(best_epoch),  # 1-based
         "metrics": json.dumps(metrics or {}),
         "extract": json.dumps(extract or {}, sort_keys=True),
         "epoch_step": int(epoch_step),
@@ -155,7 +157,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint with ``weights_only=True``; configs come back as dicts."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint; pass a .pt written by hilif-train (e.g. RUN/stage2/best.pt)")
+        raise CheckpointError(f"{path}: no such checkpoint; pass a .pt written by hilif-train "
+                              f"(e.g. RUN/stage2/best.pt)")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is garbage or truncated
         raise CheckpointError(f"{path}: unreadable checkpoint (not a torch.save archive, or truncated); "
                               f"use another one (e.g. the stage's best.pt)")
@@ -174,14 +177,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hilif-train checkpoint (no '{FORMAT}' marker)")
     if int(ckpt.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['version']} is newer than this hilif ({VERSION}); upgrade hilif")
+        raise CheckpointError(f"{path}: checkpoint format {ckpt['version']} is newer than this hilif ({VERSION}); "
+                              f"upgrade hilif")
     ckpt["model_config"] = json.loads(ckpt["model_config"])
     ckpt["train_config"] = json.loads(ckpt["train_config"])
     ckpt["metrics"] = json.loads(ckpt.get("metrics", "{}"))
     ckpt["plan"] = json.loads(ckpt.get("plan", "{}"))
     ckpt.setdefault("epoch_step", 0)
     ckpt["extract"] = json.loads(ckpt.get("extract", "{}"))  # {} in checkpoints written before it was recorded
+    if int(ckpt.get("version", 0)) < 2:
+        _epochs_from_one(ckpt)
     return ckpt
+
+
+def _epochs_from_one(ckpt: dict[str, Any]) -> None:
+    """A version-1 checkpoint's epoch numbers (from 0, -1 for none) counted from 1 (0 for none), as in version 2."""
+    ckpt["best_epoch"] = int(ckpt.get("best_epoch", -1)) + 1
+    row = ckpt["metrics"]
+    for key in ("epoch", "best_epoch"):
+        if isinstance(row.get(key), int):
+            row[key] += 1
 
 
 def config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:

@@ -75,7 +75,7 @@ class RichReporter:
     def start_epoch(self, stage: int, epoch: int, epochs: int, steps: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"stage {stage} epoch {epoch + 1}/{epochs}", total=steps,
+        self.task = self.progress.add_task(f"stage {stage} epoch {epoch}/{epochs}", total=steps,
                                            loss=float("nan"), lr=0.0, ips=0.0)
 
     def step(self, stage: int, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
@@ -83,7 +83,7 @@ class RichReporter:
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         self.progress.console.print(
-            f"stage {row['stage']} epoch {row['epoch'] + 1}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
+            f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
             f"L_d {row['train_ld']:.4f})  val acc {_fmt(row['val_acc'])}  val AUC {_fmt(row['val_auc'])}  "
             f"{row['images_per_s']:.1f} img/s" + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else "")
             + (f"  [yellow]skipped {row['skipped']} train / {row['val_skipped']} val samples[/yellow]"
@@ -214,7 +214,7 @@ def train(
         dist_util.cleanup()
     if dist_util.env_dist_info().is_master:
         for r in results:
-            console.print(f"stage {r.stage}: best epoch {r.best_epoch + 1} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
+            console.print(f"stage {r.stage}: best epoch {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
 
 
 # --------------------------------------------------------------------------- hilif-eval

@@ -1,4 +1,5 @@
-"""Shards -> batches: the training stream (class-balanced, planned epochs) and the evaluation stream (every sample once).
+"""Shards -> batches: the training stream (class-balanced, planned epochs) and the evaluation stream (each sample
+once).
 
 Both streams read samples by random access into the tar shards. `ShardIndex` lists, per split and label, every
 complete sample of every complete shard with the byte offsets of its members (read once from the tar headers with
@@ -56,6 +57,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hilif.pipeline import schema
+from hilif.train import distributed as dist_util
 from hilif.train.config import AUGMENTS
 
 log = logging.getLogger(__name__)
@@ -254,25 +256,7 @@ def scan_shard(path: str) -> _ShardScan:
     cache_key = (path, st.st_size, st.st_mtime_ns)
     if cache_key in _SCANS:
         return _SCANS[cache_key]
-    groups: dict[str, dict[str, tuple[int, int]]] = {}
-    error = None
-    try:
-        with tarfile.open(path, mode="r:") as tf:
-            while (m := tf.next()) is not None:
-                if not m.isfile():
-                    continue
-                if m.offset_data + m.size > st.st_size:
-                    error = f"truncated in member {m.name}"
-                    break
-                # the webdataset key: the path up to the first dot of the file name
-                slash = m.name.rfind("/") + 1
-                dot = m.name.find(".", slash)
-                if dot < 0:
-                    continue
-                groups.setdefault(m.name[:dot], {})[m.name[dot + 1:]] = (m.offset_data, m.size)
-                tf.members.clear()  # nothing needs the member list; keep memory flat on big shards
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    groups, error = _tar_members(path, st.st_size)
     rows, exts = [], []
     for members in groups.values():
         img = next((e for e in schema.IMAGE_EXTS if e in members), None)
@@ -285,6 +269,31 @@ def scan_shard(path: str) -> _ShardScan:
                       np.asarray(exts, dtype=np.int8), error)
     _SCANS[cache_key] = scan
     return scan
+
+
+def _tar_members(path: str, size: int) -> tuple[dict[str, dict[str, tuple[int, int]]], str | None]:
+    """(webdataset key -> extension -> (data offset, size)) of a tar's complete members of its first `size` bytes,
+    and why reading stopped early (None when it read to the end)."""
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
+    error = None
+    try:
+        with tarfile.open(path, mode="r:") as tf:
+            while (m := tf.next()) is not None:
+                if not m.isfile():
+                    continue
+                if m.offset_data + m.size > size:
+                    error = f"truncated in member {m.name}"
+                    break
+                # the webdataset key: the path up to the first dot of the file name
+                slash = m.name.rfind("/") + 1
+                dot = m.name.find(".", slash)
+                if dot < 0:
+                    continue
+                groups.setdefault(m.name[:dot], {})[m.name[dot + 1:]] = (m.offset_data, m.size)
+                tf.members.clear()  # nothing needs the member list; keep memory flat on big shards
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return groups, error
 
 
 @dataclass
@@ -334,13 +343,33 @@ def class_shards(root: str | Path, split: str, label: int) -> list[str]:
     return [str(p) for p, _ in schema.complete_shards(root, split, label)]
 
 
+#: The method filter of `class_index` by (each shard's path, size and mtime; methods): every sample's metadata is
+#: read once per process, however many streams (one per training stage) index the same fakes.
+_METHOD_MASKS: dict[tuple[Any, ...], tuple[np.ndarray, int]] = {}
+
+
 def class_index(root: str | Path, split: str, label: int, methods: Sequence[str] = ()) -> ShardIndex:
     """The readable samples of one split and label; fakes only of `methods` when given (read from each sample's
     metadata; a sample whose metadata cannot be read is counted as missing)."""
     index = ShardIndex.build([(str(p), st.samples) for p, st in schema.complete_shards(root, split, label)])
     if not methods or label == schema.REAL or len(index) == 0:
         return index
-    wanted = set(methods)
+    key = (tuple(_file_key(p) for p in index.shards), tuple(sorted(set(methods))))
+    if key not in _METHOD_MASKS or len(_METHOD_MASKS[key][0]) != len(index):
+        _METHOD_MASKS[key] = _method_mask(index, set(methods))
+    return index.subset(*_METHOD_MASKS[key])
+
+
+def _file_key(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _method_mask(index: ShardIndex, wanted: set[str]) -> tuple[np.ndarray, int]:
+    """(which samples of `index` are of a `wanted` method, how many could not be read)."""
     keep = np.zeros(len(index), bool)
     dropped = 0
     with _Reader() as reader:
@@ -350,7 +379,7 @@ def class_index(root: str | Path, split: str, label: int, methods: Sequence[str]
             except _SAMPLE_ERRORS as exc:
                 dropped += 1
                 log.warning("skipped an unreadable sample of %s: %s", index.shards[index.shard[i]], exc)
-    return index.subset(keep, dropped)
+    return keep, dropped
 
 
 class _Reader:
@@ -461,14 +490,12 @@ def _worker_id() -> tuple[int, int]:
     return (wi.id, wi.num_workers) if wi is not None else (0, 1)
 
 
-def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit (rank, world size), or torch.distributed's when called in the main process and not given."""
     if rank is None or world_size is None:
-        import torch.distributed as dist
-
-        on = dist.is_available() and dist.is_initialized()
-        rank = rank if rank is not None else (dist.get_rank() if on else 0)
-        world_size = world_size if world_size is not None else (dist.get_world_size() if on else 1)
+        live = dist_util.current()
+        rank = live.rank if rank is None else rank
+        world_size = live.world_size if world_size is None else world_size
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size}")
     return int(rank), int(world_size)
@@ -521,13 +548,14 @@ class BalancedTrainStream(IterableDataset):
     `global_batch` is the batch over all ranks; this rank yields `steps` batches of ``global_batch / world_size``
     per epoch. `rank` and `world_size` default to torch.distributed's, read here in the main process (never inside
     a loader worker); pass them explicitly to simulate ranks. Everything the stream holds pickles (spawn-safe).
+    `info`: the folder's dataset.json when the caller has read it (self-blending maps landmarks with its face margin).
     """
 
     def __init__(self, root: str | Path, split: str, img_size: int, global_batch: int, steps: int | None = None, *,
                  rank: int | None = None, world_size: int | None = None, methods: Sequence[str] = (),
                  seed: int = 0, augment: str = "paper", synth: str = "none", synth_ratio: float = 0.5,
-                 sbi: Any = None, dataset_fakes: bool = True) -> None:
-        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+                 sbi: Any = None, dataset_fakes: bool = True, info: schema.DatasetInfo | None = None) -> None:
+        self.rank, self.world_size = _rank_world(rank, world_size)
         self.global_batch = int(global_batch)
         self.local_batch = local_batch_size(self.global_batch, self.world_size)
         self.half = self.global_batch // 2
@@ -544,7 +572,7 @@ class BalancedTrainStream(IterableDataset):
             from hilif.train.sbi import SBIConfig
 
             self.sbi = sbi or SBIConfig()
-            face = (load_info(root).config or {}).get("face") or {}
+            face = ((info or load_info(root)).config or {}).get("face") or {}
             self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
         else:
             self.margin = 1.3
@@ -610,13 +638,15 @@ class BalancedTrainStream(IterableDataset):
                 for j in range(first, first + self.local_batch)]
 
     def is_synth(self, position: int, epoch: int | None = None) -> bool:
-        """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at `position`)."""
+        """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at
+        `position`)."""
         if self.synth == "none":
             return False
         if not self.dataset_fakes or self.synth_ratio >= 1.0:
             return True
         epoch = self.epoch if epoch is None else epoch
-        return bool(np.random.default_rng([self.seed, epoch, schema.FAKE, int(position), 2]).random() < self.synth_ratio)
+        draw = np.random.default_rng([self.seed, epoch, schema.FAKE, int(position), 2]).random()
+        return bool(draw < self.synth_ratio)
 
     # ---- reading
 
@@ -631,10 +661,10 @@ class BalancedTrainStream(IterableDataset):
         for _ in range(MAX_DRAWS):
             bad_key = ("sbi" if synth else label, i)  # a real SBI cannot blend (e.g. its landmarks) stays a usable real
             if bad_key not in skips.bad:
+                rng = np.random.default_rng([self.seed, self.epoch, slot, position, 0])
+                blend_rng = np.random.default_rng([self.seed, self.epoch, slot, position, 3]) if synth else None
                 try:
-                    sample = decode(reader.read(index, i), np.random.default_rng([self.seed, self.epoch, slot,
-                                                                                   position, 0]),
-                                    np.random.default_rng([self.seed, self.epoch, slot, position, 3]) if synth else None)
+                    sample = decode(reader.read(index, i), rng, blend_rng)
                 except _SAMPLE_ERRORS as exc:
                     skips.bad.add(bad_key)
                     skips.add(index.shards[index.shard[i]], exc)
@@ -694,7 +724,7 @@ class EvalStream(IterableDataset):
     def __init__(self, root: str | Path, split: str, img_size: int, batch_size: int,
                  perturb: Callable[[np.ndarray], np.ndarray] | None = None, max_batches: int | None = None, *,
                  rank: int | None = None, world_size: int | None = None, require_both: bool = False) -> None:
-        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.rank, self.world_size = _rank_world(rank, world_size)
         self.index = {label: class_index(root, split, label) for label in (schema.REAL, schema.FAKE)}
         if not any(idx.shards for idx in self.index.values()):
             raise DataError(f"{Path(root) / split}: no complete shards in the {split} split; "
@@ -708,7 +738,8 @@ class EvalStream(IterableDataset):
         self.img_size, self.batch_size, self.perturb, self.max_batches = img_size, batch_size, perturb, max_batches
         total = n_real + n_fake if max_batches is None else min(n_real + n_fake, max_batches * batch_size)
         picks = stratified_pick(n_real, n_fake, total)
-        self.order = np.concatenate([np.stack([np.full(k, label), (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
+        self.order = np.concatenate([np.stack([np.full(k, label),
+                                               (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
                                      for label, k in zip((schema.REAL, schema.FAKE), picks)]).astype(np.int64)
         self.expected = int(total)  # samples this stream is to score over all ranks
         self.n_batches = math.ceil(self.expected / batch_size)

@@ -1,4 +1,4 @@
-"""Distributed setup in one place: reads torchrun's (or SLURM's) environment; the rest asks `is_master()`."""
+"""Distributed setup in one place: reads torchrun's (or SLURM's) environment; the rest asks a `DistInfo`."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def local_world_size() -> int:
 
 def set_cpu_threads(loader_workers: int, threads: int | None = None) -> int:
     """Torch threads for a CPU process: ``threads`` if given, else this rank's share of the cores minus its loader
-    workers (at least 1). OpenMP threads beyond the free cores spin against each other: on 2 cores, 2 threads + 1
-    loader worker made a training step 10x slower than 1 thread."""
+    workers (at least 1). OpenMP threads beyond the free cores spin against each other and slow a training step
+    down several times over."""
     per_rank = (os.cpu_count() or 1) // local_world_size()
     n = threads or max(1, per_rank - loader_workers)
     torch.set_num_threads(n)
@@ -70,7 +70,7 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     else:
         dev = torch.device(device)
     if dev.type == "cpu":
-        # denormal floats (tiny weights/activations after a few steps) slow CPU maths down up to 10x
+        # denormal floats (tiny weights/activations after a few steps) slow CPU maths down many times over
         torch.set_flush_denormal(True)
     if info.distributed and not dist.is_initialized():
         if "RANK" not in os.environ:  # SLURM: init_process_group's env:// reads these names
@@ -86,10 +86,6 @@ def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), env_dist_info().local_rank)
     return DistInfo()
-
-
-def is_master() -> bool:
-    return current().is_master
 
 
 def barrier() -> None:

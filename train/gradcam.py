@@ -101,7 +101,8 @@ def pick_faces(shards: str | Path, split: str, img_size: int, n: int) -> dict[st
     items = got[schema.REAL] + got[schema.FAKE]
     if len(items) < n:  # one class short: fill from what there is
         log.info("Grad-CAM: %d faces available of %d asked", len(items), n)
-    return {"image": torch.stack([i[0] for i in items]) if items else torch.zeros(0, 3, img_size, img_size, dtype=torch.uint8),
+    empty = torch.zeros(0, 3, img_size, img_size, dtype=torch.uint8)
+    return {"image": torch.stack([i[0] for i in items]) if items else empty,
             "label": [schema.REAL] * len(got[schema.REAL]) + [schema.FAKE] * len(got[schema.FAKE]),
             "key": [i[1] for i in items], "method": [i[2] for i in items]}
 

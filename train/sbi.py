@@ -210,7 +210,8 @@ def resize_shift(img: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) -> n
 
 
 def source_target(img: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(source, target): one copy (chosen at random) gets the colour and frequency changes; the source is resized and shifted."""
+    """(source, target): one copy (chosen at random) gets the colour and frequency changes; the source is resized and
+    shifted."""
     a, b = img.copy(), img.copy()
     changed = frequency_transform(colour_transform(img, cfg, rng), cfg, rng)
     if rng.random() < 0.5:

@@ -368,7 +368,8 @@ def run(paths: list[str | Path], opts: DetectOptions,
             except Exception as exc:  # a failure past decoding (detector, alignment) is that file's record too
                 log.warning("%s: analysis failed", f.path, exc_info=True)
                 res = FileResult(f)
-                res.status, res.error = ERROR, f"analysis failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                res.status, res.error = ERROR, f"analysis failed: {type(exc).__name__}: {first_line}"
             if out is not None and res.status in (OK, NOFACE):
                 from hilif.train.annotate import write_pictures
 

@@ -129,7 +129,8 @@ def load_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     if not root.is_dir():
         raise TableError(f"--runs {root}: not a folder; pass the folder that holds hilif-train run folders")
-    configs = sorted({p.parent for p in root.rglob(CONFIG_JSON)} | ({root} if (root / CONFIG_JSON).is_file() else set()))
+    configs = sorted({p.parent for p in root.rglob(CONFIG_JSON)}
+                     | ({root} if (root / CONFIG_JSON).is_file() else set()))
     runs: list[Run] = []
     for folder in configs:
         cfg = _read_json(folder / CONFIG_JSON)
@@ -283,7 +284,8 @@ def _stand_ins(table: dict[str, Any], runs: list[Run]) -> dict[str, str]:
     return {paper: mine}
 
 
-def build_table(name: str, runs: list[Run], runs_dir: str = "runs") -> tuple[dict[str, Any], list[Cell], dict[str, str]]:
+def build_table(name: str, runs: list[Run],
+                runs_dir: str = "runs") -> tuple[dict[str, Any], list[Cell], dict[str, str]]:
     """(paper table, one Cell per row and column, stand-in data mapping) for Tables I-XI."""
     tables = paper_tables()
     if name not in tables:
@@ -336,7 +338,8 @@ def build_cost_table(runs_dir: str = "runs") -> tuple[dict[str, Any], list[Cell]
     ours = {"gmacs": prof.inference_flops / 2e9, "mparams": (prof.total_params - lrc) / 1e6}
     row = table["rows"][0]
     cells = [Cell("XII", row["label"], row["preset"], c["label"], p, [ours[c["metric"]]], ["hilif-eval info"],
-                  "paper preset, 224", "hilif-eval info --preset paper") for c, p in zip(table["columns"], row["paper"])]
+                  "paper preset, 224", "hilif-eval info --preset paper")
+             for c, p in zip(table["columns"], row["paper"])]
     return table, cells, {}
 
 

@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
 CONFIG_JSON = "config.json"
-#: Per-epoch running sums kept on the device (and in a mid-epoch checkpoint, followed by the skip count).
-RUNNING_SUMS = ("loss", "ce", "ld", "m_fake", "m_real", "n_both")
+#: Per-epoch running sums kept on the device and in a mid-epoch checkpoint: loss, CE, L_d, then stage 2's M_fake and
+#: M_real summed over two-class batches and their count, then the unreadable samples met (filled when summed).
+RUNNING_SUMS = ("loss", "ce", "ld", "m_fake", "m_real", "n_both", "skipped")
+SKIPPED = RUNNING_SUMS.index("skipped")
 #: Default --save-every-steps: a mid-epoch checkpoint about every AUTO_SAVE_SECONDS of training, the interval in steps
 #: measured on steps AUTO_SAVE_PROBE[0]..[1] of each stage (rank 0's rate, broadcast so that all ranks agree).
 AUTO_SAVE_SECONDS = 1800.0
@@ -48,7 +50,8 @@ class TrainError(ValueError):
 
 
 class Reporter(Protocol):
-    """What the trainer tells a UI (the CLI's rich progress bar); every method is optional to act on."""
+    """What the trainer tells a UI (the CLI's rich progress bar); every method is optional to act on.
+    Epochs are numbered from 1, as in the log and metrics.jsonl."""
 
     def start_epoch(self, stage: int, epoch: int, epochs: int, steps: int) -> None: ...
 
@@ -73,9 +76,50 @@ class StageResult:
     stage: int
     best_path: Path
     best_auc: float
-    best_epoch: int
+    best_epoch: int  # 1-based; 0 when no epoch was validated
     epochs_run: int  # epochs run by this call (0 when a resumed stage was already complete)
     steps_per_epoch: int
+
+
+@dataclass
+class _Stage:
+    """One stage's training state, shared by its epochs (what a checkpoint records, and the training objects)."""
+
+    number: int
+    epochs: int
+    model: torch.nn.Module  # the plain module: validation and checkpoints
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    last: Path  # stageN/last.pt
+    step: int = 0  # optimiser steps taken in this stage
+    epochs_done: int = 0
+    best_auc: float = -math.inf
+    best_epoch: int = 0  # 1-based; 0 until an epoch improved on -inf
+    start_step: int = 0  # a mid-epoch resume: steps of the next epoch already taken, ...
+    resume_rng: dict[str, Any] | None = None  # ... the RNG state after them ...
+    running: torch.Tensor | None = None  # ... and the epoch's RUNNING_SUMS over all ranks up to them
+    save_every: int | None = None  # mid-epoch checkpoint interval in steps (None: probed, 0: never)
+    t_probe: float = 0.0
+    steps_run: int = 0  # steps taken by this call (the probe of the automatic checkpoint interval)
+    train_model: Any = None  # `model` under DDP / torch.compile, or `model`
+    stream: Any = None  # the BalancedTrainStream
+    loader: Any = None
+    lrc: Any = None  # stage 2's constraint loss
+
+
+@dataclass
+class _Epoch:
+    """Progress through one epoch; the running sums stay on the device (no host sync per step)."""
+
+    number: int  # 1-based
+    skip: int  # steps taken before a mid-epoch resume
+    sums: torch.Tensor  # this rank's RUNNING_SUMS (rank 0 also holds all ranks' sums up to a resume)
+    carried_skips: int  # unreadable samples of all ranks before a mid-epoch resume
+    tally: SkipTally
+    n_steps: int  # steps of this epoch taken so far
+    logged: tuple[int, torch.Tensor]  # n_steps and loss sums at the last log line
+    t0: float
+    t_last: float
 
 
 # --------------------------------------------------------------------------- setup helpers
@@ -113,7 +157,8 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: fl
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-step schedule within a stage: linear warm-up (optional), then cosine / constant / linear to min_lr."""
     total = max(1, total_steps - cfg.warmup_steps)
     end = cfg.min_lr / optimizer.param_groups[0]["lr"]
@@ -220,7 +265,8 @@ class Trainer:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
                 except ImportError as exc:
-                    raise TrainError("--tensorboard needs the tensorboard package: pip install 'hilif[tensorboard]'") from exc
+                    raise TrainError("--tensorboard needs the tensorboard package: "
+                                     "pip install 'hilif[tensorboard]'") from exc
                 self.tb = SummaryWriter(str(self.out / "tensorboard"))
         dist_util.barrier()
 
@@ -244,7 +290,7 @@ class Trainer:
             self._check_plan(path, ck)
 
     def _plan_record(self) -> dict[str, int]:
-        """What fixes the data plan of an epoch (A1's plan: seed, samples, global batch; never the workers)."""
+        """What fixes the data plan of an epoch (seed, samples, global batch; never the workers)."""
         return {"steps": self.plan.steps, "global_batch": int(self.cfg.batch_size), "n_real": int(self.counts[0]),
                 "n_fake": int(self.counts[1]), "world_size": self.dist.world_size}
 
@@ -254,7 +300,8 @@ class Trainer:
         # the world size only splits each global step over ranks: another number of ranks reads the same batches
         diff = [k for k in want if k != "world_size" and k in have and have[k] != want[k]]
         if diff:
-            raise TrainError(f"{path}: its run planned epochs on other data ({', '.join(f'{k} {have[k]} -> {want[k]}' for k in diff)}); "
+            changes = ", ".join(f"{k} {have[k]} -> {want[k]}" for k in diff)
+            raise TrainError(f"{path}: its run planned epochs on other data ({changes}); "
                              f"resume with the same --shards contents and options, or use another --out")
 
     def run(self) -> list[StageResult]:
@@ -279,185 +326,227 @@ class Trainer:
     # ---- one stage
 
     def _build(self, stage: int, init: Path | None) -> torch.nn.Module:
+        """The stage's model on this rank's device; stage 2 starts from the stage-1 checkpoint `init`."""
         from hilif.model import build_model
 
         torch.manual_seed(self.cfg.seed + stage)  # same initial weights on every rank (DDP also broadcasts them)
         model = build_model(self.mcfg)
         if init is not None:
-            ck = ckpt_io.load_checkpoint(init)
-            # L_d's settings take no part in stage 1: one stage-1 run serves every K/S/N and loss variant (Table X)
-            loss_only = {"lrc_k", "lrc_s", "lrc_n", "lrc_loss"}
-            ckpt_io.check_config(init, {**ck, "model_config": {k: v for k, v in ck["model_config"].items()
-                                                               if k not in loss_only}},
-                                 {k: v for k, v in self.mcfg_dict.items() if k not in loss_only})
-            model.load_state_dict(ck["model"])
-            log.info("stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"],
-                     ck["best_metric"])
+            self._load_init(model, stage, init)
         set_lrc_trainable(model, stage == 2)
-        return model
-
-    def run_stage(self, stage: int, epochs: int, init: Path | None) -> StageResult:
-        cfg = self.cfg
-        steps = self.plan.steps
-        model = self._build(stage, init)
         if self.sync_bn:
-            from timm.layers import convert_sync_batchnorm  # keeps timm's BatchNormAct2d activations (torch's drops them)
+            # timm's conversion keeps the activations of its BatchNormAct2d layers (torch's drops them)
+            from timm.layers import convert_sync_batchnorm
 
             model = convert_sync_batchnorm(model)
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        return model
+
+    def _load_init(self, model: torch.nn.Module, stage: int, init: Path) -> None:
+        ck = ckpt_io.load_checkpoint(init)
+        # L_d's settings take no part in stage 1: one stage-1 run serves every K/S/N and loss variant
+        loss_only = {"lrc_k", "lrc_s", "lrc_n", "lrc_loss"}
+        ckpt_io.check_config(init, {**ck, "model_config": {k: v for k, v in ck["model_config"].items()
+                                                           if k not in loss_only}},
+                             {k: v for k, v in self.mcfg_dict.items() if k not in loss_only})
+        model.load_state_dict(ck["model"])
+        log.info("stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"],
+                 ck["best_metric"])
+
+    def run_stage(self, stage: int, epochs: int, init: Path | None) -> StageResult:
+        """Train `stage` up to `epochs` epochs (continuing its last.pt with --resume); stage 2 starts from `init`."""
+        st = self._setup_stage(stage, epochs, init)
+        if st.epochs_done >= epochs:
+            log.info("stage %d already complete (%d epochs)", stage, st.epochs_done)
+            return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, 0,
+                               self.plan.steps)
+        self._start_training(st)
+        ran = 0
+        for epoch in range(st.epochs_done + 1, epochs + 1):
+            ep = self.train_one_epoch(st, epoch)
+            self.end_epoch(st, ep)
+            ran += 1
+        self.model = st.model
+        return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, ran,
+                           self.plan.steps)
+
+    def _setup_stage(self, stage: int, epochs: int, init: Path | None) -> _Stage:
+        """Model, optimiser and schedule of a stage, from its last.pt when resuming."""
+        cfg = self.cfg
+        model = self._build(stage, init)
         params = [p for p in model.parameters() if p.requires_grad]
         lr = cfg.stage2_lr if stage == 2 and cfg.stage2_lr is not None else cfg.lr
         optimizer = make_optimizer(params, lr, cfg.weight_decay, self.device)
-        scheduler = make_scheduler(cfg, optimizer, epochs * steps)
-        start_epoch, step, best_auc, best_epoch = 0, 0, -math.inf, -1
-        start_step, resume_rng, running = 0, None, None  # a mid-epoch resume: steps done, RNG, the epoch's sums
+        st = _Stage(stage, epochs, model, optimizer, make_scheduler(cfg, optimizer, epochs * self.plan.steps),
+                    ckpt_io.last_path(self.out, stage), save_every=cfg.save_every_steps)
+        if cfg.resume and st.last.is_file():
+            self._resume(st)
+        return st
 
-        last = ckpt_io.last_path(self.out, stage)
-        if cfg.resume and last.is_file():
-            ck = ckpt_io.load_checkpoint(last, map_location=self.device)  # checked by _check_resume before any write
-            ckpt_io.unwrap(model).load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(ck["scheduler"])
-            start_epoch, step = ck["epoch"], ck["step"]
-            best_auc, best_epoch = ck["best_metric"], ck["best_epoch"]
-            start_step = int(ck["epoch_step"])
-            if start_step:  # the RNG is restored once the epoch's loader iterator exists (creating it draws)
-                resume_rng = ck["rng"]
-                running = ck["running"].to(self.device)  # the epoch's sums over all ranks up to the save, skips
-                log.info("stage %d resumes in epoch %d at step %d of %d (stage step %d)", stage, start_epoch,
-                         start_step, steps, step)
-            else:
-                ckpt_io.set_rng_state(ck["rng"])
-                log.info("stage %d resumes after epoch %d (step %d)", stage, start_epoch, step)
-        if start_epoch >= epochs:
-            log.info("stage %d already complete (%d epochs)", stage, start_epoch)
-            return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, 0, steps)
+    def _resume(self, st: _Stage) -> None:
+        """Continue from the stage's last.pt (checked by _check_resume before anything was written)."""
+        ck = ckpt_io.load_checkpoint(st.last, map_location=self.device)
+        ckpt_io.unwrap(st.model).load_state_dict(ck["model"])
+        st.optimizer.load_state_dict(ck["optimizer"])
+        st.scheduler.load_state_dict(ck["scheduler"])
+        st.epochs_done, st.step = ck["epoch"], ck["step"]
+        st.best_auc, st.best_epoch = ck["best_metric"], ck["best_epoch"]
+        st.start_step = int(ck["epoch_step"])
+        if st.start_step:  # the RNG is restored once the epoch's loader iterator exists (creating it draws)
+            st.resume_rng = ck["rng"]
+            st.running = ck["running"].to(self.device)  # the epoch's sums over all ranks up to the save, skips
+            log.info("stage %d resumes in epoch %d at step %d of %d (stage step %d)", st.number, st.epochs_done + 1,
+                     st.start_step, self.plan.steps, st.step)
+        else:
+            ckpt_io.set_rng_state(ck["rng"])
+            log.info("stage %d resumes after epoch %d (step %d)", st.number, st.epochs_done, st.step)
 
-        train_model: torch.nn.Module = model
+    def _start_training(self, st: _Stage) -> None:
+        """The stage's training wrappers (DDP, torch.compile), its data stream and loader, and stage 2's L_d."""
+        cfg = self.cfg
+        st.train_model = st.model
         if self.dist.distributed:
-            train_model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            st.train_model = DistributedDataParallel(
+                st.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:
-            train_model = torch.compile(train_model)
-
-        stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, cfg.batch_size, self.plan.steps,
-                                     rank=self.dist.rank, world_size=self.dist.world_size,
-                                     methods=cfg.train_methods if cfg.dataset_fakes else (),
-                                     seed=cfg.seed * 1000 + stage, augment=cfg.augment, synth=cfg.synth_fakes,
-                                     synth_ratio=cfg.synth_ratio, sbi=cfg.sbi_config(),
-                                     dataset_fakes=cfg.dataset_fakes)
-        loader = make_loader(stream, cfg.workers, pin_memory=self.device.type == "cuda")
-        lrc = None
-        if stage == 2:
+            st.train_model = torch.compile(st.train_model)
+        st.stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, cfg.batch_size, self.plan.steps,
+                                        rank=self.dist.rank, world_size=self.dist.world_size,
+                                        methods=cfg.train_methods if cfg.dataset_fakes else (),
+                                        seed=cfg.seed * 1000 + st.number, augment=cfg.augment, synth=cfg.synth_fakes,
+                                        synth_ratio=cfg.synth_ratio, sbi=cfg.sbi_config(),
+                                        dataset_fakes=cfg.dataset_fakes, info=self.info)
+        st.loader = make_loader(st.stream, cfg.workers, pin_memory=self.device.type == "cuda")
+        if st.number == 2:
             from hilif.model.loss import make_lrc_loss
 
-            lrc = make_lrc_loss(self.mcfg)  # eq. 27, or Li et al.'s original with lrc_loss="li" (Table X/XI)
+            st.lrc = make_lrc_loss(self.mcfg)  # eq. 27, or Li et al.'s original with lrc_loss="li"
 
-        ran = 0
-        done = 0  # steps taken by this call (probe of the auto checkpoint interval)
-        save_every, t_probe = cfg.save_every_steps, 0.0  # None: auto, set after the first AUTO_SAVE_PROBE steps
-        for epoch in range(start_epoch, epochs):
-            skip = start_step if epoch == start_epoch else 0
-            stream.set_epoch(epoch, start_step=skip)
-            train_model.train()
-            self.reporter.start_epoch(stage, epoch, epochs, steps)
-            # the epoch's running sums on the device (no host sync per step): loss, CE, L_d, then stage 2's
-            # M_fake, M_real over two-class batches and their count; summed over ranks when read
-            sums = torch.zeros(len(RUNNING_SUMS), device=self.device)
-            carried_skips = 0
-            if skip:
-                if self.dist.is_master:  # rank 0 carries all ranks' sums up to the save, the others start at 0
-                    sums.copy_(running[:len(RUNNING_SUMS)].to(sums.dtype))
-                carried_skips = int(running[len(RUNNING_SUMS)])
-            ld_sums = sums[3:6]  # stage 2: sums of M_fake, M_real over two-class batches, count
-            n_steps = skip
-            logged = (n_steps, sums[:3].clone())  # window of the last log line
-            t0 = time.perf_counter()
-            t_last = t0
-            tally = SkipTally()
-            batches = iter(loader)
-            if skip and resume_rng is not None:  # now the RNG is where the uninterrupted run had it at this step
-                ckpt_io.set_rng_state(resume_rng)
-            for batch in batches:
-                tally.update(batch)
-                x = normalize(batch["image"], self.device, self.channels_last)
-                y = batch["label"].to(self.device, non_blocking=True)
-                with autocast(self.device, self.amp):
-                    loss, ce, ld = forward_loss(train_model, x, y, lrc, cfg.lambda_d)
-                if lrc is not None:  # the loss's own class means of M (eq. 25), no recomputation
-                    both = lrc.stats["both"].float()
-                    ld_sums += torch.stack([lrc.stats["m_fake"] * both, lrc.stats["m_real"] * both, both])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                n_steps += 1
-                done += 1
-                sums[:3] += torch.stack([loss.detach(), ce.detach(), ld.detach()]).float()
-                lv = float(loss.detach())  # this rank's loss: the NaN check and the progress bar
-                if not math.isfinite(lv):
-                    raise FloatingPointError(f"stage {stage} epoch {epoch} step {step}: loss is {lv}; lower --lr")
-                now = time.perf_counter()
-                ips = len(y) * self.dist.world_size / max(now - t_last, 1e-9)
-                t_last = now
-                lr = optimizer.param_groups[0]["lr"]
-                self.reporter.step(stage, epoch, n_steps, lv, lr, ips)
-                if cfg.log_every and n_steps % cfg.log_every == 0:
-                    # mean over the ranks and the steps since the last log line (one all_reduce per log line)
-                    window = dist_util.all_reduce_sum(sums[:3] - logged[1])
-                    mean = float(window[0]) / (self.dist.world_size * (n_steps - logged[0]))
-                    logged = (n_steps, sums[:3].clone())
-                    log.log(self.step_log_level, "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
-                            stage, epoch, n_steps, steps, mean, lr, ips)
-                if save_every is None:
-                    save_every, t_probe = self._probe_save_every(done, t_probe)
-                if save_every and step % save_every == 0 and n_steps < steps:
-                    self._save_mid_epoch(last, model, optimizer, scheduler, stage, epoch, n_steps, step, best_auc,
-                                         best_epoch, sums, sum(dist_util.all_gather_objects(tally.total()))
-                                         + carried_skips)
-            if n_steps != steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
-                raise RuntimeError(f"epoch {epoch} took {n_steps} steps, planned {steps}")
-            # unreadable samples met by all workers of all ranks, plus those missing from truncated shards
-            skipped = sum(dist_util.all_gather_objects(tally.total())) + stream.missing + carried_skips
-            # the logged losses (and L_d's terms) are means over all ranks' steps
-            dist_util.all_reduce_sum(sums)
-            epoch_sums = {k: v / (steps * self.dist.world_size) for k, v in zip(("loss", "ce", "ld"), sums[:3].tolist())}
-            train_time = time.perf_counter() - t0
-            # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
-            # take rank 0's, so that validation and the checkpoint see one model on every rank
-            dist_util.broadcast_buffers(model)
+    # ---- one epoch
 
-            val = self.validate(model)
-            improved = val.auc > best_auc
+    def train_one_epoch(self, st: _Stage, epoch: int) -> _Epoch:
+        """The steps of epoch `epoch` (1-based) of a stage, from a mid-epoch resume's step on."""
+        ep = self._open_epoch(st, epoch)
+        batches = iter(st.loader)
+        if ep.skip and st.resume_rng is not None:  # now the RNG is where the uninterrupted run had it at this step
+            ckpt_io.set_rng_state(st.resume_rng)
+        for batch in batches:
+            ep.tally.update(batch)
+            loss, n = self._train_step(st, ep, batch)
+            self._after_step(st, ep, loss, n)
+        if ep.n_steps != self.plan.steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
+            raise RuntimeError(f"epoch {epoch} took {ep.n_steps} steps, planned {self.plan.steps}")
+        st.start_step, st.resume_rng, st.running = 0, None, None  # later epochs start at their first step
+        return ep
+
+    def _open_epoch(self, st: _Stage, epoch: int) -> _Epoch:
+        skip = st.start_step
+        st.stream.set_epoch(epoch - 1, start_step=skip)  # the data plan counts epochs from 0
+        st.train_model.train()
+        self.reporter.start_epoch(st.number, epoch, st.epochs, self.plan.steps)
+        sums = torch.zeros(len(RUNNING_SUMS), device=self.device)
+        carried_skips = 0
+        if skip:
+            if self.dist.is_master:  # rank 0 carries all ranks' sums up to the save, the others start at 0
+                sums[:SKIPPED].copy_(st.running[:SKIPPED].to(sums.dtype))
+            carried_skips = int(st.running[SKIPPED])
+        t0 = time.perf_counter()
+        return _Epoch(epoch, skip, sums, carried_skips, SkipTally(), skip, (skip, sums[:3].clone()), t0, t0)
+
+    def _train_step(self, st: _Stage, ep: _Epoch, batch: dict[str, Any]) -> tuple[float, int]:
+        """One optimiser step on `batch`, its losses added to the epoch's sums: (this rank's loss, batch size)."""
+        x = normalize(batch["image"], self.device, self.channels_last)
+        y = batch["label"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.amp):
+            loss, ce, ld = forward_loss(st.train_model, x, y, st.lrc, self.cfg.lambda_d)
+        if st.lrc is not None:  # the loss's own class means of M (eq. 25), no recomputation
+            both = st.lrc.stats["both"].float()
+            ld_sums = ep.sums[3:6]
+            ld_sums += torch.stack([st.lrc.stats["m_fake"] * both, st.lrc.stats["m_real"] * both, both])
+        st.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        st.optimizer.step()
+        st.scheduler.step()
+        st.step += 1
+        ep.n_steps += 1
+        st.steps_run += 1
+        ep.sums[:3] += torch.stack([loss.detach(), ce.detach(), ld.detach()]).float()
+        lv = float(loss.detach())  # this rank's loss: the NaN check and the progress bar
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"stage {st.number} epoch {ep.number} step {st.step}: loss is {lv}; lower --lr")
+        return lv, len(y)
+
+    def _after_step(self, st: _Stage, ep: _Epoch, loss: float, batch_size: int) -> None:
+        """Progress report, the periodic log line and the mid-epoch checkpoint after a step."""
+        now = time.perf_counter()
+        ips = batch_size * self.dist.world_size / max(now - ep.t_last, 1e-9)
+        ep.t_last = now
+        lr = st.optimizer.param_groups[0]["lr"]
+        self.reporter.step(st.number, ep.number, ep.n_steps, loss, lr, ips)
+        if self.cfg.log_every and ep.n_steps % self.cfg.log_every == 0:
+            # mean over the ranks and the steps since the last log line (one all_reduce per log line)
+            window = dist_util.all_reduce_sum(ep.sums[:3] - ep.logged[1])
+            mean = float(window[0]) / (self.dist.world_size * (ep.n_steps - ep.logged[0]))
+            ep.logged = (ep.n_steps, ep.sums[:3].clone())
+            log.log(self.step_log_level, "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
+                    st.number, ep.number, ep.n_steps, self.plan.steps, mean, lr, ips)
+        if st.save_every is None:
+            st.save_every, st.t_probe = self._probe_save_every(st.steps_run, st.t_probe)
+        if st.save_every and st.step % st.save_every == 0 and ep.n_steps < self.plan.steps:
+            self._save_mid_epoch(st, ep)
+
+    def end_epoch(self, st: _Stage, ep: _Epoch) -> None:
+        """Sum the epoch over the ranks, validate, then log it and write the stage's checkpoints."""
+        # unreadable samples met by all workers of all ranks ride with the loss sums
+        ep.sums[SKIPPED] = ep.tally.total()
+        dist_util.all_reduce_sum(ep.sums)
+        train_time = time.perf_counter() - ep.t0
+        # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
+        # take rank 0's, so that validation and the checkpoint see one model on every rank
+        dist_util.broadcast_buffers(st.model)
+        val = self.validate(st.model)
+        improved = val.auc > st.best_auc
+        if improved:
+            st.best_auc, st.best_epoch = val.auc, ep.number
+        row = self._epoch_row(st, ep, val, train_time)
+        if self.dist.is_master:
             if improved:
-                best_auc, best_epoch = val.auc, epoch
-            row = {"stage": stage, "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": epoch_sums["loss"], "train_ce": epoch_sums["ce"], "train_ld": epoch_sums["ld"],
-                   "images_per_s": (n_steps - skip) * self.plan.local_batch * self.dist.world_size / train_time,
-                   "epoch_time_s": time.perf_counter() - t0,
-                   "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
-                   "best_epoch": best_epoch, "best_val_auc": best_auc,
-                   "skipped": skipped, "val_skipped": self.val_skipped}
-            if lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
-                m_fake, m_real, n_both = ld_sums.tolist()
-                if n_both:
-                    row.update(train_m_fake=m_fake / n_both, train_m_real=m_real / n_both,
-                               train_gap=(m_fake - m_real) / n_both)
-            if self.dist.is_master:
-                common = dict(model=model, model_config=self.mcfg_dict, train_config=cfg.to_dict(), stage=stage,
-                              epoch=epoch + 1, step=step, best_metric=best_auc, best_epoch=best_epoch, metrics=row,
-                              extract=ckpt_io.extract_settings(self.info), plan=self._plan_record())
-                if improved:
-                    ckpt_io.save_checkpoint(ckpt_io.best_path(self.out, stage), **common, with_rng=False)
-                ckpt_io.save_checkpoint(last, optimizer=optimizer, scheduler=scheduler, **common)
-                self._log_row(row)
-            self.reporter.end_epoch(row)
-            dist_util.barrier()
-            ran += 1
-        self.model = model
-        return StageResult(stage, ckpt_io.best_path(self.out, stage), best_auc, best_epoch, ran, steps)
+                self._save(st, ckpt_io.best_path(self.out, st.number), ep.number, training_state=False, metrics=row)
+            self._save(st, st.last, ep.number, metrics=row)
+            self._log_row(row)
+        self.reporter.end_epoch(row)
+        dist_util.barrier()
+
+    def _epoch_row(self, st: _Stage, ep: _Epoch, val: Any, train_time: float) -> dict[str, Any]:
+        """The epoch's metrics.jsonl row: losses are means over all ranks' steps."""
+        steps = self.plan.steps * self.dist.world_size
+        loss, ce, ld = (v / steps for v in ep.sums[:3].tolist())
+        row = {"stage": st.number, "epoch": ep.number, "step": st.step, "lr": st.optimizer.param_groups[0]["lr"],
+               "train_loss": loss, "train_ce": ce, "train_ld": ld,
+               "images_per_s": (ep.n_steps - ep.skip) * self.plan.local_batch * self.dist.world_size / train_time,
+               "epoch_time_s": time.perf_counter() - ep.t0,
+               "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
+               "best_epoch": st.best_epoch, "best_val_auc": st.best_auc,
+               # plus the samples missing from truncated shards and those met before a mid-epoch resume
+               "skipped": int(ep.sums[SKIPPED]) + st.stream.missing + ep.carried_skips,
+               "val_skipped": self.val_skipped}
+        if st.lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
+            m_fake, m_real, n_both = ep.sums[3:6].tolist()
+            if n_both:
+                row.update(train_m_fake=m_fake / n_both, train_m_real=m_real / n_both,
+                           train_gap=(m_fake - m_real) / n_both)
+        return row
+
+    def _save(self, st: _Stage, path: Path, epochs_done: int, training_state: bool = True, **extra: Any) -> None:
+        """A checkpoint of the stage after `epochs_done` epochs; `training_state`: with optimiser, schedule and RNG
+        (last.pt, which --resume continues), else the weights only (best.pt)."""
+        state = dict(optimizer=st.optimizer, scheduler=st.scheduler) if training_state else dict(with_rng=False)
+        ckpt_io.save_checkpoint(path, model=st.model, model_config=self.mcfg_dict, train_config=self.cfg.to_dict(),
+                                stage=st.number, epoch=epochs_done, step=st.step, best_metric=st.best_auc,
+                                best_epoch=st.best_epoch, extract=ckpt_io.extract_settings(self.info),
+                                plan=self._plan_record(), **state, **extra)
 
     def _use_sync_bn(self) -> bool:
         """SyncBatchNorm: asked with --sync-bn, default on when more than one CUDA rank trains. PyTorch's SyncBatchNorm
@@ -489,21 +578,17 @@ class Trainer:
                  n, AUTO_SAVE_SECONDS / 60, per_step)
         return n, t_probe
 
-    def _save_mid_epoch(self, last: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                        stage: int, epoch: int, epoch_step: int, step: int, best_auc: float, best_epoch: int,
-                        sums: torch.Tensor, skipped: int) -> None:
-        """stageN/last.pt within epoch `epoch` after `epoch_step` of its steps (atomic; rank 0 writes, all ranks
+    def _save_mid_epoch(self, st: _Stage, ep: _Epoch) -> None:
+        """The stage's last.pt within epoch `ep` after its first `ep.n_steps` steps (atomic; rank 0 writes, all ranks
         sum the running sums). --resume continues from the next step, bit-identical on one CPU process."""
-        total = dist_util.all_reduce_sum(sums.detach().clone())
+        ep.sums[SKIPPED] = ep.tally.total()
+        total = dist_util.all_reduce_sum(ep.sums.detach().clone())
         if self.dist.is_master:
-            running = torch.cat([total.cpu().double(), torch.tensor([float(skipped)], dtype=torch.float64)])
-            ckpt_io.save_checkpoint(last, model=model, model_config=self.mcfg_dict, train_config=self.cfg.to_dict(),
-                                    stage=stage, epoch=epoch, step=step, optimizer=optimizer, scheduler=scheduler,
-                                    best_metric=best_auc, best_epoch=best_epoch, epoch_step=epoch_step,
-                                    running=running, plan=self._plan_record(),
-                                    extract=ckpt_io.extract_settings(self.info))
-            log.debug("stage %d epoch %d step %d/%d: mid-epoch checkpoint %s", stage, epoch, epoch_step,
-                      self.plan.steps, last)
+            running = total.cpu().double()
+            running[SKIPPED] += ep.carried_skips
+            self._save(st, st.last, ep.number - 1, epoch_step=ep.n_steps, running=running)
+            log.debug("stage %d epoch %d step %d/%d: mid-epoch checkpoint %s", st.number, ep.number, ep.n_steps,
+                      self.plan.steps, st.last)
 
     def validate(self, model: torch.nn.Module) -> Any:
         """Frame-level metrics on the val split (every sample once, all ranks), same value on every rank."""
