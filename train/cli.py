@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, setup_logging
+from hilif.common.options import auto_or_count
 from hilif.train.config import EvalOptions, TrainConfig
 
 if TYPE_CHECKING:
@@ -309,13 +310,14 @@ def detect(
     from hilif.pipeline.detect import DetectorError
     from hilif.train import scan as det
 
-    if upsample is not None and upsample != "auto":
-        if not upsample.isdigit():
-            raise fail(f"--upsample {upsample!r}: use auto or a whole number >= 0")
+    try:
+        upsample_value = None if upsample is None else auto_or_count(upsample)
+    except ValueError as exc:
+        raise fail(f"--upsample {upsample!r}: {exc}") from None
     opts = det.DetectOptions(
         checkpoint=str(checkpoint), frames=frames, threshold=threshold, out=str(out) if out else None,
         explain=explain, video_out=video_out, device=device, batch_size=batch_size, min_face=min_face,
-        overwrite=overwrite, detector=detector, upsample=int(upsample) if upsample and upsample.isdigit() else upsample,
+        overwrite=overwrite, detector=detector, upsample=upsample_value,
         margin=margin, model_dir=model_dir)
     records: list[dict[str, Any]] = []
     progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),

@@ -29,9 +29,9 @@ RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard",
 
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
-#: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU (about 7 minutes):
-#: 440 steps of 32 faces; a from-scratch b0 needs the higher lr in stage 1, while stage 2 fine-tunes the best
-#: stage-1 model and a restart at 1e-3 knocked it back (val AUC 0.90 -> 0.44 in one epoch), hence 1e-4 there;
+#: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU: 440 steps of
+#: 32 faces; a from-scratch b0 needs the higher lr in stage 1, while stage 2 fine-tunes the best stage-1 model
+#: and a restart at 1e-3 undid most of what stage 1 had learnt within one epoch, hence 1e-4 there;
 #: colour jitter keeps 5 training identities' few real videos from being memorised by their lighting.
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
