@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, setup_logging
+from hilif.common.jsonable import finite_or_none
 from hilif.common.options import auto_or_count
 from hilif.train.config import EvalOptions, TrainConfig
 
@@ -38,7 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if finite_or_none(v) is None:
         return "-"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
