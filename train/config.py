@@ -1,11 +1,15 @@
-"""TrainConfig: every knob of a hilif-train run, as one dataclass (saved next to the run and in checkpoints)."""
+"""The run configs: TrainConfig, every knob of a hilif-train run (saved next to the run and in checkpoints), and
+EvalOptions, one hilif-eval evaluation. Each ``option`` field is the command-line option of the same name."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from hilif.common.options import comma_numbers, option
 
 #: Learning-rate schedules within one stage (stepped per optimiser step).
 LR_SCHEDULES = ("cosine", "constant", "linear")
@@ -25,9 +29,9 @@ RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard",
 
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
-#: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU (about 7 minutes):
-#: 440 steps of 32 faces; a from-scratch b0 needs the higher lr in stage 1, while stage 2 fine-tunes the best
-#: stage-1 model and a restart at 1e-3 knocked it back (val AUC 0.90 -> 0.44 in one epoch), hence 1e-4 there;
+#: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU: 440 steps of
+#: 32 faces; a from-scratch b0 needs the higher lr in stage 1, while stage 2 fine-tunes the best stage-1 model
+#: and a restart at 1e-3 undid most of what stage 1 had learnt within one epoch, hence 1e-4 there;
 #: colour jitter keeps 5 training identities' few real videos from being memorised by their lighting.
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -42,53 +46,81 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the paper's recipe (section V-B)."""
+    """One training run. Defaults are the paper's recipe (section V-B).
 
-    shards: str = ""
-    out: str = "runs/hilif"
-    preset: str = "paper"  # hilif.model preset: paper (2x efficientnet_b4, 224) | demo | tiny
-    stage: str = "both"  # 1 | 2 | both
+    Each field made with ``option`` is a hilif-train option of the same name; the others (shuffle_buffer,
+    val_batch_size, log_every) are set only from Python."""
+
+    shards: str = option("Shard folder written by `hilif-prep extract` (holds dataset.json).", "", type=Path,
+                         required=True)
+    out: str = option("Run folder: checkpoints, metrics.jsonl, plots.", "runs/hilif", type=Path)
+    preset: str = option("Model preset: paper (2x EfficientNet-b4, 224) | demo | tiny.", "paper")
+    stage: str = option("1 | 2 | both. Stage 2 starts from OUT/stage1/best.pt.", "both")
     # None below = the preset's training recipe (RECIPES): the paper's for "paper"
-    stage1_epochs: int | None = None
-    stage2_epochs: int | None = None
-    batch_size: int | None = None  # global batch (split over ranks)
-    lr: float | None = None
-    weight_decay: float = 1e-2
-    stage2_lr: float | None = None  # None: the same lr as stage 1 (the paper: "the same optimizer and parameters")
-    lr_schedule: str = "cosine"  # per stage; the paper gives only the initial lr, the reference code used cosine
-    min_lr: float = 1e-5  # end of the cosine / linear schedule (the reference code's eta_min)
-    warmup_steps: int = 0
-    lambda_d: float = 0.5  # weight of the local relationship constraint loss in stage 2
-    lrc_k: int | None = None  # None: the model preset's K / S / N (5, 2, 8)
-    lrc_s: int | None = None
-    lrc_n: int | None = None
-    ablation: str | None = None  # a named row of Tables VI-X (hilif.train.ablations); sets the model switches and L_d
-    train_methods: list[str] = field(default_factory=list)  # fake methods to train on; empty = all
-    augment: str | None = None  # None: the recipe's; "paper" (crop + flip) or "colour" (+ photometric jitter)
-    synth_fakes: str = "none"  # none | sbi: self-blended fakes from the train reals, made in the loader workers
-    synth_ratio: float = 0.5  # share of the fake slots filled with synthetic fakes (all of them with --train-methods none)
-    sbi_blend_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])  # SBI paper
-    sbi_mask_blur: list[int] = field(default_factory=lambda: [5, 25])  # odd Gaussian kernel sizes of the mask blurs (SBI code)
-    backbone_weights: str | None = None
-    pretrained: bool | None = None  # None: the preset's choice (paper: ImageNet weights)
-    img_size: int | None = None  # None: the preset's input size
-    compile: bool = False
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
-    channels_last: bool = True  # NHWC: faster convolutions on CUDA and on CPU (oneDNN) alike
-    workers: int | None = None  # DataLoader worker processes per rank
-    threads: int | None = None  # CPU only: torch threads; None = cores left after the workers (at least 1)
+    stage1_epochs: int | None = option("Stage-1 epochs, cross-entropy (paper: 20).", None)
+    stage2_epochs: int | None = option("Stage-2 epochs, CE + lambda_d * L_d (paper: 20).", None)
+    batch_size: int | None = option("Global batch, split over ranks, half real, half fake (paper: 12).", None)
+    lr: float | None = option("AdamW learning rate at the start of each stage (paper: 2e-4).", None)
+    weight_decay: float = option("AdamW weight decay.", 1e-2)
+    # None: the same lr as stage 1 (the paper: "the same optimizer and parameters")
+    stage2_lr: float | None = option("Stage-2 lr (default: the preset's; paper: the same as --lr, as in the paper; "
+                                     "demo: 1e-4).", None)
+    # the paper gives only the initial lr; the reference code used cosine
+    lr_schedule: str = option("Per stage, per step: cosine (to --min-lr) | linear | constant.", "cosine")
+    min_lr: float = option("Final lr of the cosine / linear schedule.", 1e-5)  # the reference code's eta_min
+    warmup_steps: int = option("Linear warm-up steps at the start of each stage.", 0)
+    lambda_d: float = option("Weight of the local relationship constraint loss (stage 2).", 0.5)
+    lrc_k: int | None = option("Block size K of L_d (preset: 5).", None)
+    lrc_s: int | None = option("Block stride S of L_d (preset: 2).", None)
+    lrc_n: int | None = option("Top-N blocks of L_d (preset: 8).", None)
+    # a named row of Tables VI-X (hilif.train.ablations)
+    ablation: str | None = option("A named row of Tables VI-X (e.g. eff+dftm, ld-k3s3n1): sets the model switches "
+                                  "and L_d; an explicit option that contradicts it is an error. List: "
+                                  "--print-ablations.", None)
+    train_methods: list[str] = option("Fake methods to train on (repeat; default all): Table II. 'none': no dataset "
+                                      "fakes (reals only; needs --synth-fakes sbi).", factory=list)
+    augment: str | None = option("paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: "
+                                 "the preset's.", None)
+    # made in the loader workers
+    synth_fakes: str = option("none | sbi: self-blended fakes made from the train reals in the loader.", "none")
+    synth_ratio: float = option("Share (0, 1] of the fake slots filled with SBI (all of them with --train-methods "
+                                "none).", 0.5)
+    sbi_blend_ratios: list[float] = option(
+        "SBI blend ratios, one drawn per fake (the SBI paper's set).", factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.0, 1.0],
+        type=str, parse=comma_numbers(float, "0.25,0.5,0.75,1,1,1"))
+    sbi_mask_blur: list[int] = option(
+        "SBI mask blur: smallest,largest odd Gaussian kernel size (SBI code: 5,25).", factory=lambda: [5, 25],
+        type=str, parse=comma_numbers(int, "5,25", count=2))
+    backbone_weights: str | None = option("Local ImageNet weights file for the backbones.", None, type=Path)
+    pretrained: bool | None = option("ImageNet backbones (default: the preset's choice).", None,
+                                     flags=("--pretrained/--no-pretrained",))
+    img_size: int | None = option("Input size (default: the preset's).", None)
+    compile: bool = option("torch.compile the model.", False)
+    precision: str = option("auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.", "auto")
+    # NHWC: faster convolutions on CUDA and on CPU (oneDNN) alike
+    channels_last: bool = option("NHWC memory format (faster on CUDA and CPU).", True)
+    workers: int | None = option("Data-loading processes per rank (paper preset: 4, demo: 1).", None)
+    # None = cores left after the workers (at least 1)
+    threads: int | None = option("CPU: torch threads (default: cores left after --workers).", None)
     shuffle_buffer: int = 2000  # samples per class stream
-    resume: bool = False
+    resume: bool = option("Continue the run in OUT from its last checkpoint (mid-epoch too). A torchrun restart "
+                          "resumes by itself.", False)
     # mid-epoch checkpoint (stageN/last.pt) every N optimiser steps; None: every ~30 minutes of training, N from the
     # step rate measured on the first steps of each stage; 0: only at epoch ends
-    save_every_steps: int | None = None
-    sync_bn: bool | None = None  # SyncBatchNorm under DDP; None: on when more than one CUDA rank trains
-    steps_per_epoch: int | None = None  # None: the recipe's; 0 or None there: from dataset.json (larger class once)
-    val_max_batches: int | None = None  # None: the whole val split every epoch
+    save_every_steps: int | None = option(
+        "Mid-epoch checkpoint (stageN/last.pt) every N steps; default: about every 30 minutes (N from the measured "
+        "step rate); 0: at epoch ends only.", None)
+    sync_bn: bool | None = option("SyncBatchNorm across ranks (default: on with more than one CUDA rank; CUDA only).",
+                                  None, flags=("--sync-bn/--no-sync-bn",))
+    # None: the recipe's; 0 or None there: from dataset.json (larger class once)
+    steps_per_epoch: int | None = option("Epoch length in steps; 0 = from dataset.json (paper preset's default; "
+                                         "demo: 40).", None)
+    val_max_batches: int | None = option("Cap validation per epoch at N batches in all, both classes in proportion "
+                                         "(default: whole split).", None)
     val_batch_size: int = 64
-    tensorboard: bool = False
-    seed: int = 0
-    device: str = "auto"
+    tensorboard: bool = option("Also log to OUT/tensorboard.", False)
+    seed: int = option("Seed of weights, data order and augmentation.", 0)
+    device: str = option("auto | cuda | cpu.", "auto")
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -159,3 +191,40 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=1)
+
+
+# --------------------------------------------------------------------------- hilif-eval
+
+
+def parse_level(spec: str) -> tuple[str, tuple[float, ...]]:
+    """``"jpeg=90,50"`` -> ``("jpeg", (90.0, 50.0))`` (one ``--perturb-level``)."""
+    name, _, vals = spec.partition("=")
+    try:
+        levels = tuple(float(v) for v in vals.split(",") if v.strip())
+    except ValueError:
+        levels = ()
+    if not levels:
+        raise ValueError("expected NAME=V1,V2 (e.g. jpeg=90,50)")
+    return name.strip(), levels
+
+
+@dataclass
+class EvalOptions:
+    """One evaluation; each field is the hilif-eval option of the same name (perturb_levels: --perturb-level)."""
+
+    checkpoint: str = option("A checkpoint written by hilif-train (e.g. RUN/stage2/best.pt).", type=Path,
+                             required=False)
+    shards: str = option("Shard folder of any dataset (cross-dataset: Table III).", type=Path, required=False)
+    split: str = option("train | val | test.", "test")
+    # None: <checkpoint folder>/eval-<dataset>-<quality>-<split> (default_out_dir)
+    out: str | None = option("Report folder (default: next to the checkpoint).", None, type=Path)
+    perturb: list[str] = option("Repeat: jpeg (100/85/70/55/40), gaussian_noise, salt_pepper, gaussian_blur, or all.",
+                                factory=list)
+    perturb_levels: dict[str, tuple[float, ...]] = option(
+        "Override levels, e.g. gaussian_noise=5,10.", factory=dict, flags=("--perturb-level",), type=list[str],
+        parse=parse_level)
+    gradcam: int = option("Grad-CAM overlays of N faces (DFTM, RGB, noise stream) as PNG grids.", 0)
+    batch_size: int = option("Faces per forward pass.", 64)
+    workers: int = option("Data-loading processes.", 1)
+    device: str = option("auto | cuda | cpu.", "auto")
+    max_batches: int | None = option("Evaluate N batches in all, both classes in proportion (a quick look).", None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,13 @@ import cv2
 import numpy as np
 import torch
 
+from hilif.common.jsonable import finite_values
 from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
+from hilif.train.config import EvalOptions
 from hilif.train.data import EvalStream, SkipTally, load_info, make_loader, normalize
-from hilif.train.metrics import binary_metrics, per_method_metrics, roc_points, video_metrics
+from hilif.train.metrics import BinaryMetrics, binary_metrics, per_method_metrics, roc_points, video_metrics
 from hilif.train.precision import amp_dtype, autocast
 
 log = logging.getLogger(__name__)
@@ -210,18 +211,48 @@ def expand_perturbations(names: Iterable[str], levels: dict[str, tuple[float, ..
 
 
 @dataclass
-class EvalOptions:
+class PerturbationResult:
+    """One perturbation condition against the clean run (``d_*``: perturbed minus clean)."""
+
+    name: str
+    level: float
+    acc: float
+    auc: float
+    d_acc: float
+    d_auc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return finite_values(dataclasses.asdict(self))
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` measured; :meth:`to_dict` is report.json (plus ``report_json``, its path)."""
+
     checkpoint: str
+    stage: int
+    epoch: int
     shards: str
-    split: str = "test"
-    out: str | None = None  # None: <checkpoint folder>/eval-<dataset>-<quality>-<split> (default_out_dir)
-    perturb: list[str] = field(default_factory=list)
-    perturb_levels: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    gradcam: int = 0
-    batch_size: int = 64
-    workers: int = 1
-    device: str = "auto"
-    max_batches: int | None = None
+    dataset: str
+    quality: str | None
+    split: str
+    frame: BinaryMetrics
+    video: BinaryMetrics
+    methods: dict[str, BinaryMetrics]
+    samples: dict[str, Any]  # sample_counts()
+    perturbations: list[PerturbationResult] = field(default_factory=list)
+    roc_png: str | None = None
+    gradcam: list[str] | None = None  # PNG grids, with --gradcam
+    report_json: str | None = None  # set once written
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("checkpoint", "stage", "epoch", "shards", "dataset", "quality", "split",
+                                            "samples")}
+        d.update(frame=self.frame.to_dict(), video=self.video.to_dict(),
+                 methods={m: v.to_dict() for m, v in self.methods.items()},
+                 perturbations=[p.to_dict() for p in self.perturbations])
+        d.update({k: getattr(self, k) for k in ("roc_png", "gradcam", "report_json") if getattr(self, k) is not None})
+        return d
 
 
 def default_out_dir(checkpoint: str | Path, info: schema.DatasetInfo, split: str) -> Path:
@@ -231,84 +262,82 @@ def default_out_dir(checkpoint: str | Path, info: schema.DatasetInfo, split: str
     return Path(checkpoint).parent / ("eval-" + "-".join(re.sub(r"[^\w.+]+", "_", p) for p in parts))
 
 
-def evaluate(opts: EvalOptions) -> dict[str, Any]:
-    """Run the evaluation, write report.json and roc.png (and Grad-CAM grids) under the output folder."""
-    from hilif.train.plots import plot_roc
+class _Session:
+    """A loaded model and one stream over the split (its shards indexed once) for every condition."""
 
+    def __init__(self, opts: EvalOptions) -> None:
+        self.opts = opts
+        self.dinfo, self.device = dist_util.init_distributed(opts.device)
+        if self.device.type == "cpu":  # leave the loader workers their cores (oversubscribed OpenMP threads crawl)
+            dist_util.set_cpu_threads(opts.workers)
+        self.model, self.mcfg, self.ck = load_model(opts.checkpoint, self.device)
+        self.amp = amp_dtype("auto", self.device)
+        self.model.to(memory_format=torch.channels_last)  # as in training: NHWC is faster on CUDA and CPU
+        self.stream = EvalStream(opts.shards, opts.split, self.mcfg.img_size, opts.batch_size,
+                                 max_batches=opts.max_batches, rank=self.dinfo.rank, world_size=self.dinfo.world_size)
+        self.skipped = 0
+
+    def predict(self, perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
+        """Scores of the split under ``perturb`` (set on the stream before its loader is made)."""
+        self.stream.perturb = perturb
+        tally = SkipTally()
+        loader = make_loader(self.stream, self.opts.workers, self.device.type == "cuda")
+        pred = predict(self.model, tally.wrap(loader), self.device, True, self.amp)
+        self.skipped = sum(dist_util.all_gather_objects(tally.total())) + self.stream.missing
+        return pred
+
+
+def evaluate(opts: EvalOptions) -> EvalReport:
+    """Run the evaluation, write report.json and roc.png (and Grad-CAM grids) under the output folder."""
     info = load_info(opts.shards)
     if opts.split not in schema.SPLITS:
         raise ValueError(f"--split must be one of {schema.SPLITS}")
     conditions = expand_perturbations(opts.perturb, opts.perturb_levels)
-    dinfo, device = dist_util.init_distributed(opts.device)
-    if device.type == "cpu":  # leave the loader workers their cores (oversubscribed OpenMP threads crawl)
-        dist_util.set_cpu_threads(opts.workers)
-    model, mcfg, ck = load_model(opts.checkpoint, device)
-    amp = amp_dtype("auto", device)
-    channels_last = True  # as in training: NHWC is faster on CUDA and CPU
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    out = Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split)
-
-    counts: dict[str, int] = {}
-
-    # one stream (its shards indexed once) for every condition; each loader takes the perturbation set before it
-    stream = EvalStream(opts.shards, opts.split, mcfg.img_size, opts.batch_size, max_batches=opts.max_batches,
-                        rank=dinfo.rank, world_size=dinfo.world_size)
-
-    def run(perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
-        stream.perturb = perturb
-        tally = SkipTally()
-        pred = predict(model, tally.wrap(make_loader(stream, opts.workers, device.type == "cuda")), device,
-                       channels_last, amp)
-        counts.update(planned=stream.expected,
-                      skipped=sum(dist_util.all_gather_objects(tally.total())) + stream.missing)
-        return pred
-
-    clean = run(None)
-    samples = sample_counts(len(clean.labels), counts["planned"], counts["skipped"], info.count(opts.split),
+    sess = _Session(opts)
+    clean = sess.predict(None)
+    samples = sample_counts(len(clean.labels), sess.stream.expected, sess.skipped, info.count(opts.split),
                             opts.max_batches is not None)
     if samples["warning"]:
         log.warning("%s", samples["warning"])
     if len(clean.labels) == 0:
         raise ValueError(f"{opts.shards}: the {opts.split} split yielded no readable samples")
     frame = binary_metrics(clean.labels, clean.scores, ranking=clean.margins)
-    report: dict[str, Any] = {
-        "checkpoint": str(opts.checkpoint), "stage": ck["stage"], "epoch": ck["epoch"],
-        "shards": str(opts.shards), "dataset": info.dataset, "quality": info.quality, "split": opts.split,
-        "frame": frame.to_dict(),
-        "video": video_metrics(clean.videos, clean.labels, clean.scores, clean.margins).to_dict(),
-        "methods": {m: v.to_dict() for m, v in per_method_metrics(clean.methods, clean.labels, clean.scores,
-                                                                   clean.margins).items()},
-        "perturbations": [],
-        "samples": samples,
-    }
+    report = EvalReport(
+        checkpoint=str(opts.checkpoint), stage=sess.ck["stage"], epoch=sess.ck["epoch"], shards=str(opts.shards),
+        dataset=info.dataset, quality=info.quality, split=opts.split, frame=frame,
+        video=video_metrics(clean.videos, clean.labels, clean.scores, clean.margins),
+        methods=per_method_metrics(clean.methods, clean.labels, clean.scores, clean.margins), samples=samples)
     curves = {}
     if frame.n_real and frame.n_fake:
         curves["clean"] = (*roc_points(clean.labels, clean.margins), frame.auc)
     for name, level in conditions:
-        pred = run(perturbation(name, level))
+        pred = sess.predict(perturbation(name, level))
         m = binary_metrics(pred.labels, pred.scores, ranking=pred.margins)
-        report["perturbations"].append({
-            "name": name, "level": level, "acc": m.acc, "auc": _nan_none(m.auc),
-            "d_acc": m.acc - frame.acc, "d_auc": _nan_none(m.auc - frame.auc),
-        })
+        report.perturbations.append(PerturbationResult(name, level, m.acc, m.auc, m.acc - frame.acc, m.auc - frame.auc))
         log.info("%s %g: acc %.4f (%+.4f)  AUC %.4f (%+.4f)", name, level, m.acc, m.acc - frame.acc, m.auc,
                  m.auc - frame.auc)
         if m.n_real and m.n_fake and name == "jpeg":
             curves[f"JPEG {level:g}"] = (*roc_points(pred.labels, pred.margins), m.auc)
-    if dinfo.is_master:
-        out.mkdir(parents=True, exist_ok=True)
-        if curves:
-            plot_roc(curves, out / ROC_PNG, title=f"{info.dataset} {opts.split}")
-            report["roc_png"] = str(out / ROC_PNG)
-        if opts.gradcam > 0:
-            from hilif.train.gradcam import gradcam_grids
-
-            report["gradcam"] = [str(p) for p in gradcam_grids(model, opts.shards, opts.split, mcfg.img_size,
-                                                               opts.gradcam, out, device)]
-        schema.atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=1, sort_keys=True))
-        report["report_json"] = str(out / REPORT_JSON)
+    if sess.dinfo.is_master:
+        _write(report, curves, sess, Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split))
     return report
+
+
+def _write(report: EvalReport, curves: dict[str, Any], sess: _Session, out: Path) -> None:
+    """roc.png, the Grad-CAM grids and report.json under ``out``; their paths go into ``report``."""
+    from hilif.train.plots import plot_roc
+
+    out.mkdir(parents=True, exist_ok=True)
+    if curves:
+        plot_roc(curves, out / ROC_PNG, title=f"{report.dataset} {report.split}")
+        report.roc_png = str(out / ROC_PNG)
+    if sess.opts.gradcam > 0:
+        from hilif.train.gradcam import gradcam_grids
+
+        report.gradcam = [str(p) for p in gradcam_grids(sess.model, sess.opts.shards, sess.opts.split,
+                                                        sess.mcfg.img_size, sess.opts.gradcam, out, sess.device)]
+    schema.atomic_write_text(out / REPORT_JSON, json.dumps(report.to_dict(), indent=1, sort_keys=True))
+    report.report_json = str(out / REPORT_JSON)
 
 
 def sample_counts(scored: int, planned: int, skipped: int, in_dataset_json: int, capped: bool) -> dict[str, Any]:
@@ -317,11 +346,8 @@ def sample_counts(scored: int, planned: int, skipped: int, in_dataset_json: int,
     expected = planned if capped else in_dataset_json
     warning = None
     if scored != expected:
-        warning = (f"scored {scored} of the {expected} samples {'planned under --max-batches' if capped else 'dataset.json lists'}"
-                   f" ({skipped} unreadable skipped); these metrics do not cover the whole split")
+        source = "planned under --max-batches" if capped else "dataset.json lists"
+        warning = (f"scored {scored} of the {expected} samples {source} ({skipped} unreadable skipped); these metrics "
+                   "do not cover the whole split")
     return {"scored": scored, "expected": expected, "dataset_json": in_dataset_json, "skipped": skipped,
             "capped": capped, "complete": warning is None, "warning": warning}
-
-
-def _nan_none(v: float) -> float | None:
-    return None if isinstance(v, float) and math.isnan(v) else v

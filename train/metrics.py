@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from hilif.common.jsonable import finite_values
 from hilif.pipeline import schema
 
 #: FPR operating points reported as TPR@FPR.
@@ -39,8 +40,7 @@ class BinaryMetrics:
     tpr_at_fpr_1e3: float
 
     def to_dict(self) -> dict[str, float | int | None]:
-        # JSON has no NaN: undefined metrics become null
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dataclasses.asdict(self).items()}
+        return finite_values(dataclasses.asdict(self))  # JSON has no NaN: undefined metrics become null
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:

@@ -620,5 +620,9 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> list[StageResult]:
-    """Library entry point of hilif-train."""
-    return Trainer(cfg, reporter).run()
+    """Library entry point of hilif-train: the stages ``cfg`` asks for (``reporter`` gets the progress), one
+    StageResult each; the process group of a torchrun launch is left however the run ends."""
+    try:
+        return Trainer(cfg, reporter).run()
+    finally:
+        dist_util.cleanup()
