@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-#: the five-point convention of :mod:`hilif.pipeline.detectors`: left eye, right eye, nose tip, left / right mouth corner
+#: the five-point convention of :mod:`hilif.pipeline.detectors`: left eye, right eye, nose tip, left / right mouth
+#: corner
 _EYE_L, _EYE_R, _NOSE, _MOUTH_L, _MOUTH_R = range(5)
 
 
