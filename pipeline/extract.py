@@ -21,9 +21,11 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from hilif.common.options import comma_names, nested, option, part_of, per_key
 
 from . import schema
 from .datasets import Listing, VideoItem, list_dataset
@@ -51,21 +53,29 @@ class ExtractError(ValueError):
 
 @dataclass
 class ExtractConfig:
-    dataset: str
-    root: str
-    out: str | None = None
-    quality: str | None = None
-    methods: list[str] | None = None
-    frames: dict[str, int] = field(default_factory=dict)  # per-split overrides
-    face: FaceConfig = field(default_factory=FaceConfig)
-    image_ext: str = schema.DEFAULT_IMAGE_EXT
-    videos_per_shard: int | None = None  # None: about FACES_PER_SHARD faces per shard
-    workers: int = 1
-    part: tuple[int, int] = (0, 1)
-    overwrite: bool = False
-    decode_timeout: float = 120.0
-    video_timeout: float = 900.0
-    recycle: int = 100
+    dataset: str = option("ffpp, celebdf, dfdc, wilddeepfake, folder or demo.", flags=("--dataset", "-d"))
+    root: str = option("The dataset as downloaded (folder: the CSV path,label,split). Default: $HILIF_DATA/<dataset> "
+                       "if HILIF_DATA is set, else data/<dataset>.", flags=("--root", "-r"), type=Path, required=False)
+    out: str | None = option("Output folder (default: shards/<dataset>_<quality>).", None, flags=("--out", "-o"),
+                             type=Path)
+    quality: str | None = option("ffpp: raw | c23 | c40 (default c23); demo: c23 | c40.", None,
+                                 flags=("--quality", "-q"))
+    methods: list[str] | None = option("ffpp: comma list (default Deepfakes,Face2Face,FaceSwap,NeuralTextures; "
+                                       "FaceShifter on request).", None, type=str, parse=comma_names)
+    frames: dict[str, int] = option("Frames per video: N, or split=N pairs (default train 80, val/test 20 for FF++, 32 "
+                                    "for cross-dataset tests).", factory=dict, type=str,
+                                    parse=per_key(schema.SPLITS, "train=80,val=20,test=20"))  # per-split overrides
+    face: FaceConfig = nested(FaceConfig)
+    image_ext: str = option("png (lossless) | jpg.", schema.DEFAULT_IMAGE_EXT, flags=("--image-format",))
+    # None: about FACES_PER_SHARD faces per shard
+    videos_per_shard: int | None = option("Videos per shard (default: about 3200 faces per shard).", None)
+    workers: int = option("Worker processes.", 1, flags=("--workers", "-j"))
+    part: tuple[int, int] = option("I/N: this job's share of the work units (Slurm array jobs).", (0, 1), type=str,
+                                   parse=part_of, show="0/1")
+    overwrite: bool = option("Delete the output folder and start again.", False)
+    decode_timeout: float = option("Seconds a video may take to decode.", 120.0)
+    video_timeout: float = option("Seconds a video may take in all.", 900.0)
+    recycle: int = option("Videos per worker process before it is replaced.", 100)
     command: str = ""  # written to dataset.json (the CLI passes its command line)
 
 

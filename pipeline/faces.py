@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from hilif.common.options import auto_or_count, option
+
 from . import schema
 from .align import align_face, similarity_matrix, to_aligned
 from .decode import DecodedFrames, read_frames_at, read_image, read_image_sequence, read_sequence_at, read_video
@@ -30,18 +32,24 @@ log = logging.getLogger(__name__)
 class FaceConfig:
     """How faces are found and aligned."""
 
-    detector: str = "dlib"  # "dlib" (offline) or "insightface" (SCRFD)
-    margin: float = 1.3  # crop size relative to the ArcFace template
-    size: int = schema.FACE_SIZE  # aligned face side in pixels
-    device: str = "auto"  # insightface: auto / cpu / cuda
-    model_dir: str | None = None  # insightface model folder (default ~/.insightface/models/buffalo_l)
-    upsample: str | int = "auto"  # dlib: "auto" (only where a frame needs it) or a fixed dlib upsample
+    detector: str = option("dlib (offline) | insightface (SCRFD).", "dlib")
+    margin: float = option("Face crop margin: crop size relative to the ArcFace template.", 1.3)
+    size: int = option("Aligned face size in pixels.", schema.FACE_SIZE)
+    device: str = option("insightface: auto | cuda | cpu.", "auto")
+    model_dir: str | None = option("insightface model folder (default: ~/.insightface/models/buffalo_l).", None,
+                                   type=Path)
+    upsample: str | int = option("dlib upsample: auto (only where a frame needs it) or N.", "auto", type=str,
+                                 parse=auto_or_count)
     track: bool = True  # search near the subject's last box first (dlib: faster)
-    probe: int = 4  # a sampled frame without the subject: try up to this many neighbouring frames first
+    probe: int = option("A sampled frame without the face: neighbouring frames tried before the nearest sampled "
+                        "one.", 4)
     decode_backend: str = "auto"  # auto (decord, PyAV fallback) / decord / pyav
-    det_batch: int = 16  # insightface: frames per SCRFD session run (does not change the results)
-    faces: str = "subject"  # "subject": one subject per shot; "all": every tracked person as its own stream
-    cut_threshold: float = 0.35  # histogram distance of consecutive samples that starts a new shot (>= 1: no cuts)
+    # does not change the results
+    det_batch: int = option("insightface: frames per SCRFD run (models with a dynamic batch axis).", 16)
+    faces: str = option("subject: one face per frame, the subject of each shot; all: every tracked person as its "
+                        "own sample stream.", "subject")
+    cut_threshold: float = option("Colour-histogram distance between consecutive sampled frames that starts a new "
+                                  "shot (>= 1: no cut detection).", 0.35)
     full_every: int = 8  # where the face is lost: the full search at least every this many sampled frames
 
     def validate(self) -> None:

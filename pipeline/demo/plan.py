@@ -32,6 +32,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from hilif.common.options import option
+
 from .. import schema
 from . import render
 from .render import METHODS
@@ -58,20 +60,22 @@ class DemoError(ValueError):
 class DemoConfig:
     """Options of `hilif-prep demo`."""
 
-    out: Path
-    num_sources: int = 16  # real (source) videos; pairs = num_sources / 2
-    seconds: float = 3.4  # 85 frames at 25 fps: extract takes 80 per training video
-    fps: int = 25
+    out: Path = option("Output folder (new or empty; an earlier demo with --overwrite).", flags=("--out", "-o"))
+    num_sources: int = option("Real (source) videos, even, >= 6; pairs = sources / 2.", 16, flags=("--sources", "-n"))
+    # 85 frames at 25 fps: extract takes 80 per training video
+    seconds: float = option("Length of each video.", 3.4, flags=("--seconds", "-s"))
+    fps: int = option("Frames per second.", 25, min=1)
     # 384 = 24 macroblocks: x264's SIMD macroblock-tree code reads uninitialised memory when the
     # width in macroblocks is not a multiple of 8, so only widths that are multiples of 128 px give
     # the same bytes run to run (measured: 256/384/512/640 stable; 320/336/352/400/448 not)
-    width: int = 384
-    height: int = 288
-    qualities: tuple[str, ...] = ("c23", "c40")
+    width: int = option("Frame width; multiples of 128 give byte-identical files per seed.", 384)
+    height: int = option("Frame height.", 288)
+    qualities: tuple[str, ...] = option("c23 (CRF 23), c40 (CRF 40) or raw (CRF 0); repeat for several.",
+                                        ("c23", "c40"), flags=("--quality", "-q"), type=list[str])
     methods: tuple[str, ...] = METHODS
-    seed: int = 0
-    overwrite: bool = False
-    workers: int = 0  # encoding processes; 0 = one per CPU core (at most 4)
+    seed: int = option("Same seed, same files.", 0, min=0)
+    overwrite: bool = option("Replace an earlier demo in --out.", False)
+    workers: int = option("Encoding processes (0: one per core, at most 4).", 0, min=0)
 
     @property
     def frames(self) -> int:
