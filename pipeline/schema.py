@@ -2,7 +2,7 @@
 
 It owns the folder layout, shard and sample naming, the label encoding, the
 per-sample metadata, the per-shard stats JSON (the completion marker) and the
-dataset-level JSON. `shards/README.md` documents the same thing for people.
+dataset-level JSON. docs/shards.md documents the same thing for people.
 
 Layout under a dataset folder ``ROOT`` (e.g. ``shards/ffpp_c40``)::
 
