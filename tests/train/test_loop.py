@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from hilif.train import evaluate as ev
 from hilif.train.data import EvalStream, load_info
 from hilif.train.metrics import binary_metrics, per_method_metrics, video_metrics
-from train_shards_fixture import make_shards
+from shards_fixture import make_shards
 
 
 @pytest.fixture(scope="module")

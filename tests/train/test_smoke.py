@@ -13,7 +13,7 @@ from hilif.train import checkpoint as ck
 from hilif.train.cli import eval_app, train_app
 from hilif.train.config import TrainConfig
 from hilif.train.trainer import Trainer, train
-from train_shards_fixture import make_shards
+from shards_fixture import make_shards
 
 runner = CliRunner()
 

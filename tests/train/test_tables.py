@@ -149,7 +149,7 @@ def test_one_stage_one_run_serves_the_l_d_rows_and_evaluate_fills_the_table(tmp_
     that folder (L_d's settings do not touch stage 1); `table --evaluate` evaluates both and files them."""
     import shutil
 
-    from train_shards_fixture import make_shards
+    from shards_fixture import make_shards
 
     from hilif.train.trainer import train
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hilif.pipeline.detectors import InsightFaceConfig, InsightFaceDetector
-from test_extract_units import _tiny_scrfd
+from scrfd_fixture import tiny_scrfd
 
 
 def _with_batch_axis(path: Path, rank3: bool, shape: tuple[int, ...] = (0, -1, 1)) -> Path:
@@ -82,7 +82,7 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("rank3", [False, True], ids=["flat_outputs", "batched_outputs"])
 def test_batched_equals_per_frame(tmp_path, rank3):
-    _with_batch_axis(_tiny_scrfd(tmp_path / "det_10g.onnx"), rank3)
+    _with_batch_axis(tiny_scrfd(tmp_path / "det_10g.onnx"), rank3)
     det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu", batch=3))
     assert det.dynamic_batch
     frames = _frames()
@@ -101,7 +101,7 @@ def test_batched_equals_per_frame(tmp_path, rank3):
 
 
 def test_fixed_batch_model_runs_frame_by_frame(tmp_path):
-    _tiny_scrfd(tmp_path / "det_10g.onnx")  # input [1, 3, H, W]
+    tiny_scrfd(tmp_path / "det_10g.onnx")  # input [1, 3, H, W]
     det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu", batch=4))
     assert not det.dynamic_batch
     frames = _frames()
@@ -114,7 +114,7 @@ def test_fixed_batch_model_runs_frame_by_frame(tmp_path):
 def test_fake_batch_axis_falls_back_to_per_frame(tmp_path, caplog):
     """A graph that declares a free batch axis but puts every image in one (1, N * anchors, C) output
     (batch 1 hard-coded inside, like insightface's shipped packs) is noticed and run frame by frame."""
-    _with_batch_axis(_tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=True, shape=(1, -1, 1))
+    _with_batch_axis(tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=True, shape=(1, -1, 1))
     det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu", batch=4))
     assert det.dynamic_batch  # as declared
     frames = _frames()
@@ -131,7 +131,7 @@ def test_faces_pipeline_uses_the_batch(tmp_path):
     from hilif.pipeline.decode import DecodedFrames
     from hilif.pipeline.faces import FaceConfig, faces_from_frames
 
-    _with_batch_axis(_tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=True)
+    _with_batch_axis(tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=True)
     frames = []
     for k in range(6):
         f = np.zeros((360, 480, 3), np.uint8)
@@ -160,7 +160,7 @@ def test_det_batch_validated():
 
 def test_blob_is_what_insightface_feeds_per_frame(tmp_path):
     """Letterbox, mean/std and channel order of the batch blob = the input insightface's SCRFD.detect builds."""
-    _with_batch_axis(_tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=False)
+    _with_batch_axis(tiny_scrfd(tmp_path / "det_10g.onnx"), rank3=False)
     det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu"))
     frames = _frames()
     for f in frames:

@@ -21,7 +21,7 @@ from hilif.pipeline import schema
 from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, SkipTally, local_batch_size, make_loader,
                               plan_epoch)
 from hilif.train.evaluate import sample_counts
-from train_shards_fixture import make_shards
+from shards_fixture import make_shards
 
 # FF++ proportions: 1 real video per 4 fake ones (two methods), each video's frames written in order
 LAYOUT = {"train": (2, {"Deepfakes": 4, "FaceSwap": 4}), "val": (2, {"Deepfakes": 4, "FaceSwap": 4}),

@@ -12,7 +12,7 @@ import torch
 from hilif.pipeline import schema
 from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, class_counts, load_info, make_loader,
                               normalize, plan_epoch)
-from train_shards_fixture import make_shards
+from shards_fixture import make_shards
 
 
 @pytest.fixture(scope="module")

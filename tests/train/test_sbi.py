@@ -167,7 +167,7 @@ def test_train_config_synth_defaults_and_sbi_config():
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    from train_shards_fixture import make_shards
+    from shards_fixture import make_shards
 
     return make_shards(tmp_path_factory.mktemp("sbi_shards"))
 

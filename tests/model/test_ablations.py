@@ -22,7 +22,7 @@ TINY = HiLIFConfig.preset("tiny")
 
 def _trainable_without_grad(model: torch.nn.Module, cfg: HiLIFConfig, steps: int = 2) -> list[str]:
     """CE + 0.5 * the config's constraint loss; an SGD step between passes opens DDAFM's zero-initialised gates (see
-    test_model_hilif); the names of trainable parameters without a non-zero gradient in the last pass."""
+    tests/model/test_hilif.py); the names of trainable parameters without a non-zero gradient in the last pass."""
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
     crit = make_lrc_loss(cfg)

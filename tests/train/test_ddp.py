@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from train_shards_fixture import make_shards
+from shards_fixture import make_shards
 
 
 def _free_port() -> int:

@@ -158,3 +158,21 @@ def test_headless_opencv_only():
     with pytest.raises(md.PackageNotFoundError):
         md.version("opencv-python")
     import cv2  # noqa: F401  (imports without libGL)
+
+
+#: The longest a function of the packages may be: longer ones are split (tests and benches are exempt).
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_the_packages_is_over_the_line_limit():
+    import ast
+
+    long = []
+    for folder in PACKAGES:
+        for py in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(py.read_text(), str(py))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{py.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these functions:\n" + "\n".join(long)
