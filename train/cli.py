@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,8 +13,7 @@ from rich.table import Table
 
 from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, setup_logging
 from hilif.common.jsonable import finite_or_none
-from hilif.common.options import auto_or_count
-from hilif.train.config import EvalOptions, TrainConfig
+from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOptions, TrainConfig
 
 if TYPE_CHECKING:
     from hilif.train.evaluate import EvalReport
@@ -204,65 +203,58 @@ def evaluate(
 
 
 @eval_app.command()
-def table(
-    runs: Path = typer.Option(..., help="Folder holding hilif-train run folders (config.json) and their eval reports."),
-    table_names: Optional[list[str]] = typer.Option(None, "--table", help="I ... XII, repeat, or all (default)."),
-    out: Optional[Path] = typer.Option(None, help="Where table-N.md / table-N.csv go (default: RUNS/tables)."),
-    evaluate_missing: bool = typer.Option(False, "--evaluate", help="First evaluate every run's stage-1/2 best "
-                                          "checkpoint on its own shards' test split where no report exists."),
-    workers: int = typer.Option(1, help="Data-loading processes for --evaluate."),
-    device: str = typer.Option("auto", help="Device for --evaluate."),
-    verbose: bool = VERBOSE,
-) -> None:
+@config_options(TableOptions)
+def table(options: Options[TableOptions], verbose: bool = VERBOSE) -> None:
     """The paper's Tables I-XII from run folders: paper, ours, difference; missing rows with their commands."""
     setup_logging(verbose)
     from hilif.train import tables as tb
 
-    names = [n.upper() for n in (table_names or ["all"])]
+    opts = options.build()
+    runs = Path(opts.runs)
+    out = Path(opts.out) if opts.out else runs / "tables"
+    names = [n.upper() for n in (opts.table_names or ["all"])]
     names = list(tb.TABLES) if "ALL" in names else names
     bad = [n for n in names if n not in tb.TABLES]
     if bad:
         raise fail(f"--table {bad[0]}: choose one of {', '.join(tb.TABLES)} or all")
     try:
-        if evaluate_missing:
+        if opts.evaluate_missing:
             from hilif.train.evaluate import evaluate as run_eval
 
             for run, stage, shards, perturb in tb.missing_evaluations(names, tb.load_runs(runs)):
                 console.print(f"evaluating {run.path}/stage{stage}/best.pt on {shards} (test)")
                 run_eval(EvalOptions(checkpoint=str(run.path / f"stage{stage}" / "best.pt"), shards=shards,
-                                     split="test", perturb=perturb, workers=workers, device=device))
-        done = tb.write_tables(names, runs, out or runs / "tables")
+                                     split="test", perturb=perturb, workers=opts.workers, device=opts.device))
+        done = tb.write_tables(names, runs, out)
     except _user_errors() as exc:
         raise fail(str(exc))
     except ValueError as exc:  # TableError: unreadable run folder, a run that contradicts the row it claims
         raise fail(str(exc))
     for md in done.values():
         typer.echo(md)
-    typer.echo(f"written: {out or runs / 'tables'}/table-<N>.md and .csv")
+    typer.echo(f"written: {out}/table-<N>.md and .csv")
 
 
 @eval_app.command()
-def info(
-    preset: str = typer.Option("paper", help="Model preset: paper | demo | tiny."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Take the model config from this checkpoint instead."),
-    img_size: Optional[int] = typer.Option(None, help="Input size (default: the config's)."),
-    batch: int = typer.Option(1, help="Batch size for the FLOP count."),
-) -> None:
+@config_options(InfoOptions)
+def info(options: Options[InfoOptions]) -> None:
     """Parameters and FLOPs per module (torch.utils.flop_counter), for a preset or a checkpoint's config."""
     import dataclasses
 
     from hilif.model import HiLIFConfig
     from hilif.model.profile import profile_model
 
+    opts = options.build()
+    batch = opts.batch
     try:
-        if checkpoint is not None:
+        if opts.checkpoint is not None:
             from hilif.train.checkpoint import load_checkpoint
 
-            cfg = HiLIFConfig.from_dict(load_checkpoint(checkpoint)["model_config"])
+            cfg = HiLIFConfig.from_dict(load_checkpoint(Path(opts.checkpoint))["model_config"])
         else:
-            cfg = HiLIFConfig.preset(preset)
+            cfg = HiLIFConfig.preset(opts.preset)
         cfg = dataclasses.replace(cfg, pretrained=False, backbone_weights=None)  # counting needs no weights
-        size = img_size or cfg.img_size
+        size = opts.img_size or cfg.img_size
         prof = profile_model(cfg, size, batch=batch)
     except _user_errors() as exc:
         raise fail(str(exc))
@@ -280,26 +272,10 @@ def info(
 
 
 @eval_app.command()
+@config_options(DetectOptions)
 def detect(
+    options: Options[DetectOptions],
     paths: list[Path] = typer.Argument(..., help="Videos, images, or folders of them (searched recursively)."),
-    checkpoint: Path = typer.Option(..., help="A checkpoint written by hilif-train."),
-    frames: int = typer.Option(32, help="Frames sampled uniformly from each video."),
-    threshold: float = typer.Option(0.5, help="A track is 'fake' at mean p(fake) >= this: the model's calibration, "
-                                              "not a legal finding."),
-    out: Optional[Path] = typer.Option(None, help="Folder for results.jsonl and the pictures (one subfolder per "
-                                                  "file)."),
-    explain: bool = typer.Option(False, "--explain", help="Grad-CAM overlays of the faces (with --out)."),
-    video_out: bool = typer.Option(False, "--video-out", help="An annotated MP4 of the sampled frames (with --out)."),
-    detector: Optional[str] = typer.Option(None, help="dlib | insightface (default: as the checkpoint's training "
-                                                      "shards)."),
-    upsample: Optional[str] = typer.Option(None, help="dlib upsample: auto or N (default: as the training shards)."),
-    margin: Optional[float] = typer.Option(None, help="Face crop margin (default: as the training shards)."),
-    model_dir: Optional[str] = typer.Option(None, help="insightface model folder (default: the shards' or buffalo_l)."),
-    min_face: Optional[float] = typer.Option(None, help="Faces narrower than this (px) are listed as too small and "
-                                                        "not scored (default: the detector's reliable minimum)."),
-    batch_size: int = typer.Option(32, help="Faces per forward pass."),
-    device: str = typer.Option("auto", help="auto | cuda | cpu."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT/results.jsonl."),
     as_json: bool = typer.Option(False, "--json", help="Print each file's record as a JSON line (docs/evaluation.md)."),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -310,15 +286,7 @@ def detect(
     from hilif.pipeline.detectors import DetectorError
     from hilif.train import scan as det
 
-    try:
-        upsample_value = None if upsample is None else auto_or_count(upsample)
-    except ValueError as exc:
-        raise fail(f"--upsample {upsample!r}: {exc}") from None
-    opts = det.DetectOptions(
-        checkpoint=str(checkpoint), frames=frames, threshold=threshold, out=str(out) if out else None,
-        explain=explain, video_out=video_out, device=device, batch_size=batch_size, min_face=min_face,
-        overwrite=overwrite, detector=detector, upsample=upsample_value,
-        margin=margin, model_dir=model_dir)
+    opts = options.build()
     records: list[dict[str, Any]] = []
     progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), console=Console(stderr=True), transient=as_json)
@@ -334,7 +302,7 @@ def detect(
     except (*_user_errors(), ValueError, DetectorError) as exc:  # bad options or --out, a detector that cannot start
         raise fail(str(exc))
     if not as_json:
-        print_detect_summary(records, threshold)
+        print_detect_summary(records, opts.threshold)
     if any(r["status"] == det.ERROR for r in records):
         raise typer.Exit(1)
 

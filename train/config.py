@@ -1,5 +1,7 @@
-"""The run configs: TrainConfig, every knob of a hilif-train run (saved next to the run and in checkpoints), and
-EvalOptions, one hilif-eval evaluation. Each ``option`` field is the command-line option of the same name."""
+"""The run configs: TrainConfig, every knob of a hilif-train run (saved next to the run and in checkpoints);
+EvalOptions, one hilif-eval evaluation; DetectOptions, TableOptions and InfoOptions, the hilif-eval commands
+detect, table and info. Each ``option`` field is the command-line option of the same name. This module imports
+nothing heavy: the command lines build their options from it before the work's modules are loaded."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hilif.common.options import comma_numbers, option
+from hilif.common.options import auto_or_count, comma_numbers, option
 
 #: Learning-rate schedules within one stage (stepped per optimiser step).
 LR_SCHEDULES = ("cosine", "constant", "linear")
@@ -228,3 +230,68 @@ class EvalOptions:
     workers: int = option("Data-loading processes.", 1)
     device: str = option("auto | cuda | cpu.", "auto")
     max_batches: int | None = option("Evaluate N batches in all, both classes in proportion (a quick look).", None)
+
+
+class DetectInputError(ValueError):
+    """Bad arguments of hilif-eval detect (paths, options, output folder): one line naming the fix."""
+
+
+@dataclass
+class DetectOptions:
+    """One hilif-eval detect run (hilif.train.scan.run); each field is the option of the same name (as_json
+    and the input paths belong to the command)."""
+
+    checkpoint: str = option("A checkpoint written by hilif-train.", type=Path)
+    frames: int = option("Frames sampled uniformly from each video.", 32)
+    threshold: float = option("A track is 'fake' at mean p(fake) >= this: the model's calibration, not a legal "
+                              "finding.", 0.5)
+    out: str | None = option("Folder for results.jsonl and the pictures (one subfolder per file).", None, type=Path)
+    explain: bool = option("Grad-CAM overlays of the faces (with --out).", False)
+    video_out: bool = option("An annotated MP4 of the sampled frames (with --out).", False)
+    # overrides of the checkpoint's extract settings (None: take the checkpoint's, else the defaults)
+    detector: str | None = option("dlib | insightface (default: as the checkpoint's training shards).", None)
+    upsample: str | int | None = option("dlib upsample: auto or N (default: as the training shards).", None,
+                                        type=str, parse=auto_or_count)
+    margin: float | None = option("Face crop margin (default: as the training shards).", None)
+    model_dir: str | None = option("insightface model folder (default: the shards' or buffalo_l).", None)
+    min_face: float | None = option("Faces narrower than this (px) are listed as too small and not scored (default: "
+                                    "the detector's reliable minimum).", None)
+    batch_size: int = option("Faces per forward pass.", 32)
+    device: str = option("auto | cuda | cpu.", "auto")
+    overwrite: bool = option("Replace an existing OUT/results.jsonl.", False)
+
+    def validate(self) -> None:
+        if self.frames < 1:
+            raise DetectInputError(f"--frames {self.frames}: must be at least 1")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise DetectInputError(f"--threshold {self.threshold}: must be in [0, 1]")
+        if self.batch_size < 1:
+            raise DetectInputError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.min_face is not None and self.min_face < 0:
+            raise DetectInputError(f"--min-face {self.min_face}: must be >= 0")
+        if (self.explain or self.video_out) and not self.out:
+            raise DetectInputError("--explain and --video-out write pictures: give --out DIR")
+
+
+@dataclass
+class TableOptions:
+    """hilif-eval table: the paper's tables from run folders; each field is the option of the same name
+    (table_names: --table, evaluate_missing: --evaluate)."""
+
+    runs: str = option("Folder holding hilif-train run folders (config.json) and their eval reports.", type=Path)
+    table_names: list[str] = option("I ... XII, repeat, or all (default).", factory=list, flags=("--table",))
+    out: str | None = option("Where table-N.md / table-N.csv go (default: RUNS/tables).", None, type=Path)
+    evaluate_missing: bool = option("First evaluate every run's stage-1/2 best checkpoint on its own shards' test "
+                                    "split where no report exists.", False, flags=("--evaluate",))
+    workers: int = option("Data-loading processes for --evaluate.", 1)
+    device: str = option("Device for --evaluate.", "auto")
+
+
+@dataclass
+class InfoOptions:
+    """hilif-eval info: parameters and FLOPs of a model; each field is the option of the same name."""
+
+    preset: str = option("Model preset: paper | demo | tiny.", "paper")
+    checkpoint: str | None = option("Take the model config from this checkpoint instead.", None, type=Path)
+    img_size: int | None = option("Input size (default: the config's).", None)
+    batch: int = option("Batch size for the FLOP count.", 1)

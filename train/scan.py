@@ -26,6 +26,7 @@ from hilif.pipeline.align import align_face
 from hilif.pipeline.decode import DecodedFrames, read_image, read_video
 from hilif.pipeline.detectors import Detection, DlibConfig, FaceDetector, InsightFaceConfig
 from hilif.pipeline.faces import FaceConfig, get_detector
+from hilif.train.config import DetectInputError, DetectOptions
 from hilif.train.data import center_crop, normalize, to_chw_tensor
 
 log = logging.getLogger(__name__)
@@ -43,41 +44,6 @@ SCRFD_MIN_PX = 16
 EXTRACT_FIELDS = ("detector", "margin", "size", "upsample", "model_dir")
 
 OK, NOFACE, ERROR, SKIPPED = "ok", "noface", "error", "skipped"
-
-
-class DetectInputError(ValueError):
-    """Bad arguments (paths, options, output folder): one line naming the fix."""
-
-
-@dataclass
-class DetectOptions:
-    checkpoint: str
-    frames: int = 32  # frames sampled uniformly from a video
-    threshold: float = 0.5  # verdict "fake" at mean fake probability >= threshold
-    out: str | None = None  # results.jsonl and pictures
-    explain: bool = False  # Grad-CAM overlays (with out)
-    video_out: bool = False  # annotated MP4 of the sampled frames (with out)
-    device: str = "auto"
-    batch_size: int = 32
-    min_face: float | None = None  # px; None: the detector's reliable minimum
-    overwrite: bool = False
-    #: overrides of the checkpoint's extract settings (None: take the checkpoint's, else the defaults)
-    detector: str | None = None
-    upsample: str | int | None = None
-    margin: float | None = None
-    model_dir: str | None = None
-
-    def validate(self) -> None:
-        if self.frames < 1:
-            raise DetectInputError(f"--frames {self.frames}: must be at least 1")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise DetectInputError(f"--threshold {self.threshold}: must be in [0, 1]")
-        if self.batch_size < 1:
-            raise DetectInputError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.min_face is not None and self.min_face < 0:
-            raise DetectInputError(f"--min-face {self.min_face}: must be >= 0")
-        if (self.explain or self.video_out) and not self.out:
-            raise DetectInputError("--explain and --video-out write pictures: give --out DIR")
 
 
 # --------------------------------------------------------------------------- inputs

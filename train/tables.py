@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
+from hilif.common.jsonable import finite_or_none
 from hilif.train.ablations import PAPER_LAMBDA_D, Ablation, AblationError, get_ablation
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def metric_value(report: dict[str, Any], metric: str) -> float | None:
     elif parts[0] == "drop":  # Table V: drop:<perturbation>:acc|auc, the paper's positive-is-worse drop
         d = next((p.get(f"d_{parts[2]}") for p in report.get("perturbations", []) if p.get("name") == parts[1]), None)
         v = None if d is None else -d
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if finite_or_none(v) is None:
         return None
     return 100.0 * float(v)
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from hilif.common.jsonable import finite_values
 from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
@@ -603,8 +604,7 @@ class Trainer:
         from hilif.train.plots import plot_curves
 
         with open(self.out / METRICS_JSONL, "a") as fh:
-            fh.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                 for k, v in row.items()}) + "\n")
+            fh.write(json.dumps(finite_values(row)) + "\n")
         log.info("stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s%s", row["stage"], row["epoch"],
                  row["train_loss"], row["val_acc"], row["val_auc"],
                  "  (best)" if row["best_epoch"] == row["epoch"] else "",

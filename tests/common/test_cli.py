@@ -17,7 +17,7 @@ from hilif.pipeline.datasets import DATASETS
 from hilif.pipeline.demo import DemoConfig
 from hilif.pipeline.extract import ExtractConfig
 from hilif.train.cli import eval_app, train_app
-from hilif.train.config import EvalOptions, TrainConfig
+from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOptions, TrainConfig
 
 runner = CliRunner()
 
@@ -25,6 +25,9 @@ runner = CliRunner()
 COMMANDS = {
     "hilif-train": (TrainConfig, {"print_ablations", "verbose"}, {"shuffle_buffer", "val_batch_size", "log_every"}),
     "hilif-eval": (EvalOptions, {"as_json", "verbose"}, set()),
+    "hilif-eval detect": (DetectOptions, {"paths", "as_json", "verbose"}, set()),
+    "hilif-eval table": (TableOptions, {"verbose"}, set()),
+    "hilif-eval info": (InfoOptions, set(), set()),
     "hilif-prep extract": (ExtractConfig, {"verbose"}, {"command", "track", "decode_backend", "full_every"}),
     "hilif-prep demo": (DemoConfig, {"verbose"}, {"methods"}),
 }
@@ -67,8 +70,12 @@ def test_every_option_has_a_help_sentence(name: str) -> None:
 
 
 REQUIRED = {"hilif-train": ["--shards", "s"], "hilif-eval": ["--checkpoint", "c", "--shards", "s"],
+            "hilif-eval detect": ["--checkpoint", "c", "v.mp4"], "hilif-eval table": ["--runs", "r"],
+            "hilif-eval info": [],
             "hilif-prep extract": ["--dataset", "ffpp", "--root", "r"], "hilif-prep demo": ["--out", "o"]}
 REQUIRED_VALUES = {"hilif-train": dict(shards="s"), "hilif-eval": dict(checkpoint="c", shards="s"),
+                   "hilif-eval detect": dict(checkpoint="c"), "hilif-eval table": dict(runs="r"),
+                   "hilif-eval info": {},
                    "hilif-prep extract": dict(dataset="ffpp", root="r"), "hilif-prep demo": dict(out=Path("o"))}
 
 
@@ -97,6 +104,7 @@ def test_typed_values_reach_the_config() -> None:
     (train_app, ["--shards", "s", "--sbi-mask-blur", "5"], "--sbi-mask-blur '5'"),
     (train_app, ["--shards", "s", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios 'half'"),
     (eval_app, ["--checkpoint", "c", "--shards", "s", "--perturb-level", "jpeg="], "--perturb-level 'jpeg='"),
+    (eval_app, ["detect", "v.mp4", "--checkpoint", "c", "--upsample", "x"], "--upsample 'x'"),
     (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--part", "3/2"], "--part '3/2'"),
     (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--upsample", "x"], "--upsample 'x'"),
 ])
