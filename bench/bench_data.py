@@ -62,33 +62,62 @@ def write_shards(root: Path, real_videos: int, frames: int, videos_per_shard: in
             tar = schema.shard_path(root, "train", label, 0, s // videos_per_shard)
             n = 0
             with wds.TarWriter(str(tar)) as sink:
-                for method, v in videos[s:s + videos_per_shard]:
+                for method, v in videos[s : s + videos_per_shard]:
                     for f in range(frames):
-                        meta = schema.SampleMeta(dataset="ffpp", split="train", label=label, method=method,
-                                                 quality="c40", video_id=f"{v:03d}", frame_index=f, frame_count=frames,
-                                                 fps=25.0, box=[0, 0, 8, 8], landmarks=[[1, 1]] * 5,
-                                                 detector="synthetic", score=1.0, sample_index=f,
-                                                 samples_in_video=frames, target_index=f)
+                        meta = schema.SampleMeta(
+                            dataset="ffpp",
+                            split="train",
+                            label=label,
+                            method=method,
+                            quality="c40",
+                            video_id=f"{v:03d}",
+                            frame_index=f,
+                            frame_count=frames,
+                            fps=25.0,
+                            box=[0, 0, 8, 8],
+                            landmarks=[[1, 1]] * 5,
+                            detector="synthetic",
+                            score=1.0,
+                            sample_index=f,
+                            samples_in_video=frames,
+                            target_index=f,
+                        )
                         sink.write(schema.encode_sample(meta, tiny))
                         n += 1
                         methods[method] = methods.get(method, 0) + 1
-            schema.write_stats(tar, schema.ShardStats(shard=tar.name, split="train", label=label, samples=n,
-                                                      videos=min(videos_per_shard, len(videos) - s),
-                                                      bytes=tar.stat().st_size))
+            schema.write_stats(
+                tar,
+                schema.ShardStats(
+                    shard=tar.name,
+                    split="train",
+                    label=label,
+                    samples=n,
+                    videos=min(videos_per_shard, len(videos) - s),
+                    bytes=tar.stat().st_size,
+                ),
+            )
             samples.setdefault("train", {})
             name = schema.LABEL_NAMES[label]
             samples["train"][name] = samples["train"].get(name, 0) + n
-    schema.DatasetInfo(dataset="ffpp", quality="c40", command="bench_data", config={}, versions={},
-                       samples=samples, videos={"train": {"real": real_videos, "fake": 4 * real_videos}},
-                       methods={"train": methods}).save(root)
+    schema.DatasetInfo(
+        dataset="ffpp",
+        quality="c40",
+        command="bench_data",
+        config={},
+        versions={},
+        samples=samples,
+        videos={"train": {"real": real_videos, "fake": 4 * real_videos}},
+        methods={"train": methods},
+    ).save(root)
     return root
 
 
 def load_old_module() -> types.ModuleType:
     """train/data.py as of OLD_REV, imported from `git show` (never copied into the repository)."""
     repo = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{OLD_REV}:train/data.py"], cwd=repo, capture_output=True, text=True,
-                         check=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{OLD_REV}:train/data.py"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
     mod = types.ModuleType("hilif_train_data_old")
     mod.__file__ = f"git:{OLD_REV}:train/data.py"
     sys.modules[mod.__name__] = mod
@@ -139,12 +168,14 @@ def run_new(root: Path, ranks: int, workers: int, batch: int, epoch: int, ids: I
         for w in range(workers):
             for b in s.batches(w, workers):
                 steps.setdefault(b["step"], []).extend(
-                    zip(b["label"].tolist(), map(ids, b["key"]), map(vids, b["video"])))
+                    zip(b["label"].tolist(), map(ids, b["key"]), map(vids, b["video"]))
+                )
     return steps
 
 
-def run_old(mod: types.ModuleType, root: Path, ranks: int, workers: int, batch: int, epoch: int, ids: Ids,
-            vids: Ids) -> dict[int, list]:
+def run_old(
+    mod: types.ModuleType, root: Path, ranks: int, workers: int, batch: int, epoch: int, ids: Ids, vids: Ids
+) -> dict[int, list]:
     info = mod.load_info(root)
     plan = mod.plan_epoch(*mod.class_counts(info, "train"), global_batch=batch, world_size=ranks, workers=workers)
     steps: dict[int, list] = {}
@@ -155,7 +186,8 @@ def run_old(mod: types.ModuleType, root: Path, ranks: int, workers: int, batch: 
             s.set_epoch(epoch)
             for j, b in enumerate(s):  # the DataLoader takes worker 0's batch, worker 1's, ...: step j * W + w
                 steps.setdefault(j * workers + w, []).extend(
-                    zip(b["label"].tolist(), map(ids, b["key"]), map(vids, b["video"])))
+                    zip(b["label"].tolist(), map(ids, b["key"]), map(vids, b["video"]))
+                )
     return steps
 
 
@@ -174,18 +206,27 @@ def figures(steps: dict[int, list], n_fake: int, batch: int) -> dict[str, float]
         return float(np.mean(shares)) if shares else float("nan")
 
     first = order[:20]
-    return {"steps": len(order), "unbalanced": unbalanced, "once": once, "missed": 1 - len(reads) / n_fake,
-            "real": distinct(schema.REAL, order), "fake": distinct(schema.FAKE, order),
-            "real20": distinct(schema.REAL, first), "fake20": distinct(schema.FAKE, first)}
+    return {
+        "steps": len(order),
+        "unbalanced": unbalanced,
+        "once": once,
+        "missed": 1 - len(reads) / n_fake,
+        "real": distinct(schema.REAL, order),
+        "fake": distinct(schema.FAKE, order),
+        "real20": distinct(schema.REAL, first),
+        "fake20": distinct(schema.FAKE, first),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=720, help="real train videos (fakes: 4x)")
     ap.add_argument("--frames", type=int, default=80)
-    ap.add_argument("--settings", default="1x4:12,4x4:12,8x2:24",
-                    help="ranks x workers : global batch, comma-separated "
-                         "(default: the paper's batch 12; 24 on 8 ranks)")
+    ap.add_argument(
+        "--settings",
+        default="1x4:12,4x4:12,8x2:24",
+        help="ranks x workers : global batch, comma-separated (default: the paper's batch 12; 24 on 8 ranks)",
+    )
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--shards", type=Path, default=None, help="reuse a folder written by an earlier run")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic shards (their path is printed)")
@@ -204,19 +245,27 @@ def main() -> None:
             root = root or tmp / "ffpp_c40"
             t0 = time.perf_counter()
             write_shards(root, args.videos, args.frames)
-            print(f"# wrote {root}: {args.videos} real / {4 * args.videos} fake videos x {args.frames} frames "
-                  f"in {time.perf_counter() - t0:.0f} s")
+            print(
+                f"# wrote {root}: {args.videos} real / {4 * args.videos} fake videos x {args.frames} frames "
+                f"in {time.perf_counter() - t0:.0f} s"
+            )
         n_real, n_fake = args.videos * args.frames, 4 * args.videos * args.frames
         t0 = time.perf_counter()
         new_data.class_index(root, "train", schema.REAL), new_data.class_index(root, "train", schema.FAKE)
-        print(f"# today's stream: shard index of {n_real + n_fake} samples built in {time.perf_counter() - t0:.1f} s "
-              f"(once per process; cached)")
-        print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"{'decode' if args.decode else 'metadata-only (no image decode)'}, "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-        head = (f"{'ranks x workers':>15} {'batch':>5} {'stream':>6} {'epoch':>5} {'steps':>6} {'unbalanced':>10} "
-                f"{'once %':>7} {'missed %':>8} {'distinct real %':>15} {'distinct fake %':>15} "
-                f"{'first 20: real/fake %':>21} {'wall s':>7}")
+        print(
+            f"# today's stream: shard index of {n_real + n_fake} samples built in {time.perf_counter() - t0:.1f} s "
+            f"(once per process; cached)"
+        )
+        print(
+            f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{'decode' if args.decode else 'metadata-only (no image decode)'}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
+        head = (
+            f"{'ranks x workers':>15} {'batch':>5} {'stream':>6} {'epoch':>5} {'steps':>6} {'unbalanced':>10} "
+            f"{'once %':>7} {'missed %':>8} {'distinct real %':>15} {'distinct fake %':>15} "
+            f"{'first 20: real/fake %':>21} {'wall s':>7}"
+        )
         print(head)
         for setting in args.settings.split(","):
             rw, batch = setting.split(":")
@@ -230,10 +279,13 @@ def main() -> None:
                     steps = fn(root, ranks, workers, int(batch), epoch, Ids(), Ids())
                     wall = time.perf_counter() - t0
                     f = figures(steps, n_fake, int(batch))
-                    print(f"{rw:>15} {batch:>5} {name:>6} {epoch:>5} {f['steps']:>6} {f['unbalanced']:>10} "
-                          f"{100 * f['once']:>7.2f} {100 * f['missed']:>8.2f} {100 * f['real']:>15.1f} "
-                          f"{100 * f['fake']:>15.1f} {100 * f['real20']:>10.1f}/{100 * f['fake20']:<10.1f} "
-                          f"{wall:>7.1f}", flush=True)
+                    print(
+                        f"{rw:>15} {batch:>5} {name:>6} {epoch:>5} {f['steps']:>6} {f['unbalanced']:>10} "
+                        f"{100 * f['once']:>7.2f} {100 * f['missed']:>8.2f} {100 * f['real']:>15.1f} "
+                        f"{100 * f['fake']:>15.1f} {100 * f['real20']:>10.1f}/{100 * f['fake20']:<10.1f} "
+                        f"{wall:>7.1f}",
+                        flush=True,
+                    )
     finally:
         if args.keep:
             print(f"# shards kept in {tmp}")

@@ -55,8 +55,24 @@ def prepare(out: Path, quality: str, workers: int) -> Path:
     if not (data / "demo.json").exists():
         sh(["hilif-prep", "demo", "--out", str(data), "--overwrite"], log)
     if not (shards / "dataset.json").exists():
-        sh(["hilif-prep", "extract", "--dataset", "demo", "--root", str(data), "--quality", quality,
-            "--out", str(shards), "--workers", str(workers), "--overwrite"], log)
+        sh(
+            [
+                "hilif-prep",
+                "extract",
+                "--dataset",
+                "demo",
+                "--root",
+                str(data),
+                "--quality",
+                quality,
+                "--out",
+                str(shards),
+                "--workers",
+                str(workers),
+                "--overwrite",
+            ],
+            log,
+        )
     return shards
 
 
@@ -68,20 +84,53 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
             subprocess.run(["rm", "-rf", str(folder)], check=True)
         folder.mkdir(parents=True)
         t0 = time.perf_counter()
-        sh(["hilif-train", "--shards", str(shards), "--preset", "demo", "--out", str(folder / "run"),
-            "--seed", str(run.seed), "--threads", str(run.threads), *train_args, *run.extra], folder / "log.txt")
+        sh(
+            [
+                "hilif-train",
+                "--shards",
+                str(shards),
+                "--preset",
+                "demo",
+                "--out",
+                str(folder / "run"),
+                "--seed",
+                str(run.seed),
+                "--threads",
+                str(run.threads),
+                *train_args,
+                *run.extra,
+            ],
+            folder / "log.txt",
+        )
         t1 = time.perf_counter()
-        sh(["hilif-eval", "--checkpoint", str(folder / "run" / "stage2" / "best.pt"), "--shards", str(shards),
-            "--split", "test", "--out", str(folder / "eval")], folder / "log.txt")
+        sh(
+            [
+                "hilif-eval",
+                "--checkpoint",
+                str(folder / "run" / "stage2" / "best.pt"),
+                "--shards",
+                str(shards),
+                "--split",
+                "test",
+                "--out",
+                str(folder / "eval"),
+            ],
+            folder / "log.txt",
+        )
         (folder / "time.json").write_text(json.dumps({"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}))
     rep = json.loads(report.read_text())
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines() if line]
     s1 = [r for r in rows if r["stage"] == 1]
     times = json.loads((folder / "time.json").read_text()) if (folder / "time.json").exists() else {}
-    return {"run": run, "frame_auc": rep["frame"]["auc"], "video_auc": rep["video"]["auc"],
-            "acc": rep["frame"]["acc"], "methods": {m: v["auc"] for m, v in rep.get("methods", {}).items()},
-            "best_val_auc_s1": max((r["val_auc"] or 0.0) for r in s1) if s1 else float("nan"),
-            "train_s": times.get("train_s", float("nan"))}
+    return {
+        "run": run,
+        "frame_auc": rep["frame"]["auc"],
+        "video_auc": rep["video"]["auc"],
+        "acc": rep["frame"]["acc"],
+        "methods": {m: v["auc"] for m, v in rep.get("methods", {}).items()},
+        "best_val_auc_s1": max((r["val_auc"] or 0.0) for r in s1) if s1 else float("nan"),
+        "train_s": times.get("train_s", float("nan")),
+    }
 
 
 def spread(values: list[float]) -> str:
@@ -92,8 +141,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="work folder (data, shards, one folder per run)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="training seeds (1 thread each)")
-    ap.add_argument("--threads", type=int, nargs="*", default=[2],
-                    help="extra runs of --shipped-seed with these torch thread counts (1 is already a seed run)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="extra runs of --shipped-seed with these torch thread counts (1 is already a seed run)",
+    )
     ap.add_argument("--shipped-seed", type=int, default=0)
     ap.add_argument("--reals-only", action="store_true", help="add the SBI protocol run (demo reals only)")
     ap.add_argument("--train-args", default="", help="extra hilif-train options for every run")
@@ -108,38 +162,56 @@ def main() -> None:
     t0 = time.perf_counter()
     shards = prepare(args.out, args.quality, args.extract_workers)
     runs = [Run(f"seed{s}", s, 1) for s in args.seeds]
-    runs += [Run(f"seed{args.shipped_seed}_threads{t}", args.shipped_seed, t, kind="threads")
-             for t in args.threads if not (t == 1 and args.shipped_seed in args.seeds)]
+    runs += [
+        Run(f"seed{args.shipped_seed}_threads{t}", args.shipped_seed, t, kind="threads")
+        for t in args.threads
+        if not (t == 1 and args.shipped_seed in args.seeds)
+    ]
     if args.reals_only:
-        runs.append(Run(f"realsonly_seed{args.shipped_seed}", args.shipped_seed, 1,
-                        ["--train-methods", "none", "--synth-fakes", "sbi"], kind="reals-only"))
+        runs.append(
+            Run(
+                f"realsonly_seed{args.shipped_seed}",
+                args.shipped_seed,
+                1,
+                ["--train-methods", "none", "--synth-fakes", "sbi"],
+                kind="reals-only",
+            )
+        )
     train_args = shlex.split(args.train_args)
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda r: run_one(r, shards, args.out, train_args), runs))
 
     print(f"# demo robustness: {args.quality}, hilif-train --preset demo {args.train_args}".rstrip())
     print(f"# machine: {os.cpu_count()} cores; {args.parallel} run(s) at a time; wall {time.perf_counter() - t0:.0f} s")
-    print(f"| run | seed | threads | stage-1 best val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
+    print("| run | seed | threads | stage-1 best val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["run"].kind == "reals-only":
             continue
-        print(f"| {r['run'].name} | {r['run'].seed} | {r['run'].threads} | {r['best_val_auc_s1']:.3f} | "
-              f"{r['frame_auc']:.3f} | {r['video_auc']:.3f} | {r['acc']:.3f} | {r['train_s']:.0f} |")
+        print(
+            f"| {r['run'].name} | {r['run'].seed} | {r['run'].threads} | {r['best_val_auc_s1']:.3f} | "
+            f"{r['frame_auc']:.3f} | {r['video_auc']:.3f} | {r['acc']:.3f} | {r['train_s']:.0f} |"
+        )
     seed_runs = [r for r in results if r["run"].kind == "seed"]
     all_runs = [r for r in results if r["run"].kind != "reals-only"]
     if seed_runs:
-        print(f"\nseeds {args.seeds}: test frame AUC min / median / max {spread([r['frame_auc'] for r in seed_runs])}; "
-              f"video AUC {spread([r['video_auc'] for r in seed_runs])}")
+        print(
+            f"\nseeds {args.seeds}: test frame AUC min / median / max {spread([r['frame_auc'] for r in seed_runs])}; "
+            f"video AUC {spread([r['video_auc'] for r in seed_runs])}"
+        )
     if all_runs:
-        print(f"all {len(all_runs)} runs (seeds and thread counts): frame AUC "
-              f"{spread([r['frame_auc'] for r in all_runs])}; runs below 0.85: "
-              f"{sum(r['frame_auc'] < 0.85 for r in all_runs)}")
+        print(
+            f"all {len(all_runs)} runs (seeds and thread counts): frame AUC "
+            f"{spread([r['frame_auc'] for r in all_runs])}; runs below 0.85: "
+            f"{sum(r['frame_auc'] < 0.85 for r in all_runs)}"
+        )
     for r in results:
         if r["run"].kind == "reals-only":
             per = ", ".join(f"{m} {v:.3f}" for m, v in sorted(r["methods"].items()))
-            print(f"\nreals only + SBI (seed {r['run'].seed}): test frame AUC {r['frame_auc']:.3f}, video AUC "
-                  f"{r['video_auc']:.3f}; per method (its fakes vs all reals): {per}")
+            print(
+                f"\nreals only + SBI (seed {r['run'].seed}): test frame AUC {r['frame_auc']:.3f}, video AUC "
+                f"{r['video_auc']:.3f}; per method (its fakes vs all reals): {per}"
+            )
     sys.stdout.flush()
 
 

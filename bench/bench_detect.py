@@ -53,8 +53,8 @@ def scene(n_faces: int) -> np.ndarray:
         s = W / p.shape[1]
         big = cv2.resize(p, (W, round(p.shape[0] * s)), interpolation=cv2.INTER_AREA)
         y = (big.shape[0] - H) // 2
-        return np.ascontiguousarray(big[y:y + H])
-    cells = [cv2.resize(p, (W // 2, W // 2), interpolation=cv2.INTER_AREA)[40:40 + H // 2] for p in imgs]
+        return np.ascontiguousarray(big[y : y + H])
+    cells = [cv2.resize(p, (W // 2, W // 2), interpolation=cv2.INTER_AREA)[40 : 40 + H // 2] for p in imgs]
     return np.concatenate([np.concatenate(cells[:2], 1), np.concatenate(cells[2:], 1)], 0)
 
 
@@ -71,8 +71,10 @@ def drift(frame: np.ndarray, n: int):
 
 
 def make_clips(d: Path) -> dict[str, Path]:
-    return {f"{k} face{'s' if k > 1 else ''}": write_clip(d / f"faces{k}.mp4", drift(scene(k), int(SECONDS * FPS)),
-                                                           crf=23) for k in (1, 4)}
+    return {
+        f"{k} face{'s' if k > 1 else ''}": write_clip(d / f"faces{k}.mp4", drift(scene(k), int(SECONDS * FPS)), crf=23)
+        for k in (1, 4)
+    }
 
 
 def main() -> None:
@@ -96,28 +98,47 @@ def main() -> None:
         d = Path(tmp)
         t0 = time.perf_counter()
         clips = make_clips(d)
-        print(f"clips: {', '.join(f'{k} ({p.stat().st_size // 1024} KiB)' for k, p in clips.items())}, "
-              f"made in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"clips: {', '.join(f'{k} ({p.stat().st_size // 1024} KiB)' for k, p in clips.items())}, "
+            f"made in {time.perf_counter() - t0:.1f} s"
+        )
         path = args.checkpoint
         if path is None:
             from hilif.model import HiLIFConfig, build_model
 
             cfg = dataclasses.replace(HiLIFConfig.preset(args.preset), pretrained=False, backbone_weights=None)
             face = {"detector": "dlib", "margin": 1.3, "size": 256, "upsample": "auto"}
-            path = ck.save_checkpoint(d / "model.pt", model=build_model(cfg), model_config=cfg.to_dict(),
-                                      train_config={}, stage=2, epoch=0, step=0, with_rng=False,
-                                      extract={"face": face, "face_size": 256})
+            path = ck.save_checkpoint(
+                d / "model.pt",
+                model=build_model(cfg),
+                model_config=cfg.to_dict(),
+                train_config={},
+                stage=2,
+                epoch=0,
+                step=0,
+                with_rng=False,
+                extract={"face": face, "face_size": 256},
+            )
         dev = torch.device(args.device)
         model, mcfg, ckpt = load_model(path, dev)
-        opts = det.DetectOptions(checkpoint=str(path), frames=args.frames, device=args.device,
-                                 batch_size=args.batch_size, detector=args.detector)
+        opts = det.DetectOptions(
+            checkpoint=str(path),
+            frames=args.frames,
+            device=args.device,
+            batch_size=args.batch_size,
+            detector=args.detector,
+        )
         fcfg, _ = det.face_settings(ckpt, opts)
         weights = "checkpoint" if args.checkpoint else args.preset + " preset, untrained"
-        print(f"model: {mcfg.backbone} at {mcfg.img_size} px ({weights}); "
-              f"detector {fcfg.detector}, upsample {fcfg.upsample}; {args.frames} sampled frames; device {dev}; "
-              f"torch threads {torch.get_num_threads()}")
-        print(f"{'clip':<8} {'faces':>5} {'tracks':>6} {'decode s':>9} {'detect s':>9} {'align s':>8} {'score s':>8} "
-              f"{'total s':>8} {'faces/s':>8} {'scoring faces/s':>16}")
+        print(
+            f"model: {mcfg.backbone} at {mcfg.img_size} px ({weights}); "
+            f"detector {fcfg.detector}, upsample {fcfg.upsample}; {args.frames} sampled frames; device {dev}; "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        print(
+            f"{'clip':<8} {'faces':>5} {'tracks':>6} {'decode s':>9} {'detect s':>9} {'align s':>8} {'score s':>8} "
+            f"{'total s':>8} {'faces/s':>8} {'scoring faces/s':>16}"
+        )
         for name, clip in clips.items():
             f = det.InputFile(clip, "video", clip.name)
             det.analyse(f, model, mcfg.img_size, fcfg, opts, dev)  # warm-up: detector and model loaded, caches
@@ -129,11 +150,15 @@ def main() -> None:
             n = sum(x.fake_prob is not None for x in runs[0][1].faces)
             med = {k: statistics.median(r.timings[k] for _, r in runs) for k in ("decode", "detect", "align", "score")}
             total = statistics.median(t for t, _ in runs)
-            print(f"{name:<8} {n:>5} {len(runs[0][1].tracks):>6} {med['decode']:>9.2f} {med['detect']:>9.2f} "
-                  f"{med['align']:>8.2f} {med['score']:>8.2f} {total:>8.2f} {n / total:>8.1f} "
-                  f"{n / max(med['score'], 1e-9):>16.1f}")
-        print(f"medians of {args.repeats} runs after one warm-up run; faces/s = faces scored / whole-file time; "
-              f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            print(
+                f"{name:<8} {n:>5} {len(runs[0][1].tracks):>6} {med['decode']:>9.2f} {med['detect']:>9.2f} "
+                f"{med['align']:>8.2f} {med['score']:>8.2f} {total:>8.2f} {n / total:>8.1f} "
+                f"{n / max(med['score'], 1e-9):>16.1f}"
+            )
+        print(
+            f"medians of {args.repeats} runs after one warm-up run; faces/s = faces scored / whole-file time; "
+            f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ def photo(package: str, relpath: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
 
 
-def pan(img: np.ndarray, n: int, size: tuple[int, int] = SIZE, zoom: float = 1.0, cycles: float = 1.0,
-        cover: float = 0.8) -> Iterator[np.ndarray]:
+def pan(
+    img: np.ndarray, n: int, size: tuple[int, int] = SIZE, zoom: float = 1.0, cycles: float = 1.0, cover: float = 0.8
+) -> Iterator[np.ndarray]:
     """``n`` frames of a horizontal pan over ``img`` (scaled so a frame shows ``cover`` of its width; ``zoom`` < 1
     shrinks it, padding with its mirror image)."""
     import cv2
@@ -70,11 +71,12 @@ def pan(img: np.ndarray, n: int, size: tuple[int, int] = SIZE, zoom: float = 1.0
         t = i / max(n - 1, 1)
         x = int(round((w - W) * (0.5 + 0.5 * np.sin(2 * np.pi * cycles * t))))
         y = int(round((h - H) * 0.5))
-        yield np.ascontiguousarray(img[y:y + H, x:x + W])
+        yield np.ascontiguousarray(img[y : y + H, x : x + W])
 
 
-def write_clip(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int] = SIZE, fps: int = FPS,
-               crf: int = 40) -> Path:
+def write_clip(
+    path: Path, frames: Iterator[np.ndarray], size: tuple[int, int] = SIZE, fps: int = FPS, crf: int = 40
+) -> Path:
     import av
 
     with av.open(str(path), "w") as c:
@@ -107,14 +109,25 @@ def make_clip(path: Path, seconds: float = 10.0, zoom: float = 1.0) -> Path:
 
 def make_cut_clip(path: Path) -> tuple[Path, list[int]]:
     t1 = photo("insightface", "data/images/t1.jpg")
-    return shots_clip(path, [(photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"), 4.0),
-                             (t1[40:600, 0:680], 3.0), (t1[0:600, 640:1280], 3.0)])
+    return shots_clip(
+        path,
+        [
+            (photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"), 4.0),
+            (t1[40:600, 0:680], 3.0),
+            (t1[0:600, 640:1280], 3.0),
+        ],
+    )
 
 
 def make_faceless_clip(path: Path) -> tuple[Path, list[int]]:
-    return shots_clip(path, [(photo("insightface", "data/images/t1.jpg"), 2.0),
-                             (photo("skimage", "data/motorcycle_left.png"), 6.0),
-                             (photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"), 2.0)])
+    return shots_clip(
+        path,
+        [
+            (photo("insightface", "data/images/t1.jpg"), 2.0),
+            (photo("skimage", "data/motorcycle_left.png"), 6.0),
+            (photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"), 2.0),
+        ],
+    )
 
 
 def positions_of_cuts(indices: list[int], cut_frames: list[int]) -> list[int]:
@@ -158,8 +171,12 @@ def run_baseline(path: Path, num: int, cut_frames: list[int]) -> tuple[dict[str,
     t4 = time.perf_counter()
     _ = [encode_image(align_face(f, d.landmarks)) for f, ds in zip(sampled, every) for d in ds]
     t5 = time.perf_counter()
-    return (dict(decode=t1 - t0, detect=t2 - t1, align=t3 - t2, write=t4 - t3, total=t4 - t0), t5 - t4 - (t4 - t2),
-            found, every)
+    return (
+        dict(decode=t1 - t0, detect=t2 - t1, align=t3 - t2, write=t4 - t3, total=t4 - t0),
+        t5 - t4 - (t4 - t2),
+        found,
+        every,
+    )
 
 
 def run_hilif(path: Path, num: int, cfg=None):
@@ -176,8 +193,9 @@ def run_hilif(path: Path, num: int, cfg=None):
     t3 = time.perf_counter()
     _ = [encode_image(f) for f in vf.faces]
     t4 = time.perf_counter()
-    return dict(decode=t1 - t0, detect=vf.timings["detect"], align=vf.timings["align"], write=t4 - t3,
-                total=t4 - t0), vf
+    return dict(
+        decode=t1 - t0, detect=vf.timings["detect"], align=vf.timings["align"], write=t4 - t3, total=t4 - t0
+    ), vf
 
 
 def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> None:
@@ -199,8 +217,10 @@ def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> 
     print(f"{'seconds':>12} " + " ".join(f"{k:>8}" for k in keys) + f" {'frames/s':>9}")
     for n in res:
         print(f"{n:>12} " + " ".join(f"{med[n][k]:8.3f}" for k in keys) + f" {args.frames / med[n]['total']:9.1f}")
-    print(f"speed-up (median of same-run baseline/hilif ratios): subject {ratio('baseline', 'hilif'):.2f}x, "
-          f"--faces all {ratio('baseline all', 'hilif all'):.2f}x")
+    print(
+        f"speed-up (median of same-run baseline/hilif ratios): subject {ratio('baseline', 'hilif'):.2f}x, "
+        f"--faces all {ratio('baseline all', 'hilif all'):.2f}x"
+    )
     idx = vf.sampled
     true_cuts = positions_of_cuts(idx, cut_frames)
     print(f"cuts (sampled positions): true {true_cuts}, hilif {vf.cuts}")
@@ -209,8 +229,10 @@ def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> 
         detected[pos] |= not rep
     b = [d is not None for d in found]
     lost = [i for i, (x, y) in enumerate(zip(b, detected)) if x and not y]
-    print(f"subject: frames with a face: baseline {sum(b)}/{len(b)}, hilif {sum(detected)}/{len(detected)} detected; "
-          f"found by the baseline but not by hilif: {len(lost)} {lost[:10]}")
+    print(
+        f"subject: frames with a face: baseline {sum(b)}/{len(b)}, hilif {sum(detected)}/{len(detected)} detected; "
+        f"found by the baseline but not by hilif: {len(lost)} {lost[:10]}"
+    )
     tracks = track_faces(every, true_cuts)
     hilif_faces: dict[int, list[tuple[int, list[float]]]] = {}
     for pos, rep, tr, box in zip(vfa.positions, vfa.replaced, vfa.tracks, vfa.boxes):
@@ -224,22 +246,28 @@ def bench_clip(name: str, clip: Path, cut_frames: list[int], args, face_cfg) -> 
             ids.update(hit)
             if not hit:
                 miss.append(pos)
-        print(f"  baseline track {t.id} (shot {t.shot}, {len(t.detections)} frames, width {t.last.width:.0f} px): "
-              f"hilif tracks {sorted(ids)}, frames missed {len(miss)} {miss[:8]}")
+        print(
+            f"  baseline track {t.id} (shot {t.shot}, {len(t.detections)} frames, width {t.last.width:.0f} px): "
+            f"hilif tracks {sorted(ids)}, frames missed {len(miss)} {miss[:8]}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=80)
-    ap.add_argument("--clips", default="pan,cut,faceless",
-                    help="which generated clips (comma list of pan, cut, faceless)")
-    ap.add_argument("--clip", type=Path, default=None,
-                    help="use this video instead (true cuts unknown: baseline assumes none)")
-    ap.add_argument("--zoom", type=float, default=1.0,
-                    help="pan clip: shrink the photo; 0.5 gives faces of about 50-80 px")
-    ap.add_argument("--detector", default="dlib", choices=("dlib", "insightface"),
-                    help="hilif's detector (baseline: dlib)")
+    ap.add_argument(
+        "--clips", default="pan,cut,faceless", help="which generated clips (comma list of pan, cut, faceless)"
+    )
+    ap.add_argument(
+        "--clip", type=Path, default=None, help="use this video instead (true cuts unknown: baseline assumes none)"
+    )
+    ap.add_argument(
+        "--zoom", type=float, default=1.0, help="pan clip: shrink the photo; 0.5 gives faces of about 50-80 px"
+    )
+    ap.add_argument(
+        "--detector", default="dlib", choices=("dlib", "insightface"), help="hilif's detector (baseline: dlib)"
+    )
     ap.add_argument("--model-dir", default=None, help="insightface model folder (buffalo_l)")
     ap.add_argument("--device", default="auto", help="insightface: auto, cpu or cuda")
     ap.add_argument("--det-batch", type=int, default=16, help="insightface: frames per SCRFD run (1 = per frame)")
@@ -247,8 +275,9 @@ def main() -> None:
     from hilif.pipeline.detectors import DetectorError
     from hilif.pipeline.faces import FaceConfig, get_detector
 
-    face_cfg = FaceConfig(detector=args.detector, model_dir=args.model_dir, device=args.device,
-                          det_batch=args.det_batch)
+    face_cfg = FaceConfig(
+        detector=args.detector, model_dir=args.model_dir, device=args.device, det_batch=args.det_batch
+    )
     try:
         det = get_detector(face_cfg)
         get_detector(replace(face_cfg, faces="all"))
@@ -256,9 +285,14 @@ def main() -> None:
         raise SystemExit(f"error: {exc}")
     if args.detector == "insightface":
         batched = getattr(det, "dynamic_batch", False) and args.det_batch > 1
-        print(f"SCRFD {getattr(det, 'model_path', '')} on {getattr(det, 'providers', '?')}: "
-              + (f"batches of {args.det_batch} frames" if batched
-                 else "one frame per run (fixed-batch model or --det-batch 1)"))
+        print(
+            f"SCRFD {getattr(det, 'model_path', '')} on {getattr(det, 'providers', '?')}: "
+            + (
+                f"batches of {args.det_batch} frames"
+                if batched
+                else "one frame per run (fixed-batch model or --det-batch 1)"
+            )
+        )
     print(f"hilif detector: {args.detector}; clips 10 s 640x480 25 fps CRF 40 (pan zoom {args.zoom})")
     makers = {"pan": lambda p: (make_clip(p, zoom=args.zoom), []), "cut": make_cut_clip, "faceless": make_faceless_clip}
     with tempfile.TemporaryDirectory() as tmp:

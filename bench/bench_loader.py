@@ -41,7 +41,7 @@ def textured_faces(n: int, seed: int = 0) -> list[np.ndarray]:
         src = srcs[i % len(srcs)]
         y = int(rng.integers(0, src.shape[0] - 256))
         x = int(rng.integers(0, src.shape[1] - 256))
-        img = src[y:y + 256, x:x + 256].astype(np.float32) + rng.normal(0, 3, (256, 256, 3))
+        img = src[y : y + 256, x : x + 256].astype(np.float32) + rng.normal(0, 3, (256, 256, 3))
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return out
 
@@ -53,10 +53,21 @@ def write_synthetic(root: Path, n: int) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         with wds.ShardWriter(str(d / "000-%05d.tar"), maxcount=200, verbose=0) as sink:
             for i, face in enumerate(faces[label::2]):
-                meta = schema.SampleMeta(dataset="bench", split="train", label=label,
-                                         method="real" if label == schema.REAL else "Deepfakes", quality="raw",
-                                         video_id=f"{i // 20:03d}", frame_index=i % 20, frame_count=20, fps=25.0,
-                                         box=[0, 0, 1, 1], landmarks=[[0, 0]] * 5, detector="none", score=1.0)
+                meta = schema.SampleMeta(
+                    dataset="bench",
+                    split="train",
+                    label=label,
+                    method="real" if label == schema.REAL else "Deepfakes",
+                    quality="raw",
+                    video_id=f"{i // 20:03d}",
+                    frame_index=i % 20,
+                    frame_count=20,
+                    fps=25.0,
+                    box=[0, 0, 1, 1],
+                    landmarks=[[0, 0]] * 5,
+                    detector="none",
+                    score=1.0,
+                )
                 ok, png = cv2.imencode(".png", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
                 sink.write(schema.encode_sample(meta, png.tobytes()))
         for tar in d.glob("*.tar"):
@@ -126,23 +137,32 @@ def main() -> None:
 
         def shards_eval() -> int:
             split_root = shards
-            return sum(len(b["label"]) for b in make_loader(EvalStream(split_root, "train", args.img_size, args.batch,
-                                                                       max_batches=batches), 0))
+            return sum(
+                len(b["label"])
+                for b in make_loader(EvalStream(split_root, "train", args.img_size, args.batch, max_batches=batches), 0)
+            )
 
         def folder() -> int:
             dl = DataLoader(FolderFaces(files, args.img_size), batch_size=args.batch, shuffle=True, num_workers=0)
             return sum(len(y) for _, y in dl)
 
-        print(f"one worker, 1 thread, {n} faces of 256x256 ({mean_kb:.0f} kB per PNG), output {args.img_size}x"
-              f"{args.img_size} uint8 tensors, batch {args.batch}, median of {args.repeats}")
+        print(
+            f"one worker, 1 thread, {n} faces of 256x256 ({mean_kb:.0f} kB per PNG), output {args.img_size}x"
+            f"{args.img_size} uint8 tensors, batch {args.batch}, median of {args.repeats}"
+        )
         res = {}
-        for name, fn in (("shards, train (crop+flip)", shards_train), ("shards, eval (centre crop)", shards_eval),
-                         ("PNG folder tree, train", folder)):
+        for name, fn in (
+            ("shards, train (crop+flip)", shards_train),
+            ("shards, eval (centre crop)", shards_eval),
+            ("PNG folder tree, train", folder),
+        ):
             res[name], got = rate(fn, args.repeats)
             print(f"  {name:28s} {res[name]:8.1f} samples/s  ({got} samples per run)")
         base = res["PNG folder tree, train"]
-        print(f"  shards / folder (train): {res['shards, train (crop+flip)'] / base:.2f}x; "
-              f"target >= 300 samples/s: {'met' if res['shards, train (crop+flip)'] >= 300 else 'NOT met'}")
+        print(
+            f"  shards / folder (train): {res['shards, train (crop+flip)'] / base:.2f}x; "
+            f"target >= 300 samples/s: {'met' if res['shards, train (crop+flip)'] >= 300 else 'NOT met'}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

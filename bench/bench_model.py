@@ -42,8 +42,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device,
-                cpu_times: list[float] | None = None) -> float:
+def median_time(
+    fn: Callable[[], None], repeats: int, warmup: int, device: torch.device, cpu_times: list[float] | None = None
+) -> float:
     """Median wall time; the process CPU time of each run is appended to ``cpu_times`` (on a shared, loaded CPU the
     CPU time is the steadier figure)."""
     for _ in range(warmup):
@@ -102,7 +103,7 @@ def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "f
     opt = make_optimizer(list(model.parameters()), 2e-4, 1e-2, device)  # hilif-train's optimizer
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
     fwd, x = _prepare(model, torch.randn(args.batch, 3, args.size, args.size, device=device), mode)
-    y = (torch.arange(args.batch, device=device) % 2)
+    y = torch.arange(args.batch, device=device) % 2
 
     def step() -> None:
         with _autocast(device, mode):
@@ -119,7 +120,7 @@ def backbones_step_fn(args: argparse.Namespace, device: torch.device, mode: str 
     opts = [make_optimizer(list(n.parameters()), 2e-4, 1e-2, device) for n in nets]
     x0 = torch.randn(args.batch, 3, args.size, args.size, device=device)
     fwds = [_prepare(n, x0, mode) for n in nets]
-    y = (torch.arange(args.batch, device=device) % 2)
+    y = torch.arange(args.batch, device=device) % 2
 
     def step() -> None:
         for (fwd, x), opt in zip(fwds, opts):
@@ -162,8 +163,10 @@ def memory_report(args: argparse.Namespace, device: torch.device) -> list[tuple[
 
     net = timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train()
     rows = []
-    for name, m, fwd in (("HiLIF", model, hilif_forward),
-                         (f"one timm {args.backbone}", net, lambda: F.cross_entropy(net(x), y))):
+    for name, m, fwd in (
+        ("HiLIF", model, hilif_forward),
+        (f"one timm {args.backbone}", net, lambda: F.cross_entropy(net(x), y)),
+    ):
         state = 4 * sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20  # weights, grads, 2 moments
         rows.append((name, saved_activations_mib(m, fwd), state))
     return rows
@@ -212,8 +215,9 @@ def extras_breakdown(args: argparse.Namespace, device: torch.device) -> tuple[li
     return rows, 2 * m * k * (k // 2) / t
 
 
-def added_parts(args: argparse.Namespace, device: torch.device) -> tuple[list[tuple[str, Callable[[], None]]],
-                                                                         torch.Size]:
+def added_parts(
+    args: argparse.Namespace, device: torch.device
+) -> tuple[list[tuple[str, Callable[[], None]]], torch.Size]:
     """(name, forward + backward closure) of each part HiLIF adds to its backbones, and the head's input shape."""
     cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
     model = build_model(cfg).to(device).train()
@@ -231,6 +235,7 @@ def added_parts(args: argparse.Namespace, device: torch.device) -> tuple[list[tu
             out = fn(*inputs)
             outs = out if isinstance(out, tuple) else (out,)
             sum(o.float().square().mean() for o in outs).backward()
+
         return run
 
     a, b, c = (levels[k][0].shape for k in ("a", "b", "c"))
@@ -279,8 +284,10 @@ def print_breakdown(args: argparse.Namespace, device: torch.device, baseline: fl
         rate = f"{flops / t / 1e9:9.1f}" if flops else f"{'-':>9}"
         print(f"{name:<36}{t * 1e3:9.1f}{100 * t / baseline:18.1f}%{flops / 1e9:9.2f}{rate}")
     print(f"{'sum of the top-level parts':<36}{top * 1e3:9.1f}{100 * top / baseline:18.1f}%")
-    print(f"(two backbones' step: {baseline * 1e3:.0f} ms; a plain fp32 matmul of the head's shape runs at "
-          f"{gemm / 1e9:.1f} GFLOP/s on this device; indented rows are inside the row above them)")
+    print(
+        f"(two backbones' step: {baseline * 1e3:.0f} ms; a plain fp32 matmul of the head's shape runs at "
+        f"{gemm / 1e9:.1f} GFLOP/s on this device; indented rows are inside the row above them)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -339,17 +346,24 @@ def time_mode(args: argparse.Namespace, device: torch.device, mode: str) -> tupl
 def print_step(args: argparse.Namespace, mode: str, times: tuple[list[float], ...]) -> None:
     th, tb, ch, cb, (t_warm,) = times
     mh, mb = statistics.median(th), statistics.median(tb)
-    print(f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
-          f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)")
+    print(
+        f"\n## Training step (forward, CE + 0.5 L_d, backward, AdamW), batch {args.batch}, mode {mode} "
+        f"(warm-up {args.warmup} steps of each: {t_warm:.1f} s)"
+    )
     print(f"{'':<26}{'wall s':>8}{'img/s':>8}{'CPU s':>8}   all wall times")
     for name, t, c in (("HiLIF", th, ch), (f"2 x timm {args.backbone}", tb, cb)):
         m = statistics.median(t)
-        print(f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   "
-              + " ".join(f"{x:.3f}" for x in t))
-    print(f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
-          f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)")
-    print(f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
-          f"CPU time {min(ch) / min(cb):.3f}x")
+        print(
+            f"{name:<26}{m:8.3f}{args.batch / m:8.1f}{statistics.median(c):8.3f}   " + " ".join(f"{x:.3f}" for x in t)
+        )
+    print(
+        f"ratio HiLIF / two backbones: wall {mh / mb:.3f}x, CPU time "
+        f"{statistics.median(ch) / statistics.median(cb):.3f}x (medians; target <= 1.10x)"
+    )
+    print(
+        f"ratio of the fastest runs (least disturbed on a shared machine): wall {min(th) / min(tb):.3f}x, "
+        f"CPU time {min(ch) / min(cb):.3f}x"
+    )
 
 
 def print_steps(args: argparse.Namespace, device: torch.device, modes: list[str]) -> float | None:
@@ -375,11 +389,15 @@ def print_memory(args: argparse.Namespace, device: torch.device) -> None:
     print(f"{'':<30}{'activations MiB':>16}{'params+grads+AdamW MiB':>24}")
     for name, act, state in memory_report(args, device):
         print(f"{name:<30}{act:16.0f}{state:24.0f}")
-    print("(activations: tensors saved for backward, counted once per storage; the two plain backbones hold "
-          "twice the one-backbone figures when run together)")
+    print(
+        "(activations: tensors saved for backward, counted once per storage; the two plain backbones hold "
+        "twice the one-backbone figures when run together)"
+    )
     if device.type == "cuda":
-        print(f"peak max_memory_allocated: HiLIF {cuda_peak_mib('hilif', args, device):.0f} MiB, "
-              f"two backbones (one after the other) {cuda_peak_mib('backbones', args, device):.0f} MiB")
+        print(
+            f"peak max_memory_allocated: HiLIF {cuda_peak_mib('hilif', args, device):.0f} MiB, "
+            f"two backbones (one after the other) {cuda_peak_mib('backbones', args, device):.0f} MiB"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -388,8 +406,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"# hilif.model benchmark: {args.backbone} at {args.size}, batch {args.batch}, device {device}, "
-          f"{args.threads} threads, torch {torch.__version__}, medians of {args.repeats}")
+    print(
+        f"# hilif.model benchmark: {args.backbone} at {args.size}, batch {args.batch}, device {device}, "
+        f"{args.threads} threads, torch {torch.__version__}, medians of {args.repeats}"
+    )
     if "flops" not in skip:
         print_flops(args)
     if "dct" not in skip:

@@ -79,8 +79,9 @@ class UtilSampler:
 
 def build_step(args: argparse.Namespace, device: torch.device, mode: str):
     amp, channels_last, _ = MODES[mode]
-    cfg = dataclasses.replace(HiLIFConfig.preset(args.preset), pretrained=False,
-                              **({"img_size": args.img_size} if args.img_size else {}))
+    cfg = dataclasses.replace(
+        HiLIFConfig.preset(args.preset), pretrained=False, **({"img_size": args.img_size} if args.img_size else {})
+    )
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
     fwd = prepare_model(model, mode)
@@ -135,8 +136,14 @@ def run_mode(args: argparse.Namespace, device: torch.device, mode: str, shards: 
         _sync(device)
         wall = time.perf_counter() - t0
     del it, loader
-    return {"mode": mode, "alone": alone, "shards": args.steps * args.batch / wall, "wait": sum(waits) / wall,
-            "util": util.summary(), "warm_s": warm_s}
+    return {
+        "mode": mode,
+        "alone": alone,
+        "shards": args.steps * args.batch / wall,
+        "wait": sum(waits) / wall,
+        "util": util.summary(),
+        "warm_s": warm_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     modes = parse_modes(ap, args.modes)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# stage-2 training step from shards: preset {args.preset}, batch {args.batch}, {args.steps} timed steps "
-          f"after {args.warmup}, {args.workers} loader workers, {name}, torch {torch.__version__}")
+    print(
+        f"# stage-2 training step from shards: preset {args.preset}, batch {args.batch}, {args.steps} timed steps "
+        f"after {args.warmup}, {args.workers} loader workers, {name}, torch {torch.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or write_synthetic(Path(tmp) / "shards", args.samples)
         rows = [run_mode(args, device, m, shards) for m in modes]

@@ -34,9 +34,12 @@ def setup_logging(verbose: bool, stderr: bool = True) -> None:
     from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=stderr))],
-                        force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=stderr))],
+        force=True,
+    )
 
 
 def run_app(app: typer.Typer, prog_name: str) -> None:

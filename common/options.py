@@ -39,12 +39,24 @@ class Cli:
     show: str | None = None
 
 
-def option(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING,
-           flags: tuple[str, ...] = (), type: Any = None, parse: Callable[[Any], Any] | None = None,
-           required: bool | None = None, min: float | None = None, show: str | None = None) -> Any:
+def option(
+    help: str,
+    default: Any = MISSING,
+    *,
+    factory: Callable[[], Any] | Any = MISSING,
+    flags: tuple[str, ...] = (),
+    type: Any = None,
+    parse: Callable[[Any], Any] | None = None,
+    required: bool | None = None,
+    min: float | None = None,
+    show: str | None = None,
+) -> Any:
     """A dataclass field that is also a command-line option (``factory``: its ``default_factory``)."""
-    return dataclasses.field(default=default, default_factory=factory,
-                             metadata={CLI: Cli(help, tuple(flags), type, parse, required, min, show)})
+    return dataclasses.field(
+        default=default,
+        default_factory=factory,
+        metadata={CLI: Cli(help, tuple(flags), type, parse, required, min, show)},
+    )
 
 
 def nested(cls: type) -> Any:

@@ -5,5 +5,4 @@ from .config import HiLIFConfig
 from .hilif import HiLIF, build_model
 from .loss import LocalRelationLoss, local_max_difference
 
-__all__ = ["HiLIFConfig", "HiLIF", "build_model", "LocalRelationLoss", "local_max_difference",
-           "BackboneWeightsError"]
+__all__ = ["HiLIFConfig", "HiLIF", "build_model", "LocalRelationLoss", "local_max_difference", "BackboneWeightsError"]

@@ -21,10 +21,19 @@ class PixelSelfAttention(nn.Module):
     def __init__(self, channels: int, heads: int = 4, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         if channels % heads:
-            raise ValueError(f"PixelSelfAttention: {channels} channels are not divisible by {heads} heads; "
-                             f"choose self_attention_heads that divides {channels}")
-        self.block = nn.TransformerEncoderLayer(channels, heads, dim_feedforward=int(channels * mlp_ratio),
-                                                dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+            raise ValueError(
+                f"PixelSelfAttention: {channels} channels are not divisible by {heads} heads; "
+                f"choose self_attention_heads that divides {channels}"
+            )
+        self.block = nn.TransformerEncoderLayer(
+            channels,
+            heads,
+            dim_feedforward=int(channels * mlp_ratio),
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

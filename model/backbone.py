@@ -33,8 +33,10 @@ def create_backbone(name: str, pretrained: bool, weights: str | None = None) -> 
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         except (RuntimeError, ValueError, KeyError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackboneWeightsError(f"backbone weights file {path} does not fit timm {name!r} ({first}); "
-                                       f"pass a {name} checkpoint with --backbone-weights") from e
+            raise BackboneWeightsError(
+                f"backbone weights file {path} does not fit timm {name!r} ({first}); "
+                f"pass a {name} checkpoint with --backbone-weights"
+            ) from e
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     try:
@@ -43,7 +45,8 @@ def create_backbone(name: str, pretrained: bool, weights: str | None = None) -> 
         raise BackboneWeightsError(
             f"could not download the ImageNet weights of {name!r} from the timm hub (offline?); pass a local "
             f"checkpoint with --backbone-weights PATH, or train from scratch with pretrained=False "
-            f"(--no-pretrained)") from e
+            f"(--no-pretrained)"
+        ) from e
 
 
 def _out_channels(block: nn.Module) -> int:
@@ -83,11 +86,17 @@ class EfficientNetStream(nn.Module):
         except ValueError:
             a = b = c = -1
         if not (0 <= a < b < c < len(strides) - 1):
-            raise ValueError(f"backbone {name!r} does not have the EfficientNet stage layout HiLIF cuts "
-                             f"(stage strides {strides}); use an efficientnet_b* model")
+            raise ValueError(
+                f"backbone {name!r} does not have the EfficientNet stage layout HiLIF cuts "
+                f"(stage strides {strides}); use an efficientnet_b* model"
+            )
         self.cut_stages = (a, b, c)
-        self.channels = {"a": _out_channels(net.blocks[a]), "b": _out_channels(net.blocks[b]),
-                         "c": _out_channels(net.blocks[c]), "d": int(net.num_features)}
+        self.channels = {
+            "a": _out_channels(net.blocks[a]),
+            "b": _out_channels(net.blocks[b]),
+            "c": _out_channels(net.blocks[c]),
+            "d": int(net.num_features),
+        }
         self.strides = {"a": 4, "b": 16, "c": 16, "d": strides[-1]}
 
     def forward_a(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,17 +106,17 @@ class EfficientNetStream(nn.Module):
         return x
 
     def forward_b(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.net.blocks[self.cut_stages[0] + 1: self.cut_stages[1] + 1]:
+        for stage in self.net.blocks[self.cut_stages[0] + 1 : self.cut_stages[1] + 1]:
             x = stage(x)
         return x
 
     def forward_c(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.net.blocks[self.cut_stages[1] + 1: self.cut_stages[2] + 1]:
+        for stage in self.net.blocks[self.cut_stages[1] + 1 : self.cut_stages[2] + 1]:
             x = stage(x)
         return x
 
     def forward_d(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.net.blocks[self.cut_stages[2] + 1:]:
+        for stage in self.net.blocks[self.cut_stages[2] + 1 :]:
             x = stage(x)
         return self.net.bn2(self.net.conv_head(x))
 

@@ -103,8 +103,12 @@ class HiLIFConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the broken constraint."""
-        choices = {"dftm_attention": ("both", "fem", "fsfm"), "lem_mode": ("local", "token_mix"),
-                   "dct_formulation": ("separable", "conv", "unfold"), "lrc_loss": ("hilif", "li")}
+        choices = {
+            "dftm_attention": ("both", "fem", "fsfm"),
+            "lem_mode": ("local", "token_mix"),
+            "dct_formulation": ("separable", "conv", "unfold"),
+            "lrc_loss": ("hilif", "li"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HiLIFConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
@@ -116,19 +120,27 @@ class HiLIFConfig:
         if self.dftm:
             bad = [p for p in self.lem_patch_sizes if p < 1 or s % p]
             if bad:
-                raise ValueError(f"HiLIFConfig: LEM patch sizes {bad} must divide the {s}x{s} cut-A feature map "
-                                 f"(img_size {self.img_size} / 4); pass patch_sizes that divide {s}")
+                raise ValueError(
+                    f"HiLIFConfig: LEM patch sizes {bad} must divide the {s}x{s} cut-A feature map "
+                    f"(img_size {self.img_size} / 4); pass patch_sizes that divide {s}"
+                )
             if s < self.sa_reduction:
-                raise ValueError(f"HiLIFConfig: the {s}x{s} cut-A map is smaller than sa_reduction={self.sa_reduction}"
-                                 f"; use img_size >= {4 * self.sa_reduction}")
+                raise ValueError(
+                    f"HiLIFConfig: the {s}x{s} cut-A map is smaller than sa_reduction={self.sa_reduction}"
+                    f"; use img_size >= {4 * self.sa_reduction}"
+                )
             if self.dct_window % self.dct_stride or s <= self.dct_window:
-                raise ValueError(f"HiLIFConfig: dct_window={self.dct_window} must be a multiple of dct_stride="
-                                 f"{self.dct_stride} and smaller than the {s}x{s} cut-A map")
+                raise ValueError(
+                    f"HiLIFConfig: dct_window={self.dct_window} must be a multiple of dct_stride="
+                    f"{self.dct_stride} and smaller than the {s}x{s} cut-A map"
+                )
         if self.lrc_size < self.lrc_k:
             raise ValueError(f"HiLIFConfig: lrc_k={self.lrc_k} is larger than lrc_size={self.lrc_size}")
         if self.lrc_n > self.lrc_blocks:
-            raise ValueError(f"HiLIFConfig: lrc_n={self.lrc_n} exceeds the {self.lrc_blocks} blocks of size "
-                             f"{self.lrc_k} stride {self.lrc_s} on a {self.lrc_size}x{self.lrc_size} map")
+            raise ValueError(
+                f"HiLIFConfig: lrc_n={self.lrc_n} exceeds the {self.lrc_blocks} blocks of size "
+                f"{self.lrc_k} stride {self.lrc_s} on a {self.lrc_size}x{self.lrc_size} map"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"HiLIFConfig.dropout={self.dropout}: must be in [0, 1)")
 

@@ -62,8 +62,8 @@ def _pads(size: int, window: int, stride: int) -> tuple[int, int]:
 def block_dct_filter_unfold(x: torch.Tensor, mask: torch.Tensor, window: int = 8, stride: int = 2) -> torch.Tensor:
     """Direct formulation: unfold -> 2-D DCT -> mask -> inverse DCT -> fold -> divide by window count."""
     b, c, h, w = x.shape
-    (t, bo), (l, r) = _pads(h, window, stride), _pads(w, window, stride)
-    xp = F.pad(x.reshape(b * c, 1, h, w), (l, r, t, bo), mode="reflect")
+    (top, bottom), (left, right) = _pads(h, window, stride), _pads(w, window, stride)
+    xp = F.pad(x.reshape(b * c, 1, h, w), (left, right, top, bottom), mode="reflect")
     hp, wp = xp.shape[-2:]
     cols = F.unfold(xp, window, stride=stride)  # [BC, window*window, L]
     d = dct_matrix(window).to(x.dtype if x.dtype.is_floating_point else torch.float32).to(x.device)
@@ -74,7 +74,7 @@ def block_dct_filter_unfold(x: torch.Tensor, mask: torch.Tensor, window: int = 8
     out = F.fold(cols, (hp, wp), window, stride=stride)
     count = F.fold(torch.ones_like(cols[:1]), (hp, wp), window, stride=stride)
     out = out / count
-    return out[..., t:t + h, l:l + w].reshape(b, c, h, w)
+    return out[..., top : top + h, left : left + w].reshape(b, c, h, w)
 
 
 def axis_operators(size: int, window: int = 8, stride: int = 2) -> torch.Tensor:
@@ -90,15 +90,22 @@ def axis_operators(size: int, window: int = 8, stride: int = 2) -> torch.Tensor:
     pad[torch.arange(length), src] = 1.0
     r = torch.zeros(window, length, length, dtype=torch.float64)
     for start in range(0, length - window + 1, stride):
-        r[:, start:start + window, start:start + window] += d[:, :, None] * d[:, None, :]
-    return r[:, lo:lo + size, :] @ pad / (window // stride)
+        r[:, start : start + window, start : start + window] += d[:, :, None] * d[:, None, :]
+    return r[:, lo : lo + size, :] @ pad / (window // stride)
 
 
 class BlockDCTHighPass(nn.Module):
     """Block-DCT high-pass of eq. 1 with the fixed mask ``f_base`` and the learnable ``f_w`` (init N(0, 0.1))."""
 
-    def __init__(self, window: int = 8, stride: int = 2, low_cut: int = 2, formulation: str = "separable",
-                 learnable: bool = True, size: int | None = None) -> None:
+    def __init__(
+        self,
+        window: int = 8,
+        stride: int = 2,
+        low_cut: int = 2,
+        formulation: str = "separable",
+        learnable: bool = True,
+        size: int | None = None,
+    ) -> None:
         super().__init__()
         if window % stride:
             raise ValueError(f"BlockDCTHighPass: window {window} must be a multiple of stride {stride}")
@@ -138,12 +145,13 @@ class BlockDCTHighPass(nn.Module):
     def _forward_conv(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         n, s = self.window, self.stride
-        (t, bo), (l, r) = _pads(h, n, s), _pads(w, n, s)
-        xp = F.pad(x.reshape(b * c, 1, h, w), (l, r, t, bo), mode="reflect")
+        (top, bottom), (left, right) = _pads(h, n, s), _pads(w, n, s)
+        xp = F.pad(x.reshape(b * c, 1, h, w), (left, right, top, bottom), mode="reflect")
         analysis = self.basis * mask.reshape(-1, 1, 1, 1)
         coef = F.conv2d(xp, analysis.to(xp.dtype), stride=s)
         out = F.conv_transpose2d(coef, self.basis.to(coef.dtype), stride=s)
-        out = out[..., t:t + h, l:l + w] / ((n // s) ** 2)  # every kept pixel lies in exactly (n/s)^2 windows
+        # every kept pixel lies in exactly (n/s)^2 windows
+        out = out[..., top : top + h, left : left + w] / ((n // s) ** 2)
         return out.reshape(b, c, h, w)
 
     def _ops(self, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,16 @@ class MixBlock(nn.Module):
         b, c, h, w = x_rgb.shape
         if h != w:
             raise ValueError(f"MixBlock needs a square feature map, got {h}x{w}")
-        q = torch.cat([self.rgb_query(x_rgb).reshape(b * c, h, w),
-                       self.noise_query(x_noise).reshape(b * c, h, w)], dim=2)  # [BC, H, 2W]
-        k = torch.cat([self.rgb_key(x_rgb).reshape(b * c, h, w).transpose(1, 2),
-                       self.noise_key(x_noise).reshape(b * c, h, w).transpose(1, 2)], dim=1)  # [BC, 2W, H]
+        q = torch.cat(
+            [self.rgb_query(x_rgb).reshape(b * c, h, w), self.noise_query(x_noise).reshape(b * c, h, w)], dim=2
+        )  # [BC, H, 2W]
+        k = torch.cat(
+            [
+                self.rgb_key(x_rgb).reshape(b * c, h, w).transpose(1, 2),
+                self.noise_key(x_noise).reshape(b * c, h, w).transpose(1, 2),
+            ],
+            dim=1,
+        )  # [BC, 2W, H]
         attention = torch.softmax(torch.bmm(q, k), dim=-1).reshape(b, c, h, h)
         att_noise = x_noise * attention * (2.0 * torch.sigmoid(self.noise_gamma) - 1.0)
         y_rgb = x_rgb + self.rgb_bn(self._depthwise(self.rgb_conv, att_noise))
@@ -75,10 +81,11 @@ class MultiScaleChannelAttention(nn.Module):
         for i in sizes:
             r = i // 2
             padded = F.pad(integral, (r, r, r, r), mode="replicate")  # clamps the box to the map
-            rows = padded[..., 2 * r + 1:2 * r + 1 + h, :] - padded[..., :h, :]
-            box = rows[..., 2 * r + 1:2 * r + 1 + w] - rows[..., :w]
-            count = (((ys + r + 1).clamp(max=h) - (ys - r).clamp(min=0))[:, None]
-                     * ((xs + r + 1).clamp(max=w) - (xs - r).clamp(min=0))[None, :])
+            rows = padded[..., 2 * r + 1 : 2 * r + 1 + h, :] - padded[..., :h, :]
+            box = rows[..., 2 * r + 1 : 2 * r + 1 + w] - rows[..., :w]
+            count = ((ys + r + 1).clamp(max=h) - (ys - r).clamp(min=0))[:, None] * (
+                (xs + r + 1).clamp(max=w) - (xs - r).clamp(min=0)
+            )[None, :]
             means.append(box / count.to(box.dtype))
         return means
 
@@ -91,8 +98,9 @@ class MultiScaleChannelAttention(nn.Module):
     def forward(self, x_rgb: torch.Tensor, x_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         means = self._box_means if x_rgb.device.type == "cpu" else self._average_pools
         # F_a = concat(F_rgb, F_noise); the pooling is per channel, so each half is pooled without building F_a
-        per_stream = [torch.stack([m.amax(dim=(2, 3)) for m in means(x, self.scales)], dim=-1)
-                      for x in (x_rgb, x_noise)]
+        per_stream = [
+            torch.stack([m.amax(dim=(2, 3)) for m in means(x, self.scales)], dim=-1) for x in (x_rgb, x_noise)
+        ]
         c = torch.cat(per_stream, dim=1)  # [B, 2C, 3]: GMP(AvgPool_ixi(F_a)) for i = 3, 5, 7
         weights = torch.sigmoid(self.mlp(c).squeeze(-1))  # [B, 2C]
         # contiguous halves: a [B, C, 1, 1] channel slice of [B, 2C, 1, 1] has channels-last-like strides, and the

@@ -124,8 +124,9 @@ class CoarseSelfAttention(nn.Module):
             raise ValueError(f"CoarseSelfAttention: {channels} channels not divisible by {heads} heads")
         self.heads = heads
         self.q = nn.Conv2d(channels, channels, 1)
-        self.down = nn.Sequential(nn.Conv2d(channels, channels, reduction, stride=reduction, bias=False),
-                                  nn.BatchNorm2d(channels))
+        self.down = nn.Sequential(
+            nn.Conv2d(channels, channels, reduction, stride=reduction, bias=False), nn.BatchNorm2d(channels)
+        )
         self.kv = nn.Conv2d(channels, 2 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -148,21 +149,36 @@ class DFTM(nn.Module):
     learnable filter f_w of eq. 1 (F_H then uses the fixed f_base mask).
     """
 
-    def __init__(self, channels: int, patch_sizes: tuple[int, ...], attention: str = "both", lem_mode: str = "local",
-                 dct_window: int = 8, dct_stride: int = 2, dct_low_cut: int = 2, dct_formulation: str = "separable",
-                 sa_reduction: int = 7, sa_heads: int = 1, feature_size: int | None = None,
-                 dct_learnable: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        patch_sizes: tuple[int, ...],
+        attention: str = "both",
+        lem_mode: str = "local",
+        dct_window: int = 8,
+        dct_stride: int = 2,
+        dct_low_cut: int = 2,
+        dct_formulation: str = "separable",
+        sa_reduction: int = 7,
+        sa_heads: int = 1,
+        feature_size: int | None = None,
+        dct_learnable: bool = True,
+    ) -> None:
         super().__init__()
         if attention not in ("both", "fem", "fsfm"):
             raise ValueError(f"DFTM: unknown attention {attention!r}")
-        self.highpass = BlockDCTHighPass(dct_window, dct_stride, dct_low_cut, dct_formulation,
-                                         learnable=dct_learnable, size=feature_size)
+        self.highpass = BlockDCTHighPass(
+            dct_window, dct_stride, dct_low_cut, dct_formulation, learnable=dct_learnable, size=feature_size
+        )
         self.fem = FrequencyEnhance(channels, patch_sizes, lem_mode) if attention in ("both", "fem") else None
         self.fsfm = FrequencySpatialFusion(channels, patch_sizes, lem_mode) if attention in ("both", "fsfm") else None
         branches = 2 if attention == "both" else 1
         self.fuse = nn.Sequential(
-            nn.Conv2d(branches * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+            nn.Conv2d(branches * channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
         )
         self.coarse_sa = CoarseSelfAttention(channels, sa_reduction, sa_heads)
 

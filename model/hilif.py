@@ -55,8 +55,10 @@ class FusionHead(nn.Module):
             # copy of the head's input per stream).
             b, _, h, w = x_rgb.shape
             x_rgb, x_noise = _ContiguousGrad.apply(x_rgb), _ContiguousGrad.apply(x_noise)
-            y = (torch.matmul(self.conv_rgb.weight.flatten(1), x_rgb.flatten(2))
-                 + torch.matmul(self.conv_noise.weight.flatten(1), x_noise.flatten(2))).view(b, -1, h, w)
+            y = (
+                torch.matmul(self.conv_rgb.weight.flatten(1), x_rgb.flatten(2))
+                + torch.matmul(self.conv_noise.weight.flatten(1), x_noise.flatten(2))
+            ).view(b, -1, h, w)
         else:  # cuDNN's 1x1 convs, in whatever memory format the streams run
             y = self.conv_rgb(x_rgb) + self.conv_noise(x_noise)
         x = F.relu(self.bn(y), inplace=True)
@@ -97,10 +99,20 @@ class HiLIF(nn.Module):
         ch = self.rgb.channels
         self.dftm: DFTM | None = None
         if cfg.dftm:
-            self.dftm = DFTM(ch["a"], cfg.lem_patch_sizes, cfg.dftm_attention, cfg.lem_mode, cfg.dct_window,
-                             cfg.dct_stride, cfg.dct_low_cut, cfg.dct_formulation, cfg.sa_reduction, cfg.sa_heads,
-                             feature_size=cfg.img_size // self.rgb.strides["a"],
-                             dct_learnable=cfg.dct_learnable_filter)
+            self.dftm = DFTM(
+                ch["a"],
+                cfg.lem_patch_sizes,
+                cfg.dftm_attention,
+                cfg.lem_mode,
+                cfg.dct_window,
+                cfg.dct_stride,
+                cfg.dct_low_cut,
+                cfg.dct_formulation,
+                cfg.sa_reduction,
+                cfg.sa_heads,
+                feature_size=cfg.img_size // self.rgb.strides["a"],
+                dct_learnable=cfg.dct_learnable_filter,
+            )
         self.self_attention: PixelSelfAttention | None = None
         if cfg.self_attention:  # Table VII: a plain transformer block in DFTM's place
             self.self_attention = PixelSelfAttention(ch["a"], cfg.self_attention_heads)
@@ -111,12 +123,14 @@ class HiLIF(nn.Module):
         self.lrc = LocalRelationProjection({k: ch[k] for k in ("a", "b", "c")}, cfg.lrc_channels, cfg.lrc_size)
 
     # ------------------------------------------------------------------ forward
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                          dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    def forward_features(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """-> (RGB cut-D map, noise cut-D map, {level: (rgb, noise)} at cuts A, B, C after DFTM/DDAFM)."""
         if x.shape[-2:] != (self.cfg.img_size, self.cfg.img_size):
-            raise ValueError(f"HiLIF built for {self.cfg.img_size}x{self.cfg.img_size} inputs, got "
-                             f"{tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"HiLIF built for {self.cfg.img_size}x{self.cfg.img_size} inputs, got {tuple(x.shape[-2:])}"
+            )
         levels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         r = self.rgb.forward_a(x)
         n = self.noise.forward_a(self.srm(x))
@@ -161,6 +175,11 @@ class HiLIF(nn.Module):
 def build_model(cfg: HiLIFConfig) -> HiLIF:
     """The factory: a HiLIF model for ``cfg``."""
     model = HiLIF(cfg)
-    log.info("built HiLIF (%s at %d, pretrained=%s): %.2fM parameters", cfg.backbone, cfg.img_size,
-             cfg.pretrained, sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info(
+        "built HiLIF (%s at %d, pretrained=%s): %.2fM parameters",
+        cfg.backbone,
+        cfg.img_size,
+        cfg.pretrained,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return model

@@ -43,8 +43,10 @@ def local_max_difference(f_all: torch.Tensor, k: int = 5, s: int = 2, n: int = 8
     dist = _block_distances(f_all, k, s)  # [B, n_blocks, n_blocks]
     n_blocks = dist.shape[1]
     if n > n_blocks:
-        raise ValueError(f"local relationship loss: N={n} exceeds the {n_blocks} blocks of size {k} stride {s} on a "
-                         f"{f_all.shape[-2]}x{f_all.shape[-1]} map; lower N (lrc_n) or the stride")
+        raise ValueError(
+            f"local relationship loss: N={n} exceeds the {n_blocks} blocks of size {k} stride {s} on a "
+            f"{f_all.shape[-2]}x{f_all.shape[-1]} map; lower N (lrc_n) or the stride"
+        )
     s_mean = dist.mean(dim=-1)
     return s_mean.topk(n, dim=-1).values.mean(dim=-1)
 

@@ -56,8 +56,10 @@ def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None,
 def flop_counter() -> FlopCounterMode:
     """A silent FlopCounterMode that also counts PyTorch's CPU attention kernels (forward and backward)."""
     custom = {}
-    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops),
-                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_cpu_backward_flops)):
+    for name, fn in (
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops),
+        ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_cpu_backward_flops),
+    ):
         op = getattr(torch.ops.aten, name, None)
         if op is not None:
             custom[op] = fn
@@ -65,8 +67,11 @@ def flop_counter() -> FlopCounterMode:
 
 
 def _module_rows(model: HiLIF) -> list[tuple[str, nn.Module]]:
-    rows: list[tuple[str, nn.Module]] = [("rgb backbone", model.rgb), ("noise backbone", model.noise),
-                                         ("srm", model.srm)]
+    rows: list[tuple[str, nn.Module]] = [
+        ("rgb backbone", model.rgb),
+        ("noise backbone", model.noise),
+        ("srm", model.srm),
+    ]
     if model.dftm is not None:
         rows.append(("dftm", model.dftm))
     if model.self_attention is not None:
@@ -110,7 +115,13 @@ def profile_model(cfg: HiLIFConfig, input_size: int | None = None, batch: int = 
     rows = []
     for label, module in _module_rows(model):
         flops = flops_of(module)
-        rows.append(ProfileRow(label, sum(p.numel() for p in module.parameters()),
-                               sum(p.numel() for p in module.parameters() if p.requires_grad), flops))
+        rows.append(
+            ProfileRow(
+                label,
+                sum(p.numel() for p in module.parameters()),
+                sum(p.numel() for p in module.parameters() if p.requires_grad),
+                flops,
+            )
+        )
     total_flops = int(sum(counts.get("Global", {}).values()))
     return ModelProfile(rows, size, batch, sum(p.numel() for p in model.parameters()), total_flops, cfg.to_dict())

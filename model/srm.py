@@ -9,21 +9,26 @@ from torch import nn
 
 def srm_kernels() -> torch.Tensor:
     """The three 5x5 SRM kernels of Fig. 5, each normalised by its centre weight: [3, 5, 5]."""
-    kb = torch.tensor([[0, 0, 0, 0, 0],
-                       [0, -1, 2, -1, 0],
-                       [0, 2, -4, 2, 0],
-                       [0, -1, 2, -1, 0],
-                       [0, 0, 0, 0, 0]], dtype=torch.float32) / 4.0
-    kv = torch.tensor([[-1, 2, -2, 2, -1],
-                       [2, -6, 8, -6, 2],
-                       [-2, 8, -12, 8, -2],
-                       [2, -6, 8, -6, 2],
-                       [-1, 2, -2, 2, -1]], dtype=torch.float32) / 12.0
-    h2 = torch.tensor([[0, 0, 0, 0, 0],
-                       [0, 0, 0, 0, 0],
-                       [0, 1, -2, 1, 0],
-                       [0, 0, 0, 0, 0],
-                       [0, 0, 0, 0, 0]], dtype=torch.float32) / 2.0
+    kb = (
+        torch.tensor(
+            [[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]],
+            dtype=torch.float32,
+        )
+        / 4.0
+    )
+    kv = (
+        torch.tensor(
+            [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]],
+            dtype=torch.float32,
+        )
+        / 12.0
+    )
+    h2 = (
+        torch.tensor(
+            [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32
+        )
+        / 2.0
+    )
     return torch.stack([kb, kv, h2])
 
 

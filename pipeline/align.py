@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 #: insightface's ArcFace five-point template for a 112x112 crop (eyes, nose tip, mouth corners)
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
 
 
 def template(size: int = 256, margin: float = 1.3) -> np.ndarray:
@@ -43,5 +45,11 @@ def align_face(frame: np.ndarray, landmarks: np.ndarray, size: int = 256, margin
     import cv2
 
     m = similarity_matrix(landmarks, size, margin)
-    return cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        np.ascontiguousarray(frame),
+        m,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )

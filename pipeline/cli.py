@@ -13,8 +13,11 @@ from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, se
 from .demo import DemoConfig
 from .extract import ExtractConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="HiLIF preprocessing: datasets -> aligned faces -> WebDataset shards.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="HiLIF preprocessing: datasets -> aligned faces -> WebDataset shards.",
+)
 
 #: Environment variable naming the folder that holds the datasets: --root defaults to $HILIF_DATA/<dataset>.
 DATA_ENV = "HILIF_DATA"
@@ -32,8 +35,10 @@ def default_root(dataset: str) -> Path:
     root = Path(base) / dataset if base else Path("data") / dataset
     if dataset in DATASETS and not root.exists():
         looked = f"${DATA_ENV}/{dataset} ({root})" if base else f"{root} ({DATA_ENV} is not set)"
-        raise fail(f"--dataset {dataset}: no --root given and the default {looked} does not exist; pass --root with "
-                   f"the {dataset} download" + (" (its CSV path,label,split)" if dataset == "folder" else ""))
+        raise fail(
+            f"--dataset {dataset}: no --root given and the default {looked} does not exist; pass --root with "
+            f"the {dataset} download" + (" (its CSV path,label,split)" if dataset == "folder" else "")
+        )
     return root
 
 
@@ -63,8 +68,10 @@ def extract(options: Options[ExtractConfig], verbose: bool = VERBOSE) -> None:
     failed = result.failed
     if failed:
         names = ", ".join(r["path"] for r in failed[:5]) + (" ..." if len(failed) > 5 else "")
-        typer.echo(f"error: {len(failed)} video(s) failed ({names}); see status/reason in "
-                   f"{result.out / 'manifest.jsonl'}", err=True)
+        typer.echo(
+            f"error: {len(failed)} video(s) failed ({names}); see status/reason in {result.out / 'manifest.jsonl'}",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -76,8 +83,9 @@ def inspect_cmd(
     check: int = typer.Option(200, "--check", help="Samples to check in depth."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample choice."),
     sbi: int = typer.Option(0, "--sbi", help="Also draw N (real, self-blended fake, mask) triplets from train reals."),
-    sbi_sheet_path: Path = typer.Option(None, "--sbi-sheet",
-                                        help="SBI contact sheet PNG (default: <folder>/sbi_sheet.png)."),
+    sbi_sheet_path: Path = typer.Option(
+        None, "--sbi-sheet", help="SBI contact sheet PNG (default: <folder>/sbi_sheet.png)."
+    ),
 ) -> None:
     """Counts per split/label/method, sample checks, a contact sheet of random faces (and of SBI triplets)."""
     from rich.console import Console
@@ -97,8 +105,9 @@ def inspect_cmd(
     except SchemaError as exc:
         raise fail(str(exc)) from None
     if not rep.shards:
-        raise fail(f"{folder}: no complete shards (<split>/<real|fake>/*.tar with .stats.json); run "
-                   "`hilif-prep extract` first")
+        raise fail(
+            f"{folder}: no complete shards (<split>/<real|fake>/*.tar with .stats.json); run `hilif-prep extract` first"
+        )
     t = Table(title=f"{folder}: {rep.shards} shards")
     for c in ("split", "label", "method", "samples"):
         t.add_column(c, justify="right" if c == "samples" else "left")
@@ -147,8 +156,10 @@ def demo_cmd(options: Options[DemoConfig], verbose: bool = VERBOSE) -> None:
         except (DemoError, FaceSourceError) as exc:
             raise fail(str(exc)) from None
     n = {s: len(p) for s, p in res.splits.items()}
-    typer.echo(f"demo: {len(res.videos)} videos ({', '.join(cfg.qualities)}) in {res.out}; pairs train/val/test "
-               f"{n['train']}/{n['val']}/{n['test']}; {res.seconds:.0f} s")
+    typer.echo(
+        f"demo: {len(res.videos)} videos ({', '.join(cfg.qualities)}) in {res.out}; pairs train/val/test "
+        f"{n['train']}/{n['val']}/{n['test']}; {res.seconds:.0f} s"
+    )
 
 
 def main() -> None:

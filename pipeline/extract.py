@@ -31,14 +31,35 @@ from . import schema
 from .datasets import Listing, VideoItem, list_dataset
 from .decode import DecodeError, read_image_sequence, read_video
 from .detectors import DetectorError, find_scrfd_model, resolve_device
-from .faces import (FaceConfig, VideoFaces, faces_from_frames, faces_from_image, faces_from_sequence,
-                    faces_from_video, get_detector, sequence_fetch, video_fetch)
+from .faces import (
+    FaceConfig,
+    VideoFaces,
+    faces_from_frames,
+    faces_from_image,
+    faces_from_sequence,
+    faces_from_video,
+    get_detector,
+    sequence_fetch,
+    video_fetch,
+)
 from .workers import FatalWorkerError, Outcome, PoolConfig, WorkerPool
 from .write import UnitShardWriter, encode_image
 
-__all__ = ["FaceConfig", "VideoFaces", "faces_from_video", "faces_from_image", "faces_from_sequence",
-           "DecodeError", "DetectorError",
-           "ExtractConfig", "ExtractError", "RunResult", "run_extract", "plan_units", "default_out"]
+__all__ = [
+    "FaceConfig",
+    "VideoFaces",
+    "faces_from_video",
+    "faces_from_image",
+    "faces_from_sequence",
+    "DecodeError",
+    "DetectorError",
+    "ExtractConfig",
+    "ExtractError",
+    "RunResult",
+    "run_extract",
+    "plan_units",
+    "default_out",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +75,39 @@ class ExtractError(ValueError):
 @dataclass
 class ExtractConfig:
     dataset: str = option("ffpp, celebdf, dfdc, wilddeepfake, folder or demo.", flags=("--dataset", "-d"))
-    root: str = option("The dataset as downloaded (folder: the CSV path,label,split). Default: $HILIF_DATA/<dataset> "
-                       "if HILIF_DATA is set, else data/<dataset>.", flags=("--root", "-r"), type=Path, required=False)
-    out: str | None = option("Output folder (default: shards/<dataset>_<quality>).", None, flags=("--out", "-o"),
-                             type=Path)
-    quality: str | None = option("ffpp: raw | c23 | c40 (default c23); demo: c23 | c40.", None,
-                                 flags=("--quality", "-q"))
-    methods: list[str] | None = option("ffpp: comma list (default Deepfakes,Face2Face,FaceSwap,NeuralTextures; "
-                                       "FaceShifter on request).", None, type=str, parse=comma_names)
-    frames: dict[str, int] = option("Frames per video: N, or split=N pairs (default train 80, val/test 20 for FF++, 32 "
-                                    "for cross-dataset tests).", factory=dict, type=str,
-                                    parse=per_key(schema.SPLITS, "train=80,val=20,test=20"))  # per-split overrides
+    root: str = option(
+        "The dataset as downloaded (folder: the CSV path,label,split). Default: $HILIF_DATA/<dataset> "
+        "if HILIF_DATA is set, else data/<dataset>.",
+        flags=("--root", "-r"),
+        type=Path,
+        required=False,
+    )
+    out: str | None = option(
+        "Output folder (default: shards/<dataset>_<quality>).", None, flags=("--out", "-o"), type=Path
+    )
+    quality: str | None = option(
+        "ffpp: raw | c23 | c40 (default c23); demo: c23 | c40.", None, flags=("--quality", "-q")
+    )
+    methods: list[str] | None = option(
+        "ffpp: comma list (default Deepfakes,Face2Face,FaceSwap,NeuralTextures; FaceShifter on request).",
+        None,
+        type=str,
+        parse=comma_names,
+    )
+    frames: dict[str, int] = option(
+        "Frames per video: N, or split=N pairs (default train 80, val/test 20 for FF++, 32 for cross-dataset tests).",
+        factory=dict,
+        type=str,
+        parse=per_key(schema.SPLITS, "train=80,val=20,test=20"),
+    )  # per-split overrides
     face: FaceConfig = nested(FaceConfig)
     image_ext: str = option("png (lossless) | jpg.", schema.DEFAULT_IMAGE_EXT, flags=("--image-format",))
     # None: about FACES_PER_SHARD faces per shard
     videos_per_shard: int | None = option("Videos per shard (default: about 3200 faces per shard).", None)
     workers: int = option("Worker processes.", 1, flags=("--workers", "-j"))
-    part: tuple[int, int] = option("I/N: this job's share of the work units (Slurm array jobs).", (0, 1), type=str,
-                                   parse=part_of, show="0/1")
+    part: tuple[int, int] = option(
+        "I/N: this job's share of the work units (Slurm array jobs).", (0, 1), type=str, parse=part_of, show="0/1"
+    )
     overwrite: bool = option("Delete the output folder and start again.", False)
     decode_timeout: float = option("Seconds a video may take to decode.", 120.0)
     video_timeout: float = option("Seconds a video may take in all.", 900.0)
@@ -128,7 +164,7 @@ def plan_units(items: list[VideoItem], frames: dict[str, int], videos_per_shard:
         for label in (schema.REAL, schema.FAKE):
             group = sorted((it for it in items if it.split == split and it.label == label), key=lambda it: it.sort_key)
             for i in range(math.ceil(len(group) / vps)):
-                units.append(Unit(len(units), split, label, i, group[i * vps:(i + 1) * vps]))
+                units.append(Unit(len(units), split, label, i, group[i * vps : (i + 1) * vps]))
     return units
 
 
@@ -181,20 +217,45 @@ def process_video(task: VideoTask, report: Callable[[str], None] = lambda phase:
     samples: list[tuple[schema.SampleMeta, bytes]] = []
     for i, face in enumerate(vf.faces):
         meta = schema.SampleMeta(
-            dataset=task.dataset, split=it.split, label=it.label, method=it.method, quality=task.quality,
-            video_id=it.video_id, frame_index=vf.frame_indices[i], frame_count=vf.frame_count, fps=round(vf.fps, 4),
-            box=vf.boxes[i], landmarks=vf.landmarks[i], detector=task.face.detector, score=vf.scores[i],
-            sample_index=i, samples_in_video=len(vf.faces), target_index=vf.target_indices[i],
-            replaced=vf.replaced[i], source_path=it.rel, aligned_landmarks=vf.aligned_landmarks[i],
-            dense_landmarks=vf.dense_landmarks[i], shot=vf.shots[vf.positions[i]], track=vf.tracks[i])
+            dataset=task.dataset,
+            split=it.split,
+            label=it.label,
+            method=it.method,
+            quality=task.quality,
+            video_id=it.video_id,
+            frame_index=vf.frame_indices[i],
+            frame_count=vf.frame_count,
+            fps=round(vf.fps, 4),
+            box=vf.boxes[i],
+            landmarks=vf.landmarks[i],
+            detector=task.face.detector,
+            score=vf.scores[i],
+            sample_index=i,
+            samples_in_video=len(vf.faces),
+            target_index=vf.target_indices[i],
+            replaced=vf.replaced[i],
+            source_path=it.rel,
+            aligned_landmarks=vf.aligned_landmarks[i],
+            dense_landmarks=vf.dense_landmarks[i],
+            shot=vf.shots[vf.positions[i]],
+            track=vf.tracks[i],
+        )
         samples.append((meta, encode_image(face, task.image_ext)))
     t2 = time.perf_counter()
-    rec.update(samples=len(samples), replaced=vf.num_replaced, missing=vf.missing, frame_count=vf.frame_count,
-               fps=round(vf.fps, 4), backend=vf.backend, notes=vf.notes,
-               cuts=[vf.sampled[c] for c in vf.cuts], shots=[list(span) for span in vf.shot_spans()],
-               tracks=len({t for t in vf.tracks if t >= 0}),
-               status=schema.OK if samples else schema.NOFACE,
-               reason="" if samples else f"no face found in {len(decoded.indices)} sampled frames")
+    rec.update(
+        samples=len(samples),
+        replaced=vf.num_replaced,
+        missing=vf.missing,
+        frame_count=vf.frame_count,
+        fps=round(vf.fps, 4),
+        backend=vf.backend,
+        notes=vf.notes,
+        cuts=[vf.sampled[c] for c in vf.cuts],
+        shots=[list(span) for span in vf.shot_spans()],
+        tracks=len({t for t in vf.tracks if t >= 0}),
+        status=schema.OK if samples else schema.NOFACE,
+        reason="" if samples else f"no face found in {len(decoded.indices)} sampled frames",
+    )
     timings = dict(vf.timings, decode=t1 - t0, write=t2 - t1 - sum(vf.timings.values()))
     return VideoResult(rec, samples, timings)
 
@@ -206,8 +267,18 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("hilif", "dlib-bin", "decord", "av", "insightface", "onnxruntime-gpu", "opencv-python-headless",
-                 "webdataset", "scikit-image", "numpy"):
+    for dist in (
+        "hilif",
+        "dlib-bin",
+        "decord",
+        "av",
+        "insightface",
+        "onnxruntime-gpu",
+        "opencv-python-headless",
+        "webdataset",
+        "scikit-image",
+        "numpy",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -220,10 +291,17 @@ def run_config(cfg: ExtractConfig, listing: Listing, frames: dict[str, int]) -> 
     face = dataclasses.asdict(cfg.face)
     face.pop("device", None)  # where it runs does not change what is asked
     face.pop("det_batch", None)  # nor how many frames go through the detector at once
-    return {"dataset": listing.dataset, "root": str(Path(listing.root).resolve()), "quality": listing.quality,
-            "methods": sorted({it.method for it in listing.items + listing.missing}),
-            "frames": frames, "face": face, "image_ext": cfg.image_ext, "videos_per_shard": cfg.videos_per_shard,
-            "schema": schema.SCHEMA_VERSION}
+    return {
+        "dataset": listing.dataset,
+        "root": str(Path(listing.root).resolve()),
+        "quality": listing.quality,
+        "methods": sorted({it.method for it in listing.items + listing.missing}),
+        "frames": frames,
+        "face": face,
+        "image_ext": cfg.image_ext,
+        "videos_per_shard": cfg.videos_per_shard,
+        "schema": schema.SCHEMA_VERSION,
+    }
 
 
 def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
@@ -232,24 +310,30 @@ def _check_run_json(out: Path, conf: dict[str, Any], overwrite: bool) -> None:
         if p.is_file() or (out / schema.DATASET_JSON).is_file() or not any(out.iterdir()):
             shutil.rmtree(out)
         else:
-            raise ExtractError(f"{out}: --overwrite refuses to delete a folder that is not an extract output; "
-                               "pick another --out")
+            raise ExtractError(
+                f"{out}: --overwrite refuses to delete a folder that is not an extract output; pick another --out"
+            )
     if p.is_file():
         try:
             old = json.loads(p.read_text())
         except json.JSONDecodeError:
             raise ExtractError(f"{p}: corrupt run JSON; use --overwrite to start again") from None
         if old.get("schema", 1) != conf["schema"]:
-            raise ExtractError(f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes "
-                               f"version {conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the "
-                               "same command with --overwrite (re-extracts into this folder) or with a new --out")
+            raise ExtractError(
+                f"{out}: holds shard format version {old.get('schema', 1)}, this hilif writes "
+                f"version {conf['schema']} (landmarks for --synth-fakes sbi); to upgrade re-run the "
+                "same command with --overwrite (re-extracts into this folder) or with a new --out"
+            )
         if old != conf:
             diff = sorted(k for k in set(old) | set(conf) if old.get(k) != conf.get(k))
-            raise ExtractError(f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "
-                               "repeat the original command to resume, or use --overwrite or another --out")
+            raise ExtractError(
+                f"{out}: was extracted with different arguments ({', '.join(diff)} differ); "
+                "repeat the original command to resume, or use --overwrite or another --out"
+            )
     elif out.exists() and any(not x.name.startswith(schema.TMP_PREFIX) for x in out.iterdir()):
-        raise ExtractError(f"{out}: not empty and not an extract output (no {RUN_JSON}); "
-                           "pick another --out or empty it")
+        raise ExtractError(
+            f"{out}: not empty and not an extract output (no {RUN_JSON}); pick another --out or empty it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if not p.is_file():
         schema.atomic_write_text(p, json.dumps(conf, sort_keys=True, indent=1))
@@ -259,8 +343,9 @@ def _unit_done(unit: Unit, out: Path) -> bool:
     return schema.stats_path(unit.shard(out)).is_file() and unit.shard(out).is_file()
 
 
-def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfig, conf: dict[str, Any],
-               units_run: int) -> RunResult:
+def _summarise(
+    out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfig, conf: dict[str, Any], units_run: int
+) -> RunResult:
     records: list[dict[str, Any]] = []
     stats: list[schema.ShardStats] = []
     done = 0
@@ -281,14 +366,20 @@ def _summarise(out: Path, units: list[Unit], listing: Listing, cfg: ExtractConfi
         for k, n in s.methods.items():
             m[k] = m.get(k, 0) + n
     info = schema.DatasetInfo(
-        dataset=listing.dataset, quality=listing.quality,
+        dataset=listing.dataset,
+        quality=listing.quality,
         command=cfg.command or " ".join(["hilif-prep"] + sys.argv[1:]),
-        config=dict(conf, units_total=len(units), units_complete=done), versions=_versions(),
-        samples=schema.sum_stats(stats), videos=videos, methods=methods,
+        config=dict(conf, units_total=len(units), units_complete=done),
+        versions=_versions(),
+        samples=schema.sum_stats(stats),
+        videos=videos,
+        methods=methods,
         failed=sum(r["status"] in schema.FAILED for r in records),
         missing=sum(r["status"] == schema.MISSING for r in records),
-        image_ext=cfg.image_ext, face_size=cfg.face.size,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        image_ext=cfg.image_ext,
+        face_size=cfg.face.size,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     schema.atomic_write_text(out / schema.DATASET_JSON, info.to_json())
     return RunResult(out, records, len(units), done, units_run, info)
 
@@ -327,8 +418,9 @@ class _ShardAssembler:
     """Takes the workers' outcomes in any order and writes each unit's videos to its shard in listing order;
     a unit's shard is committed when its last video is written."""
 
-    def __init__(self, todo: list[Unit], out: Path, listing: Listing, frames: dict[str, int], image_ext: str,
-                 emit: ProgressFn) -> None:
+    def __init__(
+        self, todo: list[Unit], out: Path, listing: Listing, frames: dict[str, int], image_ext: str, emit: ProgressFn
+    ) -> None:
         self.units = {u.number: u for u in todo}
         self.out, self.listing, self.frames, self.image_ext, self.emit = out, listing, frames, image_ext, emit
         self.writers: dict[int, UnitShardWriter] = {}
@@ -380,17 +472,42 @@ def run_extract(cfg: ExtractConfig, progress: ProgressFn | None = None) -> RunRe
 
     units = plan_units(listing.items, frames, cfg.videos_per_shard)
     mine, todo = _units_to_do(units, out, cfg.part)
-    log.info("%s %s: %d videos (%d missing on disk), %d units; part %d/%d: %d units, %d to do",
-             listing.dataset, listing.quality, len(listing.items), len(listing.missing), len(units), *cfg.part,
-             len(mine), len(todo))
-    emit("start", {"videos": sum(len(u.items) for u in todo), "units": len(todo),
-                   "skipped_units": len(mine) - len(todo), "out": str(out)})
+    log.info(
+        "%s %s: %d videos (%d missing on disk), %d units; part %d/%d: %d units, %d to do",
+        listing.dataset,
+        listing.quality,
+        len(listing.items),
+        len(listing.missing),
+        len(units),
+        *cfg.part,
+        len(mine),
+        len(todo),
+    )
+    emit(
+        "start",
+        {
+            "videos": sum(len(u.items) for u in todo),
+            "units": len(todo),
+            "skipped_units": len(mine) - len(todo),
+            "out": str(out),
+        },
+    )
 
-    tasks = [((u.number, i), VideoTask(listing.dataset, listing.quality, it, frames[it.split], cfg.face, cfg.image_ext))
-             for u in todo for i, it in enumerate(u.items)]
-    pool = WorkerPool(PoolConfig(workers=min(cfg.workers, max(1, len(tasks))), first_timeout=cfg.decode_timeout,
-                                 total_timeout=cfg.video_timeout, recycle=cfg.recycle),
-                      handler=process_video, init=functools.partial(_init_worker, cfg.face))
+    tasks = [
+        ((u.number, i), VideoTask(listing.dataset, listing.quality, it, frames[it.split], cfg.face, cfg.image_ext))
+        for u in todo
+        for i, it in enumerate(u.items)
+    ]
+    pool = WorkerPool(
+        PoolConfig(
+            workers=min(cfg.workers, max(1, len(tasks))),
+            first_timeout=cfg.decode_timeout,
+            total_timeout=cfg.video_timeout,
+            recycle=cfg.recycle,
+        ),
+        handler=process_video,
+        init=functools.partial(_init_worker, cfg.face),
+    )
     assembler = _ShardAssembler(todo, out, listing, frames, cfg.image_ext, emit)
     try:
         pool.run(tasks, assembler)

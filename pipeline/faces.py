@@ -36,20 +36,27 @@ class FaceConfig:
     margin: float = option("Face crop margin: crop size relative to the ArcFace template.", 1.3)
     size: int = option("Aligned face size in pixels.", schema.FACE_SIZE)
     device: str = option("insightface: auto | cuda | cpu.", "auto")
-    model_dir: str | None = option("insightface model folder (default: ~/.insightface/models/buffalo_l).", None,
-                                   type=Path)
-    upsample: str | int = option("dlib upsample: auto (only where a frame needs it) or N.", "auto", type=str,
-                                 parse=auto_or_count)
+    model_dir: str | None = option(
+        "insightface model folder (default: ~/.insightface/models/buffalo_l).", None, type=Path
+    )
+    upsample: str | int = option(
+        "dlib upsample: auto (only where a frame needs it) or N.", "auto", type=str, parse=auto_or_count
+    )
     track: bool = True  # search near the subject's last box first (dlib: faster)
-    probe: int = option("A sampled frame without the face: neighbouring frames tried before the nearest sampled "
-                        "one.", 4)
+    probe: int = option(
+        "A sampled frame without the face: neighbouring frames tried before the nearest sampled one.", 4
+    )
     decode_backend: str = "auto"  # auto (decord, PyAV fallback) / decord / pyav
     # does not change the results
     det_batch: int = option("insightface: frames per SCRFD run (models with a dynamic batch axis).", 16)
-    faces: str = option("subject: one face per frame, the subject of each shot; all: every tracked person as its "
-                        "own sample stream.", "subject")
-    cut_threshold: float = option("Colour-histogram distance between consecutive sampled frames that starts a new "
-                                  "shot (>= 1: no cut detection).", 0.35)
+    faces: str = option(
+        "subject: one face per frame, the subject of each shot; all: every tracked person as its own sample stream.",
+        "subject",
+    )
+    cut_threshold: float = option(
+        "Colour-histogram distance between consecutive sampled frames that starts a new shot (>= 1: no cut detection).",
+        0.35,
+    )
     full_every: int = 8  # where the face is lost: the full search at least every this many sampled frames
 
     def validate(self) -> None:
@@ -124,13 +131,19 @@ def get_detector(cfg: FaceConfig) -> FaceDetector:
     """A detector for ``cfg``, loaded once per process."""
     key = (cfg.detector, cfg.upsample, cfg.model_dir, cfg.device, cfg.det_batch)
     if key not in _DETECTORS:
-        _DETECTORS[key] = make_detector(cfg.detector, upsample=cfg.upsample, model_dir=cfg.model_dir, device=cfg.device,
-                                        batch=cfg.det_batch)
+        _DETECTORS[key] = make_detector(
+            cfg.detector, upsample=cfg.upsample, model_dir=cfg.model_dir, device=cfg.device, batch=cfg.det_batch
+        )
     return _DETECTORS[key]
 
 
-def detect_subject(frames: Sequence[np.ndarray], detector: FaceDetector, track: bool = True, cuts: Sequence[int] = (),
-                   full_every: int = 8) -> list[Detection | None]:
+def detect_subject(
+    frames: Sequence[np.ndarray],
+    detector: FaceDetector,
+    track: bool = True,
+    cuts: Sequence[int] = (),
+    full_every: int = 8,
+) -> list[Detection | None]:
     """The followed subject's detection in each frame (None where it is not found).
 
     The subject is chosen afresh at the start of every shot (``cuts``: positions where a new shot
@@ -229,8 +242,9 @@ def _merge(dets: Sequence[Detection], overlap: float = 0.5) -> list[Detection]:
     return kept
 
 
-def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts: Sequence[int] = (),
-                      full_every: int = 8) -> list[list[Detection]]:
+def detect_every_face(
+    frames: Sequence[np.ndarray], detector: FaceDetector, cuts: Sequence[int] = (), full_every: int = 8
+) -> list[list[Detection]]:
     """Every face in each frame (for ``--faces all``).
 
     A batch detector (SCRFD) runs on all frames. Otherwise a frame gets the search that finds
@@ -273,8 +287,11 @@ def detect_every_face(frames: Sequence[np.ndarray], detector: FaceDetector, cuts
             dets = _merge(sorted(dets, key=size_order, reverse=True))
         out.append(dets)
         kept = [(d.box, pos) for d in dets]
-        kept += [(box, seen) for box, seen in recent
-                 if pos - seen < full_every and all(box_iou(box, d.box) <= 0.3 for d in dets)]
+        kept += [
+            (box, seen)
+            for box, seen in recent
+            if pos - seen < full_every and all(box_iou(box, d.box) <= 0.3 for d in dets)
+        ]
         recent = kept
     return out
 
@@ -306,8 +323,14 @@ def probe_indices(pos: int, indices: Sequence[int], frame_count: int, limit: int
 Fetch = Callable[[list[int]], list[np.ndarray]]
 
 
-def _probe(decoded: DecodedFrames, found: list[Detection | None], det: FaceDetector, fetch: Fetch,
-           limit: int, shots: Sequence[int] | None = None) -> dict[int, tuple[int, np.ndarray, Detection]]:
+def _probe(
+    decoded: DecodedFrames,
+    found: list[Detection | None],
+    det: FaceDetector,
+    fetch: Fetch,
+    limit: int,
+    shots: Sequence[int] | None = None,
+) -> dict[int, tuple[int, np.ndarray, Detection]]:
     """For sampled frames without the subject: the nearest neighbouring frame (of the same shot) that has it.
 
     Probes are searched near the subject's box of the nearest sampled frame that has it; the whole
@@ -360,8 +383,13 @@ Stream = tuple[int, list[Detection | None], list[int | None]]
 Probed = dict[int, tuple[int, np.ndarray, Detection]]
 
 
-def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
-                      detector: FaceDetector | None = None, fetch: Fetch | None = None) -> VideoFaces:
+def faces_from_frames(
+    decoded: DecodedFrames,
+    cfg: FaceConfig,
+    asked: int,
+    detector: FaceDetector | None = None,
+    fetch: Fetch | None = None,
+) -> VideoFaces:
     """Faces in ``decoded``: the subject of each shot, or (``cfg.faces == "all"``) every tracked person.
 
     ``fetch(indices)`` decodes neighbouring frames for probing (subject mode). Faces come ordered
@@ -378,9 +406,24 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     else:
         streams, probed = _subject_stream(decoded, det, cfg, cuts, shots, fetch)
     t1 = time.perf_counter()
-    vf = VideoFaces([], [], [], [], [], [], [], 0, decoded.fps, decoded.frame_count, asked=asked,
-                    backend=decoded.backend, notes=list(decoded.notes), shots=shots, cuts=list(cuts),
-                    sampled=[int(i) for i in decoded.indices])
+    vf = VideoFaces(
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        0,
+        decoded.fps,
+        decoded.frame_count,
+        asked=asked,
+        backend=decoded.backend,
+        notes=list(decoded.notes),
+        shots=shots,
+        cuts=list(cuts),
+        sampled=[int(i) for i in decoded.indices],
+    )
     _align_streams(vf, streams, probed, decoded, det, cfg)
     t2 = time.perf_counter()
     vf.missing = asked - len(set(vf.positions))
@@ -390,8 +433,9 @@ def faces_from_frames(decoded: DecodedFrames, cfg: FaceConfig, asked: int,
     return vf
 
 
-def _track_streams(decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, cuts: Sequence[int],
-                   shots: list[int]) -> list[Stream]:
+def _track_streams(
+    decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, cuts: Sequence[int], shots: list[int]
+) -> list[Stream]:
     """``--faces all``: one stream per tracked person, filled only between its first and last frame."""
     streams: list[Stream] = []
     for t in track_faces(detect_every_face(decoded.frames, det, cuts, cfg.full_every), cuts):
@@ -402,16 +446,23 @@ def _track_streams(decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, c
     return streams
 
 
-def _subject_stream(decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig, cuts: Sequence[int], shots: list[int],
-                    fetch: Fetch | None) -> tuple[list[Stream], Probed]:
+def _subject_stream(
+    decoded: DecodedFrames,
+    det: FaceDetector,
+    cfg: FaceConfig,
+    cuts: Sequence[int],
+    shots: list[int],
+    fetch: Fetch | None,
+) -> tuple[list[Stream], Probed]:
     """``--faces subject``: the subject of each shot, and the neighbouring frames probed where it is missing."""
     found = detect_subject(decoded.frames, det, track=cfg.track, cuts=cuts, full_every=cfg.full_every)
     probed = _probe(decoded, found, det, fetch, cfg.probe, shots) if fetch is not None else {}
     return [(-1, found, nearest_with_face([d is not None for d in found], shots))], probed
 
 
-def _align_streams(vf: VideoFaces, streams: list[Stream], probed: Probed, decoded: DecodedFrames,
-                   det: FaceDetector, cfg: FaceConfig) -> None:
+def _align_streams(
+    vf: VideoFaces, streams: list[Stream], probed: Probed, decoded: DecodedFrames, det: FaceDetector, cfg: FaceConfig
+) -> None:
     """Align every stream's face at every position it fills and add it to ``vf``."""
     # (track, source frame) -> aligned face, its five points and dense landmarks: a frame that fills several
     # positions (replacement) is aligned and its landmarks run once
@@ -428,15 +479,26 @@ def _align_streams(vf: VideoFaces, streams: list[Stream], probed: Probed, decode
                 d = found[src]
                 assert d is not None
                 if (track_id, src) not in aligned:
-                    aligned[track_id, src] = (align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin),
-                                              *aligned_points(d, decoded.frames[src], det, cfg))
+                    aligned[track_id, src] = (
+                        align_face(decoded.frames[src], d.landmarks, cfg.size, cfg.margin),
+                        *aligned_points(d, decoded.frames[src], det, cfg),
+                    )
                 frame_index = int(decoded.indices[src])
                 face, five, dense = aligned[track_id, src]
             _add_face(vf, pos, track_id, int(frame_index), int(decoded.indices[pos]), face, d, five, dense)
 
 
-def _add_face(vf: VideoFaces, pos: int, track_id: int, frame_index: int, target_index: int, face: np.ndarray,
-              d: Detection, five: list[list[float]], dense: list[list[float]]) -> None:
+def _add_face(
+    vf: VideoFaces,
+    pos: int,
+    track_id: int,
+    frame_index: int,
+    target_index: int,
+    face: np.ndarray,
+    d: Detection,
+    five: list[list[float]],
+    dense: list[list[float]],
+) -> None:
     vf.positions.append(pos)
     vf.tracks.append(track_id)
     vf.faces.append(face)
@@ -454,8 +516,9 @@ def _round_points(points: np.ndarray) -> list[list[float]]:
     return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
 
 
-def aligned_points(d: Detection, frame: np.ndarray, detector: FaceDetector,
-                   cfg: FaceConfig) -> tuple[list[list[float]], list[list[float]]]:
+def aligned_points(
+    d: Detection, frame: np.ndarray, detector: FaceDetector, cfg: FaceConfig
+) -> tuple[list[list[float]], list[list[float]]]:
     """The five points and the dense landmarks of ``d`` in aligned-face pixels ([] without dense ones).
 
     A detector that finds dense landmarks only on request (insightface's 106-point model) runs
@@ -487,8 +550,9 @@ def faces_from_video(path: str | Path, num_frames: int, cfg: FaceConfig | None =
     return vf
 
 
-def faces_from_sequence(frames: Sequence[str], num_frames: int, cfg: FaceConfig | None = None,
-                        archive: str | None = None) -> VideoFaces:
+def faces_from_sequence(
+    frames: Sequence[str], num_frames: int, cfg: FaceConfig | None = None, archive: str | None = None
+) -> VideoFaces:
     """Like :func:`faces_from_video` for an image sequence (files, or members of a tar archive)."""
     cfg = cfg or FaceConfig()
     t0 = time.perf_counter()

@@ -70,8 +70,9 @@ def check_sample(sample: dict[str, Any], split: str, label: int, face_size: int)
     return out
 
 
-def inspect_shards(root: str | Path, sheet: str | Path | None = None, n_faces: int = 48, check: int = 200,
-                   seed: int = 0) -> InspectReport:
+def inspect_shards(
+    root: str | Path, sheet: str | Path | None = None, n_faces: int = 48, check: int = 200, seed: int = 0
+) -> InspectReport:
     root = Path(root)
     if not root.is_dir():
         raise schema.SchemaError(f"{root}: no such folder; give the folder extract wrote (e.g. shards/ffpp_c40)")
@@ -169,8 +170,9 @@ def _train_reals(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
     return sorted(pool, key=lambda s: s["__key__"])
 
 
-def sbi_sheet(root: str | Path, path: str | Path, n: int = 12, seed: int = 0, cols: int = 3,
-              thumb: int = 160) -> tuple[Path, int]:
+def sbi_sheet(
+    root: str | Path, path: str | Path, n: int = 12, seed: int = 0, cols: int = 3, thumb: int = 160
+) -> tuple[Path, int]:
     """A PNG of ``n`` (real, self-blended fake, mask) triplets made from random train reals of ``root``.
 
     The real face shows the landmarks SBI used (green: dense, orange: the five points of a

@@ -18,10 +18,19 @@ class ExtractProgress:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-            TextColumn("{task.fields[fps]:.1f} frames/s"), TextColumn("replaced {task.fields[replaced]}"),
-            TextColumn("[red]failed {task.fields[failed]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=self.console, transient=False)
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("videos"),
+            TextColumn("{task.fields[fps]:.1f} frames/s"),
+            TextColumn("replaced {task.fields[replaced]}"),
+            TextColumn("[red]failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.task = None
         self.frames = 0
         self.replaced = 0
@@ -65,12 +74,22 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         if r["status"] != schema.MISSING:
             row["frames_missing"] += r.get("missing", 0)
     t = Table(title="extracted", show_lines=False)
-    for col in ("split", "method", "videos ok", "no face", "errors", "not on disk", "samples", "replaced",
-                "frames short"):
+    for col in (
+        "split",
+        "method",
+        "videos ok",
+        "no face",
+        "errors",
+        "not on disk",
+        "samples",
+        "replaced",
+        "frames short",
+    ):
         t.add_column(col, justify="left" if col in ("split", "method") else "right")
     order = {s: i for i, s in enumerate(schema.SPLITS)}
     # splits in order; within one, the reals first, then the methods by name
-    for (split, method), row in sorted(rows.items(),
-                                       key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])):
+    for (split, method), row in sorted(
+        rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1] != schema.REAL_METHOD, kv[0][1])
+    ):
         t.add_row(split, method, *(str(row[k]) for k in _COUNTS))
     return t

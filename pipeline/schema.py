@@ -68,8 +68,11 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
     if not isinstance(d, dict):
         raise SchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
     fields = dataclasses.fields(cls)
-    missing = [f.name for f in fields if f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING and f.name not in d]
+    missing = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in d
+    ]
     if missing:
         raise SchemaError(f"{where}: lacks {missing}")
     known = {f.name for f in fields}
@@ -138,19 +141,26 @@ class SampleMeta:
             raise SchemaError("landmarks must be five (x, y) points")
         if len(self.box) != 4:
             raise SchemaError("box must be x0, y0, x1, y1")
-        if self.aligned_landmarks and (len(self.aligned_landmarks) != 5
-                                       or any(len(p) != 2 for p in self.aligned_landmarks)):
+        if self.aligned_landmarks and (
+            len(self.aligned_landmarks) != 5 or any(len(p) != 2 for p in self.aligned_landmarks)
+        ):
             raise SchemaError("aligned_landmarks must be five (x, y) points or empty")
-        if self.dense_landmarks and (len(self.dense_landmarks) not in DENSE_LANDMARK_COUNTS
-                                     or any(len(p) != 2 for p in self.dense_landmarks)):
+        if self.dense_landmarks and (
+            len(self.dense_landmarks) not in DENSE_LANDMARK_COUNTS or any(len(p) != 2 for p in self.dense_landmarks)
+        ):
             counts = " or ".join(map(str, DENSE_LANDMARK_COUNTS))
             raise SchemaError(f"dense_landmarks must be {counts} (x, y) points or empty")
 
     @property
     def key(self) -> str:
         # keyed by the frame asked for, so a replaced frame never collides with another sample
-        return sample_key(self.dataset, self.method, self.video_id,
-                          self.target_index if self.target_index >= 0 else self.frame_index, self.track)
+        return sample_key(
+            self.dataset,
+            self.method,
+            self.video_id,
+            self.target_index if self.target_index >= 0 else self.frame_index,
+            self.track,
+        )
 
     @property
     def video(self) -> str:
@@ -246,8 +256,9 @@ class ShardStats:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"{path}: unreadable shard stats ({exc}); "
-                              "delete it and re-run extract to redo that shard") from exc
+            raise SchemaError(
+                f"{path}: unreadable shard stats ({exc}); delete it and re-run extract to redo that shard"
+            ) from exc
         return _from_dict(cls, d, f"{path} (shard stats; delete it and re-run extract to redo that shard)")
 
 
@@ -293,18 +304,38 @@ OK, NOFACE, ERROR, MISSING = "ok", "noface", "error", "missing"
 FAILED = (NOFACE, ERROR)
 
 
-def video_record(dataset: str, quality: str, split: str, label: int, method: str, video_id: str, path: str,
-                 asked: int = 0) -> dict[str, Any]:
+def video_record(
+    dataset: str, quality: str, split: str, label: int, method: str, video_id: str, path: str, asked: int = 0
+) -> dict[str, Any]:
     """A video's manifest record before any work on it: status MISSING, nothing sampled.
 
     The extractor fills in what it found: ``samples`` written, ``replaced`` frames (a neighbour's face
     used), ``missing`` frames short, the video's ``frame_count`` / ``fps``, the decode ``backend``,
     ``notes``, scene ``cuts`` and ``shots``, ``tracks`` followed, and ``status`` / ``reason``.
     """
-    return {"video": video_key(dataset, method, video_id), "dataset": dataset, "quality": quality,
-            "split": split, "label": label, "method": method, "video_id": video_id, "path": path,
-            "asked": asked, "samples": 0, "replaced": 0, "missing": asked, "frame_count": 0, "fps": 0.0,
-            "status": MISSING, "reason": "", "backend": "", "notes": [], "cuts": [], "shots": [], "tracks": 0}
+    return {
+        "video": video_key(dataset, method, video_id),
+        "dataset": dataset,
+        "quality": quality,
+        "split": split,
+        "label": label,
+        "method": method,
+        "video_id": video_id,
+        "path": path,
+        "asked": asked,
+        "samples": 0,
+        "replaced": 0,
+        "missing": asked,
+        "frame_count": 0,
+        "fps": 0.0,
+        "status": MISSING,
+        "reason": "",
+        "backend": "",
+        "notes": [],
+        "cuts": [],
+        "shots": [],
+        "tracks": 0,
+    }
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:

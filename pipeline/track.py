@@ -119,8 +119,13 @@ def shot_of_positions(num: int, cuts: Sequence[int]) -> list[int]:
     return out
 
 
-def track_faces(dets_per_frame: Sequence[Sequence[Detection]], cuts: Sequence[int] = (), gate: float = 1.0,
-                size_ratio: float = 2.0, max_gap: int | None = None) -> list[Track]:
+def track_faces(
+    dets_per_frame: Sequence[Sequence[Detection]],
+    cuts: Sequence[int] = (),
+    gate: float = 1.0,
+    size_ratio: float = 2.0,
+    max_gap: int | None = None,
+) -> list[Track]:
     """Every person of a video as a track of detections over the sampled frames.
 
     Frame by frame, the detections are assigned one-to-one to the tracks of the current shot by

@@ -55,8 +55,9 @@ class UnitShardWriter:
     def write_video(self, samples: list[tuple[schema.SampleMeta, bytes]], record: dict[str, Any], ext: str) -> None:
         for meta, img in samples:
             if meta.split != self.split or meta.label != self.label:
-                raise schema.SchemaError(f"sample {meta.key} ({meta.split}/{meta.label}) written to a "
-                                         f"{self.split}/{self.label} shard")
+                raise schema.SchemaError(
+                    f"sample {meta.key} ({meta.split}/{meta.label}) written to a {self.split}/{self.label} shard"
+                )
             self._tar.write(schema.encode_sample(meta, img, ext))
             self.methods[meta.method] = self.methods.get(meta.method, 0) + 1
         self.samples += len(samples)
@@ -72,9 +73,15 @@ class UnitShardWriter:
         self._fh = None
         os.replace(self.tmp, self.final)
         schema.write_records(schema.videos_path(self.final), self.records)
-        stats = schema.ShardStats(shard=self.final.name, split=self.split, label=self.label, samples=self.samples,
-                                  videos=self.videos, bytes=self.final.stat().st_size,
-                                  methods=dict(sorted(self.methods.items())))
+        stats = schema.ShardStats(
+            shard=self.final.name,
+            split=self.split,
+            label=self.label,
+            samples=self.samples,
+            videos=self.videos,
+            bytes=self.final.stat().st_size,
+            methods=dict(sorted(self.methods.items())),
+        )
         schema.write_stats(self.final, stats)
         return stats
 

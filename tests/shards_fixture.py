@@ -22,13 +22,21 @@ def synthetic_face(rng: np.random.Generator, fake: bool, size: int = schema.FACE
     if fake:
         s = size // 4
         patch = rng.integers(0, 256, (2 * s, 2 * s, 3)).astype(np.float32)
-        region = img[s:3 * s, s:3 * s].astype(np.float32)
-        img[s:3 * s, s:3 * s] = np.clip(0.6 * region + 0.4 * patch, 0, 255).astype(np.uint8)
+        region = img[s : 3 * s, s : 3 * s].astype(np.float32)
+        img[s : 3 * s, s : 3 * s] = np.clip(0.6 * region + 0.4 * patch, 0, 255).astype(np.uint8)
     return img
 
 
-def write_split(root: Path, split: str, label: int, methods: dict[str, int], frames: int, dataset: str,
-                rng: np.random.Generator, maxcount: int) -> tuple[int, dict[str, int]]:
+def write_split(
+    root: Path,
+    split: str,
+    label: int,
+    methods: dict[str, int],
+    frames: int,
+    dataset: str,
+    rng: np.random.Generator,
+    maxcount: int,
+) -> tuple[int, dict[str, int]]:
     """Write `methods[m]` videos x `frames` faces per method into shards of one split/label."""
     d = schema.shard_dir(root, split, label)
     d.mkdir(parents=True, exist_ok=True)
@@ -38,29 +46,57 @@ def write_split(root: Path, split: str, label: int, methods: dict[str, int], fra
         for method, n_videos in methods.items():
             for v in range(n_videos):
                 for f in range(frames):
-                    meta = schema.SampleMeta(dataset=dataset, split=split, label=label, method=method, quality="c40",
-                                             video_id=f"{v:03d}", frame_index=f, frame_count=frames, fps=25.0,
-                                             box=[0, 0, 10, 10], landmarks=FIVE_POINTS, detector="synthetic",
-                                             score=1.0, sample_index=f, samples_in_video=frames, target_index=f)
-                    ok, png = cv2.imencode(".png", cv2.cvtColor(synthetic_face(rng, label == schema.FAKE), cv2.COLOR_RGB2BGR))
+                    meta = schema.SampleMeta(
+                        dataset=dataset,
+                        split=split,
+                        label=label,
+                        method=method,
+                        quality="c40",
+                        video_id=f"{v:03d}",
+                        frame_index=f,
+                        frame_count=frames,
+                        fps=25.0,
+                        box=[0, 0, 10, 10],
+                        landmarks=FIVE_POINTS,
+                        detector="synthetic",
+                        score=1.0,
+                        sample_index=f,
+                        samples_in_video=frames,
+                        target_index=f,
+                    )
+                    ok, png = cv2.imencode(
+                        ".png", cv2.cvtColor(synthetic_face(rng, label == schema.FAKE), cv2.COLOR_RGB2BGR)
+                    )
                     assert ok
                     sink.write(schema.encode_sample(meta, png.tobytes()))
                     counts[method] = counts.get(method, 0) + 1
     # stats JSON marks each shard complete (as the extract writer does)
     for tar in sorted(d.glob("*.tar")):
         n = sum(1 for _ in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False))
-        schema.write_stats(tar, schema.ShardStats(shard=tar.name, split=split, label=label, samples=n, videos=0,
-                                                  bytes=tar.stat().st_size, methods={}))
+        schema.write_stats(
+            tar,
+            schema.ShardStats(
+                shard=tar.name, split=split, label=label, samples=n, videos=0, bytes=tar.stat().st_size, methods={}
+            ),
+        )
     return sum(counts.values()), counts
 
 
-def make_shards(root: Path, dataset: str = "synth", frames: int = 4, seed: int = 0, maxcount: int = 8,
-                layout: dict[str, tuple[int, dict[str, int]]] | None = None) -> Path:
+def make_shards(
+    root: Path,
+    dataset: str = "synth",
+    frames: int = 4,
+    seed: int = 0,
+    maxcount: int = 8,
+    layout: dict[str, tuple[int, dict[str, int]]] | None = None,
+) -> Path:
     """A shard folder with dataset.json. layout: split -> (real videos, {fake method: videos})."""
     rng = np.random.default_rng(seed)
-    layout = layout or {"train": (4, {"Deepfakes": 2, "FaceSwap": 2}),
-                        "val": (2, {"Deepfakes": 1, "FaceSwap": 1}),
-                        "test": (2, {"Deepfakes": 1, "FaceSwap": 1})}
+    layout = layout or {
+        "train": (4, {"Deepfakes": 2, "FaceSwap": 2}),
+        "val": (2, {"Deepfakes": 1, "FaceSwap": 1}),
+        "test": (2, {"Deepfakes": 1, "FaceSwap": 1}),
+    }
     samples: dict[str, dict[str, int]] = {}
     videos: dict[str, dict[str, int]] = {}
     methods: dict[str, dict[str, int]] = {}
@@ -70,6 +106,14 @@ def make_shards(root: Path, dataset: str = "synth", frames: int = 4, seed: int =
         samples[split] = {"real": nr, "fake": nf}
         videos[split] = {"real": n_real, "fake": sum(fakes.values())}
         methods[split] = {**cr, **cf}
-    schema.DatasetInfo(dataset=dataset, quality="c40", command="synthetic", config={}, versions={},
-                       samples=samples, videos=videos, methods=methods).save(root)
+    schema.DatasetInfo(
+        dataset=dataset,
+        quality="c40",
+        command="synthetic",
+        config={},
+        versions={},
+        samples=samples,
+        videos=videos,
+        methods=methods,
+    ).save(root)
     return root

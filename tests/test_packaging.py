@@ -14,8 +14,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"common": "hilif.common", "pipeline": "hilif.pipeline", "model": "hilif.model", "train": "hilif.train"}
-SCRIPTS = {"hilif-prep": "hilif.pipeline.cli:main", "hilif-train": "hilif.train.cli:train_main",
-           "hilif-eval": "hilif.train.cli:eval_main"}
+SCRIPTS = {
+    "hilif-prep": "hilif.pipeline.cli:main",
+    "hilif-train": "hilif.train.cli:train_main",
+    "hilif-eval": "hilif.train.cli:eval_main",
+}
 
 
 def _outside_python(code: str) -> subprocess.CompletedProcess:
@@ -57,7 +60,8 @@ def test_installed_environment_has_no_bare_model_train_pipeline():
     found = _outside_json(
         "import importlib.util as u\n"
         "print(json.dumps({n: u.find_spec(n) is not None for n in "
-        "('hilif.pipeline','hilif.model','hilif.train','pipeline','model','train')}))")
+        "('hilif.pipeline','hilif.model','hilif.train','pipeline','model','train')}))"
+    )
     assert found["hilif.pipeline"] and found["hilif.model"] and found["hilif.train"]
     assert not found["pipeline"] and not found["model"] and not found["train"], found
 
@@ -72,8 +76,23 @@ def test_wheel_holds_only_the_hilif_namespace(tmp_path):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in PACKAGES:
         shutil.copytree(REPO / folder, src / folder, ignore=ignore)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("hilif-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -93,10 +112,14 @@ def test_wheel_holds_only_the_hilif_namespace(tmp_path):
 
 
 def test_console_scripts_are_installed_and_answer_help():
-    assert _outside_json(
-        "import importlib.metadata as md\n"
-        "eps = {e.name: e.value for e in md.entry_points(group='console_scripts') if e.name.startswith('hilif-')}\n"
-        "print(json.dumps(eps))") == SCRIPTS
+    assert (
+        _outside_json(
+            "import importlib.metadata as md\n"
+            "eps = {e.name: e.value for e in md.entry_points(group='console_scripts') if e.name.startswith('hilif-')}\n"
+            "print(json.dumps(eps))"
+        )
+        == SCRIPTS
+    )
     helps = {}
     for script in SCRIPTS:
         h = subprocess.run([_script(script), "--help"], capture_output=True, text=True, timeout=120)
@@ -108,7 +131,8 @@ def test_console_scripts_are_installed_and_answer_help():
 
 
 def test_one_working_onnxruntime():
-    """insightface pulls in the CPU onnxruntime, which would overwrite onnxruntime-gpu's files: only one may be there."""
+    """insightface pulls in the CPU onnxruntime, which would overwrite onnxruntime-gpu's files: only one may be
+    there."""
     import importlib.metadata as md
 
     installed = []
@@ -128,9 +152,12 @@ def test_one_working_onnxruntime():
     import numpy as np
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -147,7 +174,6 @@ def test_offline_models_and_face_photos_are_installed():
         assert dlib_faces.model_path(name).stat().st_size > 100_000
     ids = demo_render.available_identities()
     assert len(ids["val"]) >= 2 and len(ids["test"]) >= 2 and len(ids["train"]) >= 3
-
 
 
 def test_headless_opencv_only():

@@ -1,4 +1,5 @@
-"""`python -m hilif.train ...` = `hilif-train ...` (handy under torchrun: `torchrun --nproc-per-node 8 -m hilif.train ...`)."""
+"""`python -m hilif.train ...` = `hilif-train ...`, handy under torchrun:
+`torchrun --nproc-per-node 8 -m hilif.train ...`."""
 
 from hilif.train.cli import train_main
 

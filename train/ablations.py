@@ -25,8 +25,18 @@ if TYPE_CHECKING:
 
 #: Every HiLIFConfig field an ablation table varies. A preset starts from their defaults (the paper's model), so that
 #: a row means the same model whatever the base config held.
-SWITCHES = ("dftm", "self_attention", "dftm_attention", "lem_mode", "multi_patch", "patch_sizes", "single_patch_size",
-            "ddafm", "msca", "dct_learnable_filter")
+SWITCHES = (
+    "dftm",
+    "self_attention",
+    "dftm_attention",
+    "lem_mode",
+    "multi_patch",
+    "patch_sizes",
+    "single_patch_size",
+    "ddafm",
+    "msca",
+    "dct_learnable_filter",
+)
 #: The constraint loss's settings; their HiLIFConfig defaults are the paper's (section V-B).
 LRC_SETTINGS = ("lrc_k", "lrc_s", "lrc_n", "lrc_loss")
 
@@ -87,8 +97,11 @@ class Ablation:
             parts.append(f"multi_patch=False, single_patch_size=side/{self.single_patch_div}")
         if self.constraint_loss:
             lrc = self.lrc_settings
-            loss = ("Li et al. max pair" if lrc["lrc_loss"] == "li"
-                    else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}")
+            loss = (
+                "Li et al. max pair"
+                if lrc["lrc_loss"] == "li"
+                else f"K={lrc['lrc_k']} S={lrc['lrc_s']} N={lrc['lrc_n']}"
+            )
             parts.append(f"stage 2 with L_d ({loss}, lambda {PAPER_LAMBDA_D})")
         else:
             parts.append("stage 1 only")
@@ -97,54 +110,117 @@ class Ablation:
 
 def _ld(k: int, s: int, n: int) -> Ablation:
     label = f"Model + LRCL (Ours, K = {k}, S = {s}, N = {n})"
-    return Ablation(f"ld-k{k}s{s}n{n}", (("X", label), ("XI", label)),
-                    f"the improved constraint loss with {k}x{k} blocks, stride {s}, top {n}",
-                    constraint_loss=True, lrc=dict(lrc_k=k, lrc_s=s, lrc_n=n))
+    return Ablation(
+        f"ld-k{k}s{s}n{n}",
+        (("X", label), ("XI", label)),
+        f"the improved constraint loss with {k}x{k} blocks, stride {s}, top {n}",
+        constraint_loss=True,
+        lrc=dict(lrc_k=k, lrc_s=s, lrc_n=n),
+    )
 
 
 _PRESETS: list[Ablation] = [
-    Ablation("eff", (("VI", "Efficient Net"), ("VII", "Efficient Net")),
-             "the two backbones and the head alone (no DFTM, no DDAFM, no constraint loss)",
-             switches=dict(dftm=False, ddafm=False)),
-    Ablation("eff+dftm", (("VI", "Eff + DFTM"),), "DFTM's frequency-guided attention alone",
-             switches=dict(ddafm=False)),
+    Ablation(
+        "eff",
+        (("VI", "Efficient Net"), ("VII", "Efficient Net")),
+        "the two backbones and the head alone (no DFTM, no DDAFM, no constraint loss)",
+        switches=dict(dftm=False, ddafm=False),
+    ),
+    Ablation(
+        "eff+dftm", (("VI", "Eff + DFTM"),), "DFTM's frequency-guided attention alone", switches=dict(ddafm=False)
+    ),
     Ablation("eff+ddafm", (("VI", "Eff + DDAFM"),), "the RGB/noise fusion alone", switches=dict(dftm=False)),
-    Ablation("eff+dftm+ddafm",
-             (("VI", "Eff + DFTM + DDAFM"), ("VII", "Efficient Net + FSFM + FEM"),
-              ("VIII", "Local Enhance, Mutil-Size"),
-              ("IX", "Mix Block + MSCA"), ("X", "Model"), ("XI", "Model")),
-             "the whole model before the constraint loss (stage 1)"),
-    Ablation("eff+dftm+ddafm+ld",
-             (("VI", "Eff + DFTM + DDAFM + Constraint Loss"), ("X", "Model + LRCL (Ours, K = 5, S = 2, N = 8)"),
-              ("XI", "Model + LRCL (Ours, K = 5, S = 2, N = 8)"), ("I", "Ours"), ("II", "Ours"), ("III", "Ours"),
-              ("IV", "Ours"), ("V", "Ours")),
-             "the paper's model: stage 2 adds L_d (K 5, S 2, N 8)", constraint_loss=True),
-    Ablation("eff+sa", (("VII", "Efficient Net + Self-Attention"),),
-             "a plain transformer self-attention block in DFTM's place: content attention dilutes artifacts",
-             switches=dict(dftm=False, self_attention=True)),
-    Ablation("eff+fsfm", (("VII", "Efficient Net + FSFM"),), "DFTM with the FSFM branch only (K, V from F)",
-             switches=dict(dftm_attention="fsfm")),
-    Ablation("eff+fem", (("VII", "Efficient Net + FEM"),), "DFTM with the FEM branch only (Q, K from F_H)",
-             switches=dict(dftm_attention="fem")),
-    *[Ablation(f"local-{p}", (("VIII", f"Local Enhance, {p} x {p}"),),
-               f"LEM with one patch size for all groups ({p} at 224)", single_patch_div=d)
-      for p, d in ((28, 2), (14, 4), (7, 8))],
-    *[Ablation(f"tokenmix-{p}", (("VIII", f"Token Mix, {p} x {p}"),),
-               f"M2TR token mix (attention between patches), one patch size ({p} at 224)",
-               switches=dict(lem_mode="token_mix"), single_patch_div=d)
-      for p, d in ((28, 2), (14, 4), (7, 8))],
-    Ablation("tokenmix-multi", (("VIII", "Token Mix, Mutil-Size"),),
-             "M2TR token mix with the four patch sizes", switches=dict(lem_mode="token_mix")),
-    Ablation("mixblock", (("IX", "Mix Block"),), "DDAFM without its multi-scale channel attention",
-             switches=dict(msca=False)),
-    Ablation("lrcl-li", (("X", "Model + LRCL"), ("XI", "Model + LRCL")),
-             "Li et al.'s original constraint: the two most dissimilar blocks", constraint_loss=True,
-             lrc=dict(lrc_loss="li")),
+    Ablation(
+        "eff+dftm+ddafm",
+        (
+            ("VI", "Eff + DFTM + DDAFM"),
+            ("VII", "Efficient Net + FSFM + FEM"),
+            ("VIII", "Local Enhance, Mutil-Size"),
+            ("IX", "Mix Block + MSCA"),
+            ("X", "Model"),
+            ("XI", "Model"),
+        ),
+        "the whole model before the constraint loss (stage 1)",
+    ),
+    Ablation(
+        "eff+dftm+ddafm+ld",
+        (
+            ("VI", "Eff + DFTM + DDAFM + Constraint Loss"),
+            ("X", "Model + LRCL (Ours, K = 5, S = 2, N = 8)"),
+            ("XI", "Model + LRCL (Ours, K = 5, S = 2, N = 8)"),
+            ("I", "Ours"),
+            ("II", "Ours"),
+            ("III", "Ours"),
+            ("IV", "Ours"),
+            ("V", "Ours"),
+        ),
+        "the paper's model: stage 2 adds L_d (K 5, S 2, N 8)",
+        constraint_loss=True,
+    ),
+    Ablation(
+        "eff+sa",
+        (("VII", "Efficient Net + Self-Attention"),),
+        "a plain transformer self-attention block in DFTM's place: content attention dilutes artifacts",
+        switches=dict(dftm=False, self_attention=True),
+    ),
+    Ablation(
+        "eff+fsfm",
+        (("VII", "Efficient Net + FSFM"),),
+        "DFTM with the FSFM branch only (K, V from F)",
+        switches=dict(dftm_attention="fsfm"),
+    ),
+    Ablation(
+        "eff+fem",
+        (("VII", "Efficient Net + FEM"),),
+        "DFTM with the FEM branch only (Q, K from F_H)",
+        switches=dict(dftm_attention="fem"),
+    ),
+    *[
+        Ablation(
+            f"local-{p}",
+            (("VIII", f"Local Enhance, {p} x {p}"),),
+            f"LEM with one patch size for all groups ({p} at 224)",
+            single_patch_div=d,
+        )
+        for p, d in ((28, 2), (14, 4), (7, 8))
+    ],
+    *[
+        Ablation(
+            f"tokenmix-{p}",
+            (("VIII", f"Token Mix, {p} x {p}"),),
+            f"M2TR token mix (attention between patches), one patch size ({p} at 224)",
+            switches=dict(lem_mode="token_mix"),
+            single_patch_div=d,
+        )
+        for p, d in ((28, 2), (14, 4), (7, 8))
+    ],
+    Ablation(
+        "tokenmix-multi",
+        (("VIII", "Token Mix, Mutil-Size"),),
+        "M2TR token mix with the four patch sizes",
+        switches=dict(lem_mode="token_mix"),
+    ),
+    Ablation(
+        "mixblock", (("IX", "Mix Block"),), "DDAFM without its multi-scale channel attention", switches=dict(msca=False)
+    ),
+    Ablation(
+        "lrcl-li",
+        (("X", "Model + LRCL"), ("XI", "Model + LRCL")),
+        "Li et al.'s original constraint: the two most dissimilar blocks",
+        constraint_loss=True,
+        lrc=dict(lrc_loss="li"),
+    ),
     *[_ld(3, 3, n) for n in (1, 4, 8, 16)],
-    _ld(5, 2, 1), _ld(5, 2, 4),
+    _ld(5, 2, 1),
+    _ld(5, 2, 4),
     _ld(5, 2, 16),
-    Ablation("fixed-filter", (), "eq. 1 without the learnable f_w (the authors' released code); no paper row",
-             switches=dict(dct_learnable_filter=False), constraint_loss=True),
+    Ablation(
+        "fixed-filter",
+        (),
+        "eq. 1 without the learnable f_w (the authors' released code); no paper row",
+        switches=dict(dct_learnable_filter=False),
+        constraint_loss=True,
+    ),
 ]
 ABLATIONS: dict[str, Ablation] = {a.name: a for a in _PRESETS}
 #: Other names of a preset: K = 5, S = 2, N = 8 is the paper's model, named after its Table VI row.
@@ -154,8 +230,10 @@ ALIASES: dict[str, str] = {"ld-k5s2n8": "eff+dftm+ddafm+ld"}
 def get_ablation(name: str) -> Ablation:
     name = ALIASES.get(name, name)
     if name not in ABLATIONS:
-        raise AblationError(f"unknown --ablation {name!r}; `hilif-train --print-ablations` lists them: "
-                            f"{', '.join([*ABLATIONS, *ALIASES])}")
+        raise AblationError(
+            f"unknown --ablation {name!r}; `hilif-train --print-ablations` lists them: "
+            f"{', '.join([*ABLATIONS, *ALIASES])}"
+        )
     return ABLATIONS[name]
 
 
@@ -169,12 +247,15 @@ def apply_to_train_config(cfg: "TrainConfig") -> None:
         for key in ("lrc_k", "lrc_s", "lrc_n"):
             want, got = ab.lrc_settings[key], getattr(cfg, key)
             if got is not None and got != want:
-                raise AblationError(f"{where} trains {key}={want}; --{key.replace('_', '-')} {got} contradicts it "
-                                    f"(drop one of them)")
+                raise AblationError(
+                    f"{where} trains {key}={want}; --{key.replace('_', '-')} {got} contradicts it (drop one of them)"
+                )
             setattr(cfg, key, want)
         if cfg.lambda_d != PAPER_LAMBDA_D:
-            raise AblationError(f"{where} is a row with the paper's lambda_d {PAPER_LAMBDA_D}; --lambda-d "
-                                f"{cfg.lambda_d} contradicts it (drop one of them)")
+            raise AblationError(
+                f"{where} is a row with the paper's lambda_d {PAPER_LAMBDA_D}; --lambda-d "
+                f"{cfg.lambda_d} contradicts it (drop one of them)"
+            )
     else:
         given = [f"--{k.replace('_', '-')}" for k in ("lrc_k", "lrc_s", "lrc_n") if getattr(cfg, k) is not None]
         if given:

@@ -88,8 +88,9 @@ def frame_caption(res: "FileResult", pos: int) -> str:
     return f"frame {idx}" + (f"  {idx / fps:.2f} s" if fps > 0 else "")
 
 
-def contact_sheet(res: "FileResult", threshold: float, columns: int = SHEET_COLUMNS,
-                  thumb_width: int = THUMB_WIDTH) -> np.ndarray:
+def contact_sheet(
+    res: "FileResult", threshold: float, columns: int = SHEET_COLUMNS, thumb_width: int = THUMB_WIDTH
+) -> np.ndarray:
     """The sampled frames as thumbnails in a grid, faces drawn at thumbnail scale (readable labels), each
     with its frame number and time on a white bar below it."""
     assert res.decoded is not None
@@ -106,9 +107,17 @@ def contact_sheet(res: "FileResult", threshold: float, columns: int = SHEET_COLU
         r, c = divmod(i, cols)
         y, x = r * (th + bar), c * tw
         small = cv2.resize(fr, (tw, th), interpolation=cv2.INTER_AREA)
-        sheet[y:y + th, x:x + tw] = draw_faces(small, by_pos.get(i, []), threshold, box_scale=tw / w)
-        cv2.putText(sheet, frame_caption(res, i), (x + 4, y + th + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        sheet[y : y + th, x : x + tw] = draw_faces(small, by_pos.get(i, []), threshold, box_scale=tw / w)
+        cv2.putText(
+            sheet,
+            frame_caption(res, i),
+            (x + 4, y + th + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return sheet
 
 
@@ -136,8 +145,11 @@ def plot_tracks(res: "FileResult", threshold: float, path: Path) -> Path:
     fps = res.decoded.fps
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for t in res.tracks:
-        pts = [(f["frame"] / fps if fps > 0 else f["frame"], f["fake_prob"]) for f in t["faces"]
-               if f["fake_prob"] is not None]
+        pts = [
+            (f["frame"] / fps if fps > 0 else f["frame"], f["fake_prob"])
+            for f in t["faces"]
+            if f["fake_prob"] is not None
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o", ms=3, label=f"#{t['id']} mean {t['mean_fake_prob']:.2f}")
@@ -165,8 +177,9 @@ def gradcam_faces(res: "FileResult") -> list["FaceResult"]:
     return out
 
 
-def write_gradcam(res: "FileResult", model: torch.nn.Module, img_size: int, folder: Path,
-                  device: torch.device | str) -> list[Path]:
+def write_gradcam(
+    res: "FileResult", model: torch.nn.Module, img_size: int, folder: Path, device: torch.device | str
+) -> list[Path]:
     """Grad-CAM grids of the faces (the layers of ``hilif-eval --gradcam``), centre-cropped as scored."""
     from hilif.train.data import center_crop, to_chw_tensor
     from hilif.train.gradcam import overlay_grids
@@ -193,8 +206,14 @@ def write_video(frames: list[np.ndarray], res: "FileResult", path: Path) -> Path
     return path
 
 
-def write_pictures(res: "FileResult", folder: Path, opts: "DetectOptions", model: torch.nn.Module, img_size: int,
-                   device: torch.device | str) -> dict[str, Any]:
+def write_pictures(
+    res: "FileResult",
+    folder: Path,
+    opts: "DetectOptions",
+    model: torch.nn.Module,
+    img_size: int,
+    device: torch.device | str,
+) -> dict[str, Any]:
     """The pictures of one file into ``folder``; returns name -> path (strings) for its record."""
     out: dict[str, Any] = {}
     if res.file.kind == "image":

@@ -88,10 +88,18 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     gauss = state["python_gauss"]
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
-                     None if gauss == -1.0 else gauss))
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    random.setstate(
+        (state["python_version"], tuple(int(v) for v in state["python"].tolist()), None if gauss == -1.0 else gauss)
+    )
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -100,13 +108,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- save / load
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_config: dict[str, Any],
-                    train_config: dict[str, Any], stage: int, epoch: int, step: int,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    best_metric: float = float("nan"), best_epoch: int = 0,
-                    metrics: dict[str, Any] | None = None, with_rng: bool = True,
-                    extract: dict[str, Any] | None = None, epoch_step: int = 0,
-                    running: torch.Tensor | None = None, plan: dict[str, int] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    model_config: dict[str, Any],
+    train_config: dict[str, Any],
+    stage: int,
+    epoch: int,
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    best_metric: float = float("nan"),
+    best_epoch: int = 0,
+    metrics: dict[str, Any] | None = None,
+    with_rng: bool = True,
+    extract: dict[str, Any] | None = None,
+    epoch_step: int = 0,
+    running: torch.Tensor | None = None,
+    plan: dict[str, int] | None = None,
+) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename.
 
     ``epoch_step`` > 0 marks a mid-epoch checkpoint (steps taken in epoch ``epoch``), with the epoch's ``running``
@@ -157,11 +178,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint with ``weights_only=True``; configs come back as dicts."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint; pass a .pt written by hilif-train "
-                              f"(e.g. RUN/stage2/best.pt)")
+        raise CheckpointError(
+            f"{path}: no such checkpoint; pass a .pt written by hilif-train (e.g. RUN/stage2/best.pt)"
+        )
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is garbage or truncated
-        raise CheckpointError(f"{path}: unreadable checkpoint (not a torch.save archive, or truncated); "
-                              f"use another one (e.g. the stage's best.pt)")
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (not a torch.save archive, or truncated); "
+            f"use another one (e.g. the stage's best.pt)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -170,15 +194,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path}: refused - it carries a pickled Python object that weights_only loading does not allow"
             f"{' (' + what + ')' if what else ''}; only checkpoints of tensors and plain values, as hilif-train "
-            f"writes, are loaded") from exc
+            f"writes, are loaded"
+        ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
-                              f"use another one (e.g. the stage's best.pt)") from exc
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); use another one (e.g. the stage's best.pt)"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a hilif-train checkpoint (no '{FORMAT}' marker)")
     if int(ckpt.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['version']} is newer than this hilif ({VERSION}); "
-                              f"upgrade hilif")
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['version']} is newer than this hilif ({VERSION}); upgrade hilif"
+        )
     ckpt["model_config"] = json.loads(ckpt["model_config"])
     ckpt["train_config"] = json.loads(ckpt["train_config"])
     ckpt["metrics"] = json.loads(ckpt.get("metrics", "{}"))
@@ -211,9 +238,11 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
 
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(TrainConfig)
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(TrainConfig)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     for k in identity:
         if k not in have and k in defaults:
@@ -221,15 +250,23 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     return config_mismatch(identity, have)
 
 
-def check_config(path: str | os.PathLike, ckpt: dict[str, Any], model_config: dict[str, Any],
-                 train_identity: dict[str, Any] | None = None) -> None:
+def check_config(
+    path: str | os.PathLike,
+    ckpt: dict[str, Any],
+    model_config: dict[str, Any],
+    train_identity: dict[str, Any] | None = None,
+) -> None:
     """Refuse a checkpoint whose model config (or, when given, training identity) differs from this run's."""
     diff = config_mismatch(model_config, ckpt["model_config"])
     if diff:
-        raise CheckpointError(f"{path}: written for another model config (differs in {', '.join(diff)}); "
-                              f"use the same --preset/options or another --out")
+        raise CheckpointError(
+            f"{path}: written for another model config (differs in {', '.join(diff)}); "
+            f"use the same --preset/options or another --out"
+        )
     if train_identity is not None:
         diff = identity_mismatch(train_identity, ckpt["train_config"])
         if diff:
-            raise CheckpointError(f"{path}: written by a run with other training options (differs in "
-                                  f"{', '.join(diff)}); repeat the original options to resume, or use another --out")
+            raise CheckpointError(
+                f"{path}: written by a run with other training options (differs in "
+                f"{', '.join(diff)}); repeat the original options to resume, or use another --out"
+            )

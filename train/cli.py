@@ -18,11 +18,16 @@ from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOpt
 if TYPE_CHECKING:
     from hilif.train.evaluate import EvalReport
 
-train_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="Train HiLIF from shards (two-stage schedule).")
-eval_app = typer.Typer(add_completion=False, no_args_is_help=True, invoke_without_command=True,
-                       help="Evaluate a HiLIF checkpoint (default command); `info`: parameters and FLOPs; "
-                            "`detect`: fake probability of a video or image; `table`: the paper's tables from runs.")
+train_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Train HiLIF from shards (two-stage schedule)."
+)
+eval_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    invoke_without_command=True,
+    help="Evaluate a HiLIF checkpoint (default command); `info`: parameters and FLOPs; "
+    "`detect`: fake probability of a video or image; `table`: the paper's tables from runs.",
+)
 console = Console(stderr=False)
 
 
@@ -49,13 +54,24 @@ class RichReporter:
     """The training progress bar: stage, epoch, step, loss, lr, images/s (rank 0 only)."""
 
     def __init__(self) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
-                                            "{task.fields[ips]:.1f} img/s"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         self.task: Any = None
 
     def __enter__(self) -> "RichReporter":
@@ -68,8 +84,9 @@ class RichReporter:
         self.progress.start()  # a no-op once started
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"stage {stage} epoch {epoch}/{epochs}", total=steps,
-                                           loss=float("nan"), lr=0.0, ips=0.0)
+        self.task = self.progress.add_task(
+            f"stage {stage} epoch {epoch}/{epochs}", total=steps, loss=float("nan"), lr=0.0, ips=0.0
+        )
 
     def step(self, stage: int, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
         self.progress.update(self.task, completed=step, loss=loss, lr=lr, ips=images_per_s)
@@ -78,9 +95,14 @@ class RichReporter:
         self.progress.console.print(
             f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
             f"L_d {row['train_ld']:.4f})  val acc {_fmt(row['val_acc'])}  val AUC {_fmt(row['val_auc'])}  "
-            f"{row['images_per_s']:.1f} img/s" + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else "")
-            + (f"  [yellow]skipped {row['skipped']} train / {row['val_skipped']} val samples[/yellow]"
-               if row.get("skipped") or row.get("val_skipped") else ""))
+            f"{row['images_per_s']:.1f} img/s"
+            + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else "")
+            + (
+                f"  [yellow]skipped {row['skipped']} train / {row['val_skipped']} val samples[/yellow]"
+                if row.get("skipped") or row.get("val_skipped")
+                else ""
+            )
+        )
 
 
 def _print_ablations(value: bool) -> None:
@@ -102,8 +124,13 @@ def _print_ablations(value: bool) -> None:
 @config_options(TrainConfig)
 def train(
     options: Options[TrainConfig],
-    print_ablations: bool = typer.Option(False, "--print-ablations", is_eager=True, callback=_print_ablations,
-                                         help="List the --ablation presets with their table and row, and exit."),
+    print_ablations: bool = typer.Option(
+        False,
+        "--print-ablations",
+        is_eager=True,
+        callback=_print_ablations,
+        help="List the --ablation presets with their table and row, and exit.",
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC).
@@ -127,8 +154,7 @@ def train(
         raise fail(str(exc))
     if master:
         for r in results:
-            console.print(f"stage {r.stage}: best epoch {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> "
-                          f"{r.best_path}")
+            console.print(f"stage {r.stage}: best epoch {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
 
 
 # --------------------------------------------------------------------------- hilif-eval
@@ -136,8 +162,15 @@ def train(
 
 def _metrics_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
     t = Table(title=title)
-    cols = [("n", "n"), ("acc", "Acc@0.5"), ("auc", "AUC"), ("eer", "EER"), ("ap", "AP"),
-            ("tpr_at_fpr_1e2", "TPR@1e-2"), ("tpr_at_fpr_1e3", "TPR@1e-3")]
+    cols = [
+        ("n", "n"),
+        ("acc", "Acc@0.5"),
+        ("auc", "AUC"),
+        ("eer", "EER"),
+        ("ap", "AP"),
+        ("tpr_at_fpr_1e2", "TPR@1e-2"),
+        ("tpr_at_fpr_1e3", "TPR@1e-3"),
+    ]
     t.add_column("")
     for _, name in cols:
         t.add_column(name, justify="right")
@@ -147,16 +180,21 @@ def _metrics_table(title: str, rows: dict[str, dict[str, Any]]) -> Table:
 
 
 def print_report(report: EvalReport) -> None:
-    console.print(_metrics_table(f"{report.dataset} {report.split} - {report.checkpoint}",
-                                 {"frames": report.frame.to_dict(), "videos (mean score)": report.video.to_dict()}))
+    console.print(
+        _metrics_table(
+            f"{report.dataset} {report.split} - {report.checkpoint}",
+            {"frames": report.frame.to_dict(), "videos (mean score)": report.video.to_dict()},
+        )
+    )
     n = report.samples
     if n:
         console.print(f"samples: {n['scored']} scored of {n['expected']} expected ({n['skipped']} unreadable skipped)")
         if n["warning"]:
             console.print(f"[bold red]WARNING: {n['warning']}[/bold red]")
     if report.methods:
-        console.print(_metrics_table("per method (its fakes vs all reals)",
-                                     {m: v.to_dict() for m, v in report.methods.items()}))
+        console.print(
+            _metrics_table("per method (its fakes vs all reals)", {m: v.to_dict() for m, v in report.methods.items()})
+        )
     if report.perturbations:
         t = Table(title="perturbations (drop vs clean)")
         for c in ("perturbation", "level", "Acc", "dAcc", "AUC", "dAUC"):
@@ -223,8 +261,16 @@ def table(options: Options[TableOptions], verbose: bool = VERBOSE) -> None:
 
             for run, stage, shards, perturb in tb.missing_evaluations(names, tb.load_runs(runs)):
                 console.print(f"evaluating {run.path}/stage{stage}/best.pt on {shards} (test)")
-                run_eval(EvalOptions(checkpoint=str(run.path / f"stage{stage}" / "best.pt"), shards=shards,
-                                     split="test", perturb=perturb, workers=opts.workers, device=opts.device))
+                run_eval(
+                    EvalOptions(
+                        checkpoint=str(run.path / f"stage{stage}" / "best.pt"),
+                        shards=shards,
+                        split="test",
+                        perturb=perturb,
+                        workers=opts.workers,
+                        device=opts.device,
+                    )
+                )
         done = tb.write_tables(names, runs, out)
     except _user_errors() as exc:
         raise fail(str(exc))
@@ -267,8 +313,10 @@ def info(options: Options[InfoOptions]) -> None:
         t.add_row(str(r.name), f"{r.params / 1e6:.3f}M", f"{r.trainable_params / 1e6:.3f}M", f"{r.flops / 1e9:.3f}")
     t.add_row("[bold]total", f"[bold]{prof.total_params / 1e6:.3f}M", "", f"[bold]{prof.total_flops / 1e9:.3f}")
     console.print(t)
-    console.print(f"MACs: {prof.macs / 1e9:.3f} G (FLOPs / 2, torch.utils.flop_counter); at inference (without "
-                  f"the stage-2 lrc projections) {prof.inference_flops / 2e9:.3f} GMACs")
+    console.print(
+        f"MACs: {prof.macs / 1e9:.3f} G (FLOPs / 2, torch.utils.flop_counter); at inference (without "
+        f"the stage-2 lrc projections) {prof.inference_flops / 2e9:.3f} GMACs"
+    )
 
 
 @eval_app.command()
@@ -288,8 +336,15 @@ def detect(
 
     opts = options.build()
     records: list[dict[str, Any]] = []
-    progress = Progress(TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=as_json)
+    progress = Progress(
+        TextColumn("[bold]detect"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=as_json,
+    )
     task = progress.add_task("", total=None)
     try:
         with progress:
@@ -310,8 +365,18 @@ def detect(
 def print_detect_summary(records: list[dict[str, Any]], threshold: float) -> None:
     """One row per track (or per file without one), then the counts."""
     t = Table(title=f"hilif-eval detect (threshold {threshold:.2f})")
-    for c in ("file", "kind", "status", "track", "shot", "frames", "too small", "mean p(fake)", "max p(fake)",
-              "verdict"):
+    for c in (
+        "file",
+        "kind",
+        "status",
+        "track",
+        "shot",
+        "frames",
+        "too small",
+        "mean p(fake)",
+        "max p(fake)",
+        "verdict",
+    ):
         t.add_column(c, justify="left" if c in ("file", "kind", "status", "verdict") else "right")
     for r in records:
         name = Path(r["path"]).name
@@ -319,14 +384,26 @@ def print_detect_summary(records: list[dict[str, Any]], threshold: float) -> Non
             t.add_row(name, r["kind"], r["status"], "", "", "", "", "", "", r["error"] or "no face")
         for k in r["tracks"]:
             verdict = {"fake": "[bold red]FAKE", "real": "[green]real", None: "[yellow]too small"}[k["verdict"]]
-            t.add_row(name, r["kind"], r["status"], f"#{k['id']}", str(k["shot"]), str(k["frames_scored"]),
-                      str(k["frames_too_small"]), _fmt(k["mean_fake_prob"], 3), _fmt(k["max_fake_prob"], 3), verdict)
+            t.add_row(
+                name,
+                r["kind"],
+                r["status"],
+                f"#{k['id']}",
+                str(k["shot"]),
+                str(k["frames_scored"]),
+                str(k["frames_too_small"]),
+                _fmt(k["mean_fake_prob"], 3),
+                _fmt(k["max_fake_prob"], 3),
+                verdict,
+            )
             name = ""
     console.print(t)
     n = {s: sum(r["status"] == s for r in records) for s in ("ok", "noface", "error", "skipped")}
     fakes = sum(r["verdict"] == "fake" for r in records)
-    console.print(f"{len(records)} file(s): {n['ok']} with faces ({fakes} with a fake track), {n['noface']} without a "
-                  f"face, {n['error']} unreadable, {n['skipped']} skipped (unknown type)")
+    console.print(
+        f"{len(records)} file(s): {n['ok']} with faces ({fakes} with a fake track), {n['noface']} without a "
+        f"face, {n['error']} unreadable, {n['skipped']} skipped (unknown type)"
+    )
 
 
 def train_main() -> None:

@@ -26,8 +26,22 @@ SYNTH_FAKES = ("none", "sbi")
 NO_METHODS = "none"
 
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
-RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard", "compile", "stage", "device",
-                            "log_every", "val_batch_size", "threads", "save_every_steps"})
+RUNTIME_FIELDS = frozenset(
+    {
+        "shards",
+        "out",
+        "resume",
+        "workers",
+        "tensorboard",
+        "compile",
+        "stage",
+        "device",
+        "log_every",
+        "val_batch_size",
+        "threads",
+        "save_every_steps",
+    }
+)
 
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
@@ -37,12 +51,22 @@ RUNTIME_FIELDS = frozenset({"shards", "out", "resume", "workers", "tensorboard",
 #: colour jitter keeps 5 training identities' few real videos from being memorised by their lighting.
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
-    "paper": dict(stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4,
-                  augment="paper"),
-    "demo": dict(stage1_epochs=8, stage2_epochs=3, batch_size=32, lr=1e-3, stage2_lr=1e-4, steps_per_epoch=40,
-                 workers=1, augment="colour"),
-    "tiny": dict(stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0,
-                 augment="paper"),
+    "paper": dict(
+        stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4, augment="paper"
+    ),
+    "demo": dict(
+        stage1_epochs=8,
+        stage2_epochs=3,
+        batch_size=32,
+        lr=1e-3,
+        stage2_lr=1e-4,
+        steps_per_epoch=40,
+        workers=1,
+        augment="colour",
+    ),
+    "tiny": dict(
+        stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0, augment="paper"
+    ),
 }
 
 
@@ -53,8 +77,9 @@ class TrainConfig:
     Each field made with ``option`` is a hilif-train option of the same name; the others (shuffle_buffer,
     val_batch_size, log_every) are set only from Python."""
 
-    shards: str = option("Shard folder written by `hilif-prep extract` (holds dataset.json).", "", type=Path,
-                         required=True)
+    shards: str = option(
+        "Shard folder written by `hilif-prep extract` (holds dataset.json).", "", type=Path, required=True
+    )
     out: str = option("Run folder: checkpoints, metrics.jsonl, plots.", "runs/hilif", type=Path)
     preset: str = option("Model preset: paper (2x EfficientNet-b4, 224) | demo | tiny.", "paper")
     stage: str = option("1 | 2 | both. Stage 2 starts from OUT/stage1/best.pt.", "both")
@@ -65,8 +90,9 @@ class TrainConfig:
     lr: float | None = option("AdamW learning rate at the start of each stage (paper: 2e-4).", None)
     weight_decay: float = option("AdamW weight decay.", 1e-2)
     # None: the same lr as stage 1 (the paper: "the same optimizer and parameters")
-    stage2_lr: float | None = option("Stage-2 lr (default: the preset's; paper: the same as --lr, as in the paper; "
-                                     "demo: 1e-4).", None)
+    stage2_lr: float | None = option(
+        "Stage-2 lr (default: the preset's; paper: the same as --lr, as in the paper; demo: 1e-4).", None
+    )
     # the paper gives only the initial lr; the reference code used cosine
     lr_schedule: str = option("Per stage, per step: cosine (to --min-lr) | linear | constant.", "cosine")
     min_lr: float = option("Final lr of the cosine / linear schedule.", 1e-5)  # the reference code's eta_min
@@ -76,26 +102,41 @@ class TrainConfig:
     lrc_s: int | None = option("Block stride S of L_d (preset: 2).", None)
     lrc_n: int | None = option("Top-N blocks of L_d (preset: 8).", None)
     # a named row of Tables VI-X (hilif.train.ablations)
-    ablation: str | None = option("A named row of Tables VI-X (e.g. eff+dftm, ld-k3s3n1): sets the model switches "
-                                  "and L_d; an explicit option that contradicts it is an error. List: "
-                                  "--print-ablations.", None)
-    train_methods: list[str] = option("Fake methods to train on (repeat; default all): Table II. 'none': no dataset "
-                                      "fakes (reals only; needs --synth-fakes sbi).", factory=list)
-    augment: str | None = option("paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: "
-                                 "the preset's.", None)
+    ablation: str | None = option(
+        "A named row of Tables VI-X (e.g. eff+dftm, ld-k3s3n1): sets the model switches "
+        "and L_d; an explicit option that contradicts it is an error. List: "
+        "--print-ablations.",
+        None,
+    )
+    train_methods: list[str] = option(
+        "Fake methods to train on (repeat; default all): Table II. 'none': no dataset "
+        "fakes (reals only; needs --synth-fakes sbi).",
+        factory=list,
+    )
+    augment: str | None = option(
+        "paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: the preset's.", None
+    )
     # made in the loader workers
     synth_fakes: str = option("none | sbi: self-blended fakes made from the train reals in the loader.", "none")
-    synth_ratio: float = option("Share (0, 1] of the fake slots filled with SBI (all of them with --train-methods "
-                                "none).", 0.5)
+    synth_ratio: float = option(
+        "Share (0, 1] of the fake slots filled with SBI (all of them with --train-methods none).", 0.5
+    )
     sbi_blend_ratios: list[float] = option(
-        "SBI blend ratios, one drawn per fake (the SBI paper's set).", factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.0, 1.0],
-        type=str, parse=comma_numbers(float, "0.25,0.5,0.75,1,1,1"))
+        "SBI blend ratios, one drawn per fake (the SBI paper's set).",
+        factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.0, 1.0],
+        type=str,
+        parse=comma_numbers(float, "0.25,0.5,0.75,1,1,1"),
+    )
     sbi_mask_blur: list[int] = option(
-        "SBI mask blur: smallest,largest odd Gaussian kernel size (SBI code: 5,25).", factory=lambda: [5, 25],
-        type=str, parse=comma_numbers(int, "5,25", count=2))
+        "SBI mask blur: smallest,largest odd Gaussian kernel size (SBI code: 5,25).",
+        factory=lambda: [5, 25],
+        type=str,
+        parse=comma_numbers(int, "5,25", count=2),
+    )
     backbone_weights: str | None = option("Local ImageNet weights file for the backbones.", None, type=Path)
-    pretrained: bool | None = option("ImageNet backbones (default: the preset's choice).", None,
-                                     flags=("--pretrained/--no-pretrained",))
+    pretrained: bool | None = option(
+        "ImageNet backbones (default: the preset's choice).", None, flags=("--pretrained/--no-pretrained",)
+    )
     img_size: int | None = option("Input size (default: the preset's).", None)
     compile: bool = option("torch.compile the model.", False)
     precision: str = option("auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.", "auto")
@@ -105,20 +146,28 @@ class TrainConfig:
     # None = cores left after the workers (at least 1)
     threads: int | None = option("CPU: torch threads (default: cores left after --workers).", None)
     shuffle_buffer: int = 2000  # samples per class stream
-    resume: bool = option("Continue the run in OUT from its last checkpoint (mid-epoch too). A torchrun restart "
-                          "resumes by itself.", False)
+    resume: bool = option(
+        "Continue the run in OUT from its last checkpoint (mid-epoch too). A torchrun restart resumes by itself.", False
+    )
     # mid-epoch checkpoint (stageN/last.pt) every N optimiser steps; None: every ~30 minutes of training, N from the
     # step rate measured on the first steps of each stage; 0: only at epoch ends
     save_every_steps: int | None = option(
         "Mid-epoch checkpoint (stageN/last.pt) every N steps; default: about every 30 minutes (N from the measured "
-        "step rate); 0: at epoch ends only.", None)
-    sync_bn: bool | None = option("SyncBatchNorm across ranks (default: on with more than one CUDA rank; CUDA only).",
-                                  None, flags=("--sync-bn/--no-sync-bn",))
+        "step rate); 0: at epoch ends only.",
+        None,
+    )
+    sync_bn: bool | None = option(
+        "SyncBatchNorm across ranks (default: on with more than one CUDA rank; CUDA only).",
+        None,
+        flags=("--sync-bn/--no-sync-bn",),
+    )
     # None: the recipe's; 0 or None there: from dataset.json (larger class once)
-    steps_per_epoch: int | None = option("Epoch length in steps; 0 = from dataset.json (paper preset's default; "
-                                         "demo: 40).", None)
-    val_max_batches: int | None = option("Cap validation per epoch at N batches in all, both classes in proportion "
-                                         "(default: whole split).", None)
+    steps_per_epoch: int | None = option(
+        "Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40).", None
+    )
+    val_max_batches: int | None = option(
+        "Cap validation per epoch at N batches in all, both classes in proportion (default: whole split).", None
+    )
     val_batch_size: int = 64
     tensorboard: bool = option("Also log to OUT/tensorboard.", False)
     seed: int = option("Seed of weights, data order and augmentation.", 0)
@@ -174,8 +223,10 @@ class TrainConfig:
         from .sbi import SBIConfig
 
         try:
-            return SBIConfig(blend_ratios=tuple(float(r) for r in self.sbi_blend_ratios),
-                             blur_kernel=tuple(int(k) for k in self.sbi_mask_blur))
+            return SBIConfig(
+                blend_ratios=tuple(float(r) for r in self.sbi_blend_ratios),
+                blur_kernel=tuple(int(k) for k in self.sbi_mask_blur),
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur: {exc}") from None
 
@@ -214,17 +265,23 @@ def parse_level(spec: str) -> tuple[str, tuple[float, ...]]:
 class EvalOptions:
     """One evaluation; each field is the hilif-eval option of the same name (perturb_levels: --perturb-level)."""
 
-    checkpoint: str = option("A checkpoint written by hilif-train (e.g. RUN/stage2/best.pt).", type=Path,
-                             required=False)
+    checkpoint: str = option(
+        "A checkpoint written by hilif-train (e.g. RUN/stage2/best.pt).", type=Path, required=False
+    )
     shards: str = option("Shard folder of any dataset (cross-dataset: Table III).", type=Path, required=False)
     split: str = option("train | val | test.", "test")
     # None: <checkpoint folder>/eval-<dataset>-<quality>-<split> (default_out_dir)
     out: str | None = option("Report folder (default: next to the checkpoint).", None, type=Path)
-    perturb: list[str] = option("Repeat: jpeg (100/85/70/55/40), gaussian_noise, salt_pepper, gaussian_blur, or all.",
-                                factory=list)
+    perturb: list[str] = option(
+        "Repeat: jpeg (100/85/70/55/40), gaussian_noise, salt_pepper, gaussian_blur, or all.", factory=list
+    )
     perturb_levels: dict[str, tuple[float, ...]] = option(
-        "Override levels, e.g. gaussian_noise=5,10.", factory=dict, flags=("--perturb-level",), type=list[str],
-        parse=parse_level)
+        "Override levels, e.g. gaussian_noise=5,10.",
+        factory=dict,
+        flags=("--perturb-level",),
+        type=list[str],
+        parse=parse_level,
+    )
     gradcam: int = option("Grad-CAM overlays of N faces (DFTM, RGB, noise stream) as PNG grids.", 0)
     batch_size: int = option("Faces per forward pass.", 64)
     workers: int = option("Data-loading processes.", 1)
@@ -243,19 +300,24 @@ class DetectOptions:
 
     checkpoint: str = option("A checkpoint written by hilif-train.", type=Path)
     frames: int = option("Frames sampled uniformly from each video.", 32)
-    threshold: float = option("A track is 'fake' at mean p(fake) >= this: the model's calibration, not a legal "
-                              "finding.", 0.5)
+    threshold: float = option(
+        "A track is 'fake' at mean p(fake) >= this: the model's calibration, not a legal finding.", 0.5
+    )
     out: str | None = option("Folder for results.jsonl and the pictures (one subfolder per file).", None, type=Path)
     explain: bool = option("Grad-CAM overlays of the faces (with --out).", False)
     video_out: bool = option("An annotated MP4 of the sampled frames (with --out).", False)
     # overrides of the checkpoint's extract settings (None: take the checkpoint's, else the defaults)
     detector: str | None = option("dlib | insightface (default: as the checkpoint's training shards).", None)
-    upsample: str | int | None = option("dlib upsample: auto or N (default: as the training shards).", None,
-                                        type=str, parse=auto_or_count)
+    upsample: str | int | None = option(
+        "dlib upsample: auto or N (default: as the training shards).", None, type=str, parse=auto_or_count
+    )
     margin: float | None = option("Face crop margin (default: as the training shards).", None)
     model_dir: str | None = option("insightface model folder (default: the shards' or buffalo_l).", None)
-    min_face: float | None = option("Faces narrower than this (px) are listed as too small and not scored (default: "
-                                    "the detector's reliable minimum).", None)
+    min_face: float | None = option(
+        "Faces narrower than this (px) are listed as too small and not scored (default: "
+        "the detector's reliable minimum).",
+        None,
+    )
     batch_size: int = option("Faces per forward pass.", 32)
     device: str = option("auto | cuda | cpu.", "auto")
     overwrite: bool = option("Replace an existing OUT/results.jsonl.", False)
@@ -281,8 +343,11 @@ class TableOptions:
     runs: str = option("Folder holding hilif-train run folders (config.json) and their eval reports.", type=Path)
     table_names: list[str] = option("I ... XII, repeat, or all (default).", factory=list, flags=("--table",))
     out: str | None = option("Where table-N.md / table-N.csv go (default: RUNS/tables).", None, type=Path)
-    evaluate_missing: bool = option("First evaluate every run's stage-1/2 best checkpoint on its own shards' test "
-                                    "split where no report exists.", False, flags=("--evaluate",))
+    evaluate_missing: bool = option(
+        "First evaluate every run's stage-1/2 best checkpoint on its own shards' test split where no report exists.",
+        False,
+        flags=("--evaluate",),
+    )
     workers: int = option("Data-loading processes for --evaluate.", 1)
     device: str = option("Device for --evaluate.", "auto")
 

@@ -105,7 +105,7 @@ def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator, augm
     h, w = img.shape[:2]
     y = int(rng.integers(0, h - img_size + 1))
     x = int(rng.integers(0, w - img_size + 1))
-    img = img[y:y + img_size, x:x + img_size]
+    img = img[y : y + img_size, x : x + img_size]
     if rng.random() < 0.5:
         img = img[:, ::-1]
     if augment == "colour":
@@ -134,7 +134,7 @@ def center_crop(img: np.ndarray, img_size: int) -> np.ndarray:
     img = _resize(img, face_resize(img_size))
     h, w = img.shape[:2]
     y, x = (h - img_size) // 2, (w - img_size) // 2
-    return img[y:y + img_size, x:x + img_size]
+    return img[y : y + img_size, x : x + img_size]
 
 
 def to_chw_tensor(img: np.ndarray) -> torch.Tensor:
@@ -178,8 +178,11 @@ def _label(sample: dict[str, Any]) -> int:
 def collate(samples: Sequence[Sample], img_size: int = 0, **extra: Any) -> dict[str, Any]:
     """Samples -> a batch dict; `extra` entries (step, worker, skipped) are added as they are. An empty list gives an
     empty batch of (0, 3, img_size, img_size) images."""
-    images = (torch.stack([s.image for s in samples]) if samples
-              else torch.zeros((0, 3, img_size, img_size), dtype=torch.uint8))
+    images = (
+        torch.stack([s.image for s in samples])
+        if samples
+        else torch.zeros((0, 3, img_size, img_size), dtype=torch.uint8)
+    )
     return {
         "image": images,
         "label": torch.tensor([s.label for s in samples], dtype=torch.long),
@@ -199,14 +202,25 @@ class _Decoder:
     perturbation. With ``blend_rng`` (training, a real sample): a self-blended fake of it first (``sbi``, landmarks
     mapped with the extract run's ``margin``), augmented like any sample after."""
 
-    def __init__(self, img_size: int, train: bool, rng: np.random.Generator | None = None,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, augment: str = "paper",
-                 sbi: Any = None, margin: float = 1.3) -> None:
+    def __init__(
+        self,
+        img_size: int,
+        train: bool,
+        rng: np.random.Generator | None = None,
+        perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+        augment: str = "paper",
+        sbi: Any = None,
+        margin: float = 1.3,
+    ) -> None:
         self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
         self.sbi, self.margin = sbi, margin
 
-    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None,
-                 blend_rng: np.random.Generator | None = None) -> Sample:
+    def __call__(
+        self,
+        sample: dict[str, Any],
+        rng: np.random.Generator | None = None,
+        blend_rng: np.random.Generator | None = None,
+    ) -> Sample:
         meta = _meta(sample)
         label = _label(sample)
         ext = schema.sample_image_ext(sample)
@@ -219,8 +233,11 @@ class _Decoder:
                 raise schema.SchemaError(f"sample {key!r}: self-blended fakes are made from reals, got label {label}")
             img = sbi.self_blend(img, sbi.sample_landmarks(meta, img.shape[0], self.margin), blend_rng, self.sbi)[0]
             label, key, video, method = schema.FAKE, f"{key}_sbi", f"{video}/{SBI_METHOD}", SBI_METHOD
-        img = (train_augment(img, self.img_size, rng if rng is not None else self.rng, self.augment) if self.train
-               else center_crop(img, self.img_size))
+        img = (
+            train_augment(img, self.img_size, rng if rng is not None else self.rng, self.augment)
+            if self.train
+            else center_crop(img, self.img_size)
+        )
         if self.perturb is not None:
             img = self.perturb(img)
         return Sample(to_chw_tensor(img), label, key, video, method)
@@ -265,8 +282,9 @@ def scan_shard(path: str) -> _ShardScan:
         rows.append((members["cls"], members["json"], members[img]))
         exts.append(schema.IMAGE_EXTS.index(img))
     arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3, 2)
-    scan = _ShardScan(np.ascontiguousarray(arr[:, :, 0]), np.ascontiguousarray(arr[:, :, 1]),
-                      np.asarray(exts, dtype=np.int8), error)
+    scan = _ShardScan(
+        np.ascontiguousarray(arr[:, :, 0]), np.ascontiguousarray(arr[:, :, 1]), np.asarray(exts, dtype=np.int8), error
+    )
     _SCANS[cache_key] = scan
     return scan
 
@@ -289,7 +307,7 @@ def _tar_members(path: str, size: int) -> tuple[dict[str, dict[str, tuple[int, i
                 dot = m.name.find(".", slash)
                 if dot < 0:
                     continue
-                groups.setdefault(m.name[:dot], {})[m.name[dot + 1:]] = (m.offset_data, m.size)
+                groups.setdefault(m.name[:dot], {})[m.name[dot + 1 :]] = (m.offset_data, m.size)
                 tf.members.clear()  # nothing needs the member list; keep memory flat on big shards
     except (tarfile.TarError, OSError, EOFError) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -321,22 +339,44 @@ class ShardIndex:
             n = len(scan.image_ext)
             if scan.error is not None or n != announced:
                 problems.append(f"{path}: {n} of {announced} samples readable ({scan.error or 'incomplete samples'})")
-                log.warning("shard %s: %d of %d samples readable (%s); the rest are skipped",
-                            path, n, announced, scan.error or "incomplete samples")
+                log.warning(
+                    "shard %s: %d of %d samples readable (%s); the rest are skipped",
+                    path,
+                    n,
+                    announced,
+                    scan.error or "incomplete samples",
+                )
             missing += max(0, int(announced) - n)
             shard_ids.append(np.full(n, len(paths), np.int32))
             paths.append(path)
             offs.append(scan.offsets)
             lens.append(scan.lengths)
             exts.append(scan.image_ext)
-        cat = (lambda xs, shape, dt: np.concatenate(xs) if xs else np.zeros(shape, dt))
-        return cls(paths, cat(shard_ids, 0, np.int32), cat(offs, (0, 3), np.int64), cat(lens, (0, 3), np.int64),
-                   cat(exts, 0, np.int8), missing, problems)
+
+        def cat(xs: list[np.ndarray], shape: int, dt: type) -> np.ndarray:
+            return np.concatenate(xs) if xs else np.zeros(shape, dt)
+
+        return cls(
+            paths,
+            cat(shard_ids, 0, np.int32),
+            cat(offs, (0, 3), np.int64),
+            cat(lens, (0, 3), np.int64),
+            cat(exts, 0, np.int8),
+            missing,
+            problems,
+        )
 
     def subset(self, keep: np.ndarray, dropped: int = 0) -> "ShardIndex":
         """The samples where `keep` is true; `dropped` more are counted as missing (unreadable while filtering)."""
-        return ShardIndex(self.shards, self.shard[keep], self.offsets[keep], self.lengths[keep], self.image_ext[keep],
-                          self.missing + dropped, self.problems)
+        return ShardIndex(
+            self.shards,
+            self.shard[keep],
+            self.offsets[keep],
+            self.lengths[keep],
+            self.image_ext[keep],
+            self.missing + dropped,
+            self.problems,
+        )
 
 
 def class_shards(root: str | Path, split: str, label: int) -> list[str]:
@@ -410,7 +450,7 @@ class _Reader:
         out: dict[str, Any] = {"__url__": path}
         for m, o, n in zip(members, off.tolist(), ln.tolist()):
             name = schema.IMAGE_EXTS[index.image_ext[i]] if m == "image" else m
-            out[name] = buf[o - lo:o - lo + n]
+            out[name] = buf[o - lo : o - lo + n]
         return out
 
     def close(self) -> None:
@@ -453,12 +493,16 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
     if global_batch < 2 or global_batch % 2:
         raise DataError(f"--batch-size {global_batch}: the global batch must be even (half real, half fake)")
     if global_batch % world_size:
-        raise DataError(f"--batch-size {global_batch} is not divisible by the {world_size} processes; "
-                        f"use a multiple of {world_size}")
+        raise DataError(
+            f"--batch-size {global_batch} is not divisible by the {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
     local = global_batch // world_size
     if local < 2:
-        raise DataError(f"--batch-size {global_batch} over {world_size} processes is 1 sample per process: L_d and "
-                        f"BatchNorm need a real and a fake on every process; use --batch-size {2 * world_size} or more")
+        raise DataError(
+            f"--batch-size {global_batch} over {world_size} processes is 1 sample per process: L_d and "
+            f"BatchNorm need a real and a fake on every process; use --batch-size {2 * world_size} or more"
+        )
     return local
 
 
@@ -475,8 +519,14 @@ class EpochPlan:
     local_batch: int  # samples per step on one rank
 
 
-def plan_epoch(n_real: int, n_fake: int, global_batch: int, world_size: int, workers: int | None = None,
-               steps_override: int | None = None) -> EpochPlan:
+def plan_epoch(
+    n_real: int,
+    n_fake: int,
+    global_batch: int,
+    world_size: int,
+    workers: int | None = None,
+    steps_override: int | None = None,
+) -> EpochPlan:
     """Steps per epoch: the larger class read once (`natural_steps`), or `steps_override`.
 
     `workers` is accepted for older callers and ignored: the plan never depends on the loader's worker count."""
@@ -542,6 +592,32 @@ def _cycle_length(n: int, per_epoch: int, half: int) -> int:
     return per_epoch if n <= per_epoch < n + half else n
 
 
+def _stream_index(root: str | Path, split: str, methods: Sequence[str], dataset_fakes: bool) -> dict[int, ShardIndex]:
+    """The training stream's per-class sample index; without dataset fakes the fake sequence is the real one
+    (every fake slot blends its paired real). An empty class is a one-line DataError naming the folder."""
+    index = {
+        label: class_index(root, split, label, methods if label == schema.FAKE else ())
+        for label in ((schema.REAL, schema.FAKE) if dataset_fakes else (schema.REAL,))
+    }
+    if not dataset_fakes:  # the fake sequence is the real one: every fake slot blends its paired real
+        index[schema.FAKE] = index[schema.REAL]
+    for label, idx in index.items():
+        if len(idx) == 0:
+            folder = schema.shard_dir(root, split, label)
+            what = f" of --train-methods {list(methods)}" if methods and label == schema.FAKE else ""
+            if not idx.shards:
+                raise DataError(
+                    f"{folder}: no complete shards of {schema.LABEL_NAMES[label]} {split} samples; "
+                    f"run `hilif-prep extract` for this split"
+                )
+            raise DataError(
+                f"{folder}: no readable {schema.LABEL_NAMES[label]} {split} samples{what} in its "
+                f"{len(idx.shards)} shard(s) ({'; '.join(idx.problems[:3])}); re-run "
+                f"`hilif-prep extract` for this split"
+            )
+    return index
+
+
 class BalancedTrainStream(IterableDataset):
     """Class-balanced training batches following the data plan of the module docstring.
 
@@ -551,10 +627,25 @@ class BalancedTrainStream(IterableDataset):
     `info`: the folder's dataset.json when the caller has read it (self-blending maps landmarks with its face margin).
     """
 
-    def __init__(self, root: str | Path, split: str, img_size: int, global_batch: int, steps: int | None = None, *,
-                 rank: int | None = None, world_size: int | None = None, methods: Sequence[str] = (),
-                 seed: int = 0, augment: str = "paper", synth: str = "none", synth_ratio: float = 0.5,
-                 sbi: Any = None, dataset_fakes: bool = True, info: schema.DatasetInfo | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        img_size: int,
+        global_batch: int,
+        steps: int | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        methods: Sequence[str] = (),
+        seed: int = 0,
+        augment: str = "paper",
+        synth: str = "none",
+        synth_ratio: float = 0.5,
+        sbi: Any = None,
+        dataset_fakes: bool = True,
+        info: schema.DatasetInfo | None = None,
+    ) -> None:
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.global_batch = int(global_batch)
         self.local_batch = local_batch_size(self.global_batch, self.world_size)
@@ -576,20 +667,7 @@ class BalancedTrainStream(IterableDataset):
             self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
         else:
             self.margin = 1.3
-        self.index = {label: class_index(root, split, label, methods if label == schema.FAKE else ())
-                      for label in ((schema.REAL, schema.FAKE) if dataset_fakes else (schema.REAL,))}
-        if not dataset_fakes:  # the fake sequence is the real one: every fake slot blends its paired real
-            self.index[schema.FAKE] = self.index[schema.REAL]
-        for label, index in self.index.items():
-            if len(index) == 0:
-                folder = schema.shard_dir(root, split, label)
-                what = f" of --train-methods {list(methods)}" if methods and label == schema.FAKE else ""
-                if not index.shards:
-                    raise DataError(f"{folder}: no complete shards of {schema.LABEL_NAMES[label]} {split} samples; "
-                                    f"run `hilif-prep extract` for this split")
-                raise DataError(f"{folder}: no readable {schema.LABEL_NAMES[label]} {split} samples{what} in its "
-                                f"{len(index.shards)} shard(s) ({'; '.join(index.problems[:3])}); re-run "
-                                f"`hilif-prep extract` for this split")
+        self.index = _stream_index(root, split, methods, self.dataset_fakes)
         self.counts = (len(self.index[schema.REAL]), len(self.index[schema.FAKE]))
         self.steps = natural_steps(*self.counts, self.global_batch) if steps is None else max(1, int(steps))
         self.per_epoch = self.steps * self.half
@@ -634,8 +712,9 @@ class BalancedTrainStream(IterableDataset):
         epoch = self.epoch if epoch is None else epoch
         base = epoch * self.per_epoch + step * self.half
         first = self.rank * self.local_batch
-        return [(schema.REAL if j % 2 == 0 else schema.FAKE, base + j // 2)
-                for j in range(first, first + self.local_batch)]
+        return [
+            (schema.REAL if j % 2 == 0 else schema.FAKE, base + j // 2) for j in range(first, first + self.local_batch)
+        ]
 
     def is_synth(self, position: int, epoch: int | None = None) -> bool:
         """Whether the fake slot at `position` of the fake sequence is a self-blended fake (of the real at
@@ -670,8 +749,10 @@ class BalancedTrainStream(IterableDataset):
                     skips.add(index.shards[index.shard[i]], exc)
                 else:
                     if sample.label != slot:
-                        raise schema.SchemaError(f"sample {sample.key!r} labelled {sample.label} sits in a "
-                                                 f"{schema.LABEL_NAMES[label]} shard folder; re-run extract")
+                        raise schema.SchemaError(
+                            f"sample {sample.key!r} labelled {sample.label} sits in a "
+                            f"{schema.LABEL_NAMES[label]} shard folder; re-run extract"
+                        )
                     return sample
             else:
                 skips.count += 1
@@ -679,8 +760,10 @@ class BalancedTrainStream(IterableDataset):
                 draws = np.random.default_rng([self.seed, self.epoch, label, position, 1])
             i = int(draws.integers(len(index)))
         what = "self-blended fakes of " if synth else ""
-        raise DataError(f"{MAX_DRAWS} {what}{schema.LABEL_NAMES[label]} samples in a row were unreadable "
-                        f"(e.g. in {index.shards[index.shard[i]]}); check the shards or re-run `hilif-prep extract`")
+        raise DataError(
+            f"{MAX_DRAWS} {what}{schema.LABEL_NAMES[label]} samples in a row were unreadable "
+            f"(e.g. in {index.shards[index.shard[i]]}); check the shards or re-run `hilif-prep extract`"
+        )
 
     def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
         """The batches of loader worker `worker` of `num_workers`: this rank's steps start_step + worker, + num_workers,
@@ -721,26 +804,43 @@ class EvalStream(IterableDataset):
     `BalancedTrainStream`; `require_both` makes a split without readable reals or fakes a DataError.
     """
 
-    def __init__(self, root: str | Path, split: str, img_size: int, batch_size: int,
-                 perturb: Callable[[np.ndarray], np.ndarray] | None = None, max_batches: int | None = None, *,
-                 rank: int | None = None, world_size: int | None = None, require_both: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        img_size: int,
+        batch_size: int,
+        perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_batches: int | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        require_both: bool = False,
+    ) -> None:
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.index = {label: class_index(root, split, label) for label in (schema.REAL, schema.FAKE)}
         if not any(idx.shards for idx in self.index.values()):
-            raise DataError(f"{Path(root) / split}: no complete shards in the {split} split; "
-                            f"run `hilif-prep extract` for it or pick another --split")
+            raise DataError(
+                f"{Path(root) / split}: no complete shards in the {split} split; "
+                f"run `hilif-prep extract` for it or pick another --split"
+            )
         n_real, n_fake = (len(self.index[schema.REAL]), len(self.index[schema.FAKE]))
         if require_both and not (n_real and n_fake):
-            raise DataError(f"{Path(root) / split}: {n_real} readable real and {n_fake} readable fake samples; "
-                            f"metrics need both classes - extract the {split} split (both classes)")
+            raise DataError(
+                f"{Path(root) / split}: {n_real} readable real and {n_fake} readable fake samples; "
+                f"metrics need both classes - extract the {split} split (both classes)"
+            )
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"max_batches must be at least 1, got {max_batches}")
         self.img_size, self.batch_size, self.perturb, self.max_batches = img_size, batch_size, perturb, max_batches
         total = n_real + n_fake if max_batches is None else min(n_real + n_fake, max_batches * batch_size)
         picks = stratified_pick(n_real, n_fake, total)
-        self.order = np.concatenate([np.stack([np.full(k, label),
-                                               (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
-                                     for label, k in zip((schema.REAL, schema.FAKE), picks)]).astype(np.int64)
+        self.order = np.concatenate(
+            [
+                np.stack([np.full(k, label), (np.arange(k) * len(self.index[label])) // max(k, 1)], 1)
+                for label, k in zip((schema.REAL, schema.FAKE), picks)
+            ]
+        ).astype(np.int64)
         self.expected = int(total)  # samples this stream is to score over all ranks
         self.n_batches = math.ceil(self.expected / batch_size)
         self.missing = sum(idx.missing for idx in self.index.values())
@@ -753,7 +853,7 @@ class EvalStream(IterableDataset):
         with _Reader() as reader:
             for b in mine:
                 samples = []
-                for label, i in self.order[b * self.batch_size:(b + 1) * self.batch_size].tolist():
+                for label, i in self.order[b * self.batch_size : (b + 1) * self.batch_size].tolist():
                     index = self.index[label]
                     try:
                         samples.append(decode(reader.read(index, i)))
@@ -767,5 +867,11 @@ class EvalStream(IterableDataset):
 
 def make_loader(stream: IterableDataset, workers: int, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over a stream that batches itself. Workers start fresh every epoch, so they see `set_epoch`."""
-    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

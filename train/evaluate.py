@@ -49,8 +49,13 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: Iterable[dict[str, Any]], device: torch.device | str,
-            channels_last: bool = False, amp: torch.dtype | None = None) -> Predictions:
+def predict(
+    model: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    device: torch.device | str,
+    channels_last: bool = False,
+    amp: torch.dtype | None = None,
+) -> Predictions:
     """Fake probabilities and logit differences for every batch of `loader`, gathered from all ranks (every rank
     gets them all). Logits are cast to float32 before the softmax and the difference."""
     device = torch.device(device)
@@ -108,8 +113,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:
-        raise ckpt_io.CheckpointError(f"{path}: weights do not fit the model its config describes "
-                                      f"({str(exc).splitlines()[0]})") from exc
+        raise ckpt_io.CheckpointError(
+            f"{path}: weights do not fit the model its config describes ({str(exc).splitlines()[0]})"
+        ) from exc
     model.to(device).eval()
     return model, mcfg, ck
 
@@ -192,8 +198,9 @@ def perturbation(name: str, level: float) -> Callable[[np.ndarray], np.ndarray]:
     raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(PERTURBATIONS)} or all")
 
 
-def expand_perturbations(names: Iterable[str], levels: dict[str, tuple[float, ...]] | None = None
-                         ) -> list[tuple[str, float]]:
+def expand_perturbations(
+    names: Iterable[str], levels: dict[str, tuple[float, ...]] | None = None
+) -> list[tuple[str, float]]:
     """['jpeg', 'salt_pepper'] or ['all'] -> [(name, level), ...]."""
     levels = levels or {}
     out: list[tuple[str, float]] = []
@@ -246,11 +253,16 @@ class EvalReport:
     report_json: str | None = None  # set once written
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("checkpoint", "stage", "epoch", "shards", "dataset", "quality", "split",
-                                            "samples")}
-        d.update(frame=self.frame.to_dict(), video=self.video.to_dict(),
-                 methods={m: v.to_dict() for m, v in self.methods.items()},
-                 perturbations=[p.to_dict() for p in self.perturbations])
+        d = {
+            k: getattr(self, k)
+            for k in ("checkpoint", "stage", "epoch", "shards", "dataset", "quality", "split", "samples")
+        }
+        d.update(
+            frame=self.frame.to_dict(),
+            video=self.video.to_dict(),
+            methods={m: v.to_dict() for m, v in self.methods.items()},
+            perturbations=[p.to_dict() for p in self.perturbations],
+        )
         d.update({k: getattr(self, k) for k in ("roc_png", "gradcam", "report_json") if getattr(self, k) is not None})
         return d
 
@@ -273,8 +285,15 @@ class _Session:
         self.model, self.mcfg, self.ck = load_model(opts.checkpoint, self.device)
         self.amp = amp_dtype("auto", self.device)
         self.model.to(memory_format=torch.channels_last)  # as in training: NHWC is faster on CUDA and CPU
-        self.stream = EvalStream(opts.shards, opts.split, self.mcfg.img_size, opts.batch_size,
-                                 max_batches=opts.max_batches, rank=self.dinfo.rank, world_size=self.dinfo.world_size)
+        self.stream = EvalStream(
+            opts.shards,
+            opts.split,
+            self.mcfg.img_size,
+            opts.batch_size,
+            max_batches=opts.max_batches,
+            rank=self.dinfo.rank,
+            world_size=self.dinfo.world_size,
+        )
         self.skipped = 0
 
     def predict(self, perturb: Callable[[np.ndarray], np.ndarray] | None) -> Predictions:
@@ -295,18 +314,27 @@ def evaluate(opts: EvalOptions) -> EvalReport:
     conditions = expand_perturbations(opts.perturb, opts.perturb_levels)
     sess = _Session(opts)
     clean = sess.predict(None)
-    samples = sample_counts(len(clean.labels), sess.stream.expected, sess.skipped, info.count(opts.split),
-                            opts.max_batches is not None)
+    samples = sample_counts(
+        len(clean.labels), sess.stream.expected, sess.skipped, info.count(opts.split), opts.max_batches is not None
+    )
     if samples["warning"]:
         log.warning("%s", samples["warning"])
     if len(clean.labels) == 0:
         raise ValueError(f"{opts.shards}: the {opts.split} split yielded no readable samples")
     frame = binary_metrics(clean.labels, clean.scores, ranking=clean.margins)
     report = EvalReport(
-        checkpoint=str(opts.checkpoint), stage=sess.ck["stage"], epoch=sess.ck["epoch"], shards=str(opts.shards),
-        dataset=info.dataset, quality=info.quality, split=opts.split, frame=frame,
+        checkpoint=str(opts.checkpoint),
+        stage=sess.ck["stage"],
+        epoch=sess.ck["epoch"],
+        shards=str(opts.shards),
+        dataset=info.dataset,
+        quality=info.quality,
+        split=opts.split,
+        frame=frame,
         video=video_metrics(clean.videos, clean.labels, clean.scores, clean.margins),
-        methods=per_method_metrics(clean.methods, clean.labels, clean.scores, clean.margins), samples=samples)
+        methods=per_method_metrics(clean.methods, clean.labels, clean.scores, clean.margins),
+        samples=samples,
+    )
     curves = {}
     if frame.n_real and frame.n_fake:
         curves["clean"] = (*roc_points(clean.labels, clean.margins), frame.auc)
@@ -314,8 +342,9 @@ def evaluate(opts: EvalOptions) -> EvalReport:
         pred = sess.predict(perturbation(name, level))
         m = binary_metrics(pred.labels, pred.scores, ranking=pred.margins)
         report.perturbations.append(PerturbationResult(name, level, m.acc, m.auc, m.acc - frame.acc, m.auc - frame.auc))
-        log.info("%s %g: acc %.4f (%+.4f)  AUC %.4f (%+.4f)", name, level, m.acc, m.acc - frame.acc, m.auc,
-                 m.auc - frame.auc)
+        log.info(
+            "%s %g: acc %.4f (%+.4f)  AUC %.4f (%+.4f)", name, level, m.acc, m.acc - frame.acc, m.auc, m.auc - frame.auc
+        )
         if m.n_real and m.n_fake and name == "jpeg":
             curves[f"JPEG {level:g}"] = (*roc_points(pred.labels, pred.margins), m.auc)
     if sess.dinfo.is_master:
@@ -334,8 +363,12 @@ def _write(report: EvalReport, curves: dict[str, Any], sess: _Session, out: Path
     if sess.opts.gradcam > 0:
         from hilif.train.gradcam import gradcam_grids
 
-        report.gradcam = [str(p) for p in gradcam_grids(sess.model, sess.opts.shards, sess.opts.split,
-                                                        sess.mcfg.img_size, sess.opts.gradcam, out, sess.device)]
+        report.gradcam = [
+            str(p)
+            for p in gradcam_grids(
+                sess.model, sess.opts.shards, sess.opts.split, sess.mcfg.img_size, sess.opts.gradcam, out, sess.device
+            )
+        ]
     schema.atomic_write_text(out / REPORT_JSON, json.dumps(report.to_dict(), indent=1, sort_keys=True))
     report.report_json = str(out / REPORT_JSON)
 
@@ -347,7 +380,16 @@ def sample_counts(scored: int, planned: int, skipped: int, in_dataset_json: int,
     warning = None
     if scored != expected:
         source = "planned under --max-batches" if capped else "dataset.json lists"
-        warning = (f"scored {scored} of the {expected} samples {source} ({skipped} unreadable skipped); these metrics "
-                   "do not cover the whole split")
-    return {"scored": scored, "expected": expected, "dataset_json": in_dataset_json, "skipped": skipped,
-            "capped": capped, "complete": warning is None, "warning": warning}
+        warning = (
+            f"scored {scored} of the {expected} samples {source} ({skipped} unreadable skipped); these metrics "
+            "do not cover the whole split"
+        )
+    return {
+        "scored": scored,
+        "expected": expected,
+        "dataset_json": in_dataset_json,
+        "skipped": skipped,
+        "capped": capped,
+        "complete": warning is None,
+        "warning": warning,
+    }

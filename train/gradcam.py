@@ -50,6 +50,7 @@ class GradCAM:
                 t = _first_tensor(out)
                 t.retain_grad()
                 self.acts[name] = t
+
             return hook
 
         for name, layer in self.layers.items():
@@ -102,13 +103,22 @@ def pick_faces(shards: str | Path, split: str, img_size: int, n: int) -> dict[st
     if len(items) < n:  # one class short: fill from what there is
         log.info("Grad-CAM: %d faces available of %d asked", len(items), n)
     empty = torch.zeros(0, 3, img_size, img_size, dtype=torch.uint8)
-    return {"image": torch.stack([i[0] for i in items]) if items else empty,
-            "label": [schema.REAL] * len(got[schema.REAL]) + [schema.FAKE] * len(got[schema.FAKE]),
-            "key": [i[1] for i in items], "method": [i[2] for i in items]}
+    return {
+        "image": torch.stack([i[0] for i in items]) if items else empty,
+        "label": [schema.REAL] * len(got[schema.REAL]) + [schema.FAKE] * len(got[schema.FAKE]),
+        "key": [i[1] for i in items],
+        "method": [i[2] for i in items],
+    }
 
 
-def overlay_grids(model: torch.nn.Module, images: torch.Tensor, labels: list[str], out: str | Path,
-                  device: torch.device | str = "cpu", stem: str = "gradcam") -> list[Path]:
+def overlay_grids(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: list[str],
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    stem: str = "gradcam",
+) -> list[Path]:
     """PNG grids ``OUT/STEM-NN.png`` (rows: faces; columns: face, DFTM, RGB stream, noise stream) of uint8
     (N, 3, H, W) faces, FACES_PER_GRID rows each; each row label gets the model's p(fake) appended."""
     layers = model.gradcam_layers()
@@ -118,7 +128,7 @@ def overlay_grids(model: torch.nn.Module, images: torch.Tensor, labels: list[str
 
     paths: list[Path] = []
     for start in range(0, len(labels), FACES_PER_GRID):
-        imgs = images[start:start + FACES_PER_GRID]
+        imgs = images[start : start + FACES_PER_GRID]
         maps, probs = cam(normalize(imgs, device).contiguous())
         rows, row_labels = [], []
         for i in range(len(imgs)):
@@ -131,8 +141,15 @@ def overlay_grids(model: torch.nn.Module, images: torch.Tensor, labels: list[str
     return paths
 
 
-def gradcam_grids(model: torch.nn.Module, shards: str | Path, split: str, img_size: int, n: int,
-                  out: str | Path, device: torch.device | str = "cpu") -> list[Path]:
+def gradcam_grids(
+    model: torch.nn.Module,
+    shards: str | Path,
+    split: str,
+    img_size: int,
+    n: int,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
     """Write PNG grids (rows: faces; columns: face, DFTM, RGB stream, noise stream) of n faces; return their paths."""
     faces = pick_faces(shards, split, img_size, n)
     labels = [f"{m} ({schema.LABEL_NAMES[y]})" for m, y in zip(faces["method"], faces["label"])]

@@ -56,8 +56,12 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                   threshold: float = 0.5, ranking: Sequence[float] | np.ndarray | None = None) -> BinaryMetrics:
+def binary_metrics(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float = 0.5,
+    ranking: Sequence[float] | np.ndarray | None = None,
+) -> BinaryMetrics:
     """Metrics of fake probabilities `scores` against labels (1 = fake): Acc from `scores` >= threshold, the
     ROC-based metrics from `ranking` (e.g. logit differences; default: `scores`)."""
     y = np.asarray(labels, dtype=np.int64)
@@ -73,7 +77,10 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] |
         return BinaryMetrics(len(y), n_real, n_fake, acc, nan, nan, nan, nan, nan)
     fpr, tpr, _ = roc_curve(y, p, pos_label=schema.FAKE, drop_intermediate=False)
     return BinaryMetrics(
-        n=len(y), n_real=n_real, n_fake=n_fake, acc=acc,
+        n=len(y),
+        n_real=n_real,
+        n_fake=n_fake,
+        acc=acc,
         auc=float(roc_auc_score(y, p)),
         eer=equal_error_rate(fpr, tpr),
         ap=float(average_precision_score(y, p, pos_label=schema.FAKE)),
@@ -82,8 +89,9 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] |
     )
 
 
-def video_scores(videos: Sequence[str], labels: Sequence[int], scores: Sequence[float]
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def video_scores(
+    videos: Sequence[str], labels: Sequence[int], scores: Sequence[float]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Mean frame score per video. `videos` are `schema.video_key`s (dataset/method/id), so the four FF++
     fakes made from one source pair stay four videos. A video whose frames disagree on the label is an error."""
     group: dict[str, list[float]] = defaultdict(list)
@@ -96,16 +104,18 @@ def video_scores(videos: Sequence[str], labels: Sequence[int], scores: Sequence[
     return keys, np.array([vlabel[k] for k in keys], dtype=np.int64), np.array([np.mean(group[k]) for k in keys])
 
 
-def video_metrics(videos: Sequence[str], labels: Sequence[int], scores: Sequence[float],
-                  ranking: Sequence[float] | None = None) -> BinaryMetrics:
+def video_metrics(
+    videos: Sequence[str], labels: Sequence[int], scores: Sequence[float], ranking: Sequence[float] | None = None
+) -> BinaryMetrics:
     """Per video: Acc from the mean frame probability, the ROC-based metrics from the mean frame ranking score."""
     _, y, p = video_scores(videos, labels, scores)
     r = None if ranking is None else video_scores(videos, labels, ranking)[2]
     return binary_metrics(y, p, ranking=r)
 
 
-def per_method_metrics(methods: Sequence[str], labels: Sequence[int], scores: Sequence[float],
-                       ranking: Sequence[float] | None = None) -> dict[str, BinaryMetrics]:
+def per_method_metrics(
+    methods: Sequence[str], labels: Sequence[int], scores: Sequence[float], ranking: Sequence[float] | None = None
+) -> dict[str, BinaryMetrics]:
     """One row per fake method: that method's fakes against all the reals (the paper's Table II layout)."""
     m = np.asarray(methods)
     y = np.asarray(labels, dtype=np.int64)

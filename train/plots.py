@@ -66,8 +66,9 @@ def plot_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike) -> Pa
     return _atomic_savefig(fig, Path(path))
 
 
-def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[float], float]], path: str | os.PathLike,
-             title: str = "") -> Path:
+def plot_roc(
+    curves: dict[str, tuple[Sequence[float], Sequence[float], float]], path: str | os.PathLike, title: str = ""
+) -> Path:
     """ROC curves: name -> (fpr, tpr, auc); log-scaled FPR inset shows the low-FPR operating points."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for name, (fpr, tpr, auc) in curves.items():

@@ -116,9 +116,12 @@ def five_point_hull(points: np.ndarray) -> np.ndarray:
     el, er, ml, mr = p[_EYE_L], p[_EYE_R], p[_MOUTH_L], p[_MOUTH_R]
     mc = (ml + mr) / 2
     out = [
-        el - 0.35 * d * u - 0.45 * d * v, er + 0.35 * d * u - 0.45 * d * v,  # brows
-        el - 0.45 * d * u, er + 0.45 * d * u,  # temples
-        ml - 0.3 * d * u + 0.35 * d * v, mr + 0.3 * d * u + 0.35 * d * v,  # lower cheeks
+        el - 0.35 * d * u - 0.45 * d * v,
+        er + 0.35 * d * u - 0.45 * d * v,  # brows
+        el - 0.45 * d * u,
+        er + 0.45 * d * u,  # temples
+        ml - 0.3 * d * u + 0.35 * d * v,
+        mr + 0.3 * d * u + 0.35 * d * v,  # lower cheeks
         mc + 0.8 * d * v,  # chin
         p[_NOSE],
     ]
@@ -236,12 +239,14 @@ def elastic_deform(mask: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) -
         field = rng.uniform(-1, 1, size=(h, w)).astype(np.float32)
         disp.append(cv2.GaussianBlur(field, (k, k), cfg.elastic_sigma) * cfg.elastic_alpha)
     ys, xs = np.mgrid[:h, :w].astype(np.float32)
-    return cv2.remap(mask, xs + disp[0], ys + disp[1], interpolation=cv2.INTER_NEAREST,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.remap(
+        mask, xs + disp[0], ys + disp[1], interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
-def blend_mask(landmarks: np.ndarray, shape: tuple[int, int], cfg: SBIConfig,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def blend_mask(
+    landmarks: np.ndarray, shape: tuple[int, int], cfg: SBIConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(hull, hard, mask, ratio): the landmark hull, the deformed and eroded mask (inside the hull),
     and the blurred blend mask times the ratio.
 
@@ -272,8 +277,9 @@ def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarra
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def generate(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
-             cfg: SBIConfig | None = None) -> SBIParts:
+def generate(
+    img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, cfg: SBIConfig | None = None
+) -> SBIParts:
     """A self-blended fake of the aligned RGB face ``img`` (uint8) with ``landmarks`` in its pixels."""
     cfg = cfg or SBIConfig()
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -283,8 +289,9 @@ def generate(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
     return SBIParts(blend(source, target, mask), mask, source, target, hull, hard, ratio)
 
 
-def self_blend(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
-               cfg: SBIConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def self_blend(
+    img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, cfg: SBIConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fake image, mask) of :func:`generate`."""
     parts = generate(img, landmarks, rng, cfg)
     return parts.fake, parts.mask

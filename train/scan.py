@@ -96,8 +96,10 @@ def face_settings(ckpt: dict[str, Any], opts: DetectOptions) -> tuple[FaceConfig
     """
     recorded = dict((ckpt.get("extract") or {}).get("face") or {})
     if not recorded:
-        log.info("checkpoint records no extract settings of its training shards (written before they were "
-                 "recorded, or trained on shards without them): default detector settings")
+        log.info(
+            "checkpoint records no extract settings of its training shards (written before they were "
+            "recorded, or trained on shards without them): default detector settings"
+        )
     kw: dict[str, Any] = {}
     source: dict[str, str] = {}
     for k in EXTRACT_FIELDS:
@@ -145,13 +147,18 @@ def detect_all(frames: list[np.ndarray], det: FaceDetector) -> list[list[Detecti
 
 
 @torch.no_grad()
-def score_faces(model: torch.nn.Module, faces: list[np.ndarray], img_size: int, device: torch.device | str = "cpu",
-                batch_size: int = 32) -> list[float]:
+def score_faces(
+    model: torch.nn.Module,
+    faces: list[np.ndarray],
+    img_size: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+) -> list[float]:
     """Fake probability of aligned RGB faces (centre crop, as in evaluation); one forward pass per batch."""
     probs: list[float] = []
     model.eval()
     for i in range(0, len(faces), batch_size):
-        x = torch.stack([to_chw_tensor(center_crop(f, img_size)) for f in faces[i:i + batch_size]])
+        x = torch.stack([to_chw_tensor(center_crop(f, img_size)) for f in faces[i : i + batch_size]])
         logits = model(normalize(x, device))
         probs += torch.softmax(logits.float(), dim=1)[:, schema.FAKE].cpu().tolist()
     return probs
@@ -231,10 +238,17 @@ def _track_record(tid: int, shot: int, faces: list[FaceResult], threshold: float
         "mean_fake_prob": round(mean, 6) if mean is not None else None,
         "max_fake_prob": round(max(probs), 6) if probs else None,
         "verdict": None if mean is None else ("fake" if mean >= threshold else "real"),
-        "faces": [{"frame": f.frame_index, "box": [round(float(v), 2) for v in f.det.box],
-                   "width": round(f.det.width, 2), "det_score": round(float(f.det.score), 4),
-                   "too_small": f.too_small,
-                   "fake_prob": None if f.fake_prob is None else round(f.fake_prob, 6)} for f in faces],
+        "faces": [
+            {
+                "frame": f.frame_index,
+                "box": [round(float(v), 2) for v in f.det.box],
+                "width": round(f.det.width, 2),
+                "det_score": round(float(f.det.score), 4),
+                "too_small": f.too_small,
+                "fake_prob": None if f.fake_prob is None else round(f.fake_prob, 6),
+            }
+            for f in faces
+        ],
     }
 
 
@@ -244,8 +258,14 @@ def decode(f: InputFile, num_frames: int, backend: str = "auto") -> DecodedFrame
     return read_video(f.path, num_frames, backend=backend)
 
 
-def analyse(f: InputFile, model: torch.nn.Module, img_size: int, cfg: FaceConfig, opts: DetectOptions,
-            device: torch.device | str = "cpu") -> FileResult:
+def analyse(
+    f: InputFile,
+    model: torch.nn.Module,
+    img_size: int,
+    cfg: FaceConfig,
+    opts: DetectOptions,
+    device: torch.device | str = "cpu",
+) -> FileResult:
     """Decode, find every face, track, align and score one file (errors become the result's status)."""
     from hilif.pipeline.shots import detect_cuts
     from hilif.pipeline.track import track_faces
@@ -310,8 +330,9 @@ def prepare_out(out: str | Path, overwrite: bool) -> Path:
     return o
 
 
-def run(paths: list[str | Path], opts: DetectOptions,
-        on_start: Callable[[list[InputFile]], None] = lambda files: None) -> Iterator[FileResult]:
+def run(
+    paths: list[str | Path], opts: DetectOptions, on_start: Callable[[list[InputFile]], None] = lambda files: None
+) -> Iterator[FileResult]:
     """Analyse every file of ``paths``; yields each file's result (record written to results.jsonl when ``out``)."""
     from hilif.train.evaluate import load_model
 
@@ -354,12 +375,24 @@ def run(paths: list[str | Path], opts: DetectOptions,
             sink.close()
 
 
-def detect(path: str | Path, checkpoint: str | Path, num_frames: int = 32, device: str = "auto",
-           **kw: Any) -> dict[str, Any]:
+def detect(
+    path: str | Path, checkpoint: str | Path, num_frames: int = 32, device: str = "auto", **kw: Any
+) -> dict[str, Any]:
     """The record of one file (a convenience over :func:`run`)."""
     opts = DetectOptions(checkpoint=str(checkpoint), frames=num_frames, device=device, **kw)
     return [r.rec for r in run([path], opts)][0]
 
 
-__all__ = ["DetectOptions", "DetectInputError", "InputFile", "FileResult", "SCHEMA_VERSION", "list_inputs",
-           "face_settings", "score_faces", "analyse", "run", "detect"]
+__all__ = [
+    "DetectOptions",
+    "DetectInputError",
+    "InputFile",
+    "FileResult",
+    "SCHEMA_VERSION",
+    "list_inputs",
+    "face_settings",
+    "score_faces",
+    "analyse",
+    "run",
+    "detect",
+]

@@ -25,7 +25,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import statistics
 from dataclasses import dataclass, field
 from importlib import resources
@@ -130,8 +129,9 @@ def load_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     if not root.is_dir():
         raise TableError(f"--runs {root}: not a folder; pass the folder that holds hilif-train run folders")
-    configs = sorted({p.parent for p in root.rglob(CONFIG_JSON)}
-                     | ({root} if (root / CONFIG_JSON).is_file() else set()))
+    configs = sorted(
+        {p.parent for p in root.rglob(CONFIG_JSON)} | ({root} if (root / CONFIG_JSON).is_file() else set())
+    )
     runs: list[Run] = []
     for folder in configs:
         cfg = _read_json(folder / CONFIG_JSON)
@@ -183,15 +183,21 @@ def check_claim(run: Run) -> None:
         raise TableError(f"{run.path / CONFIG_JSON}: {exc}") from exc
     diff = _model_diff(ab, run.model, with_lrc=ab.constraint_loss)
     if diff is None:
-        raise TableError(f"{run.path / CONFIG_JSON}: its model config does not fit this hilif.model; it cannot be "
-                         f"checked against --ablation {name}")
+        raise TableError(
+            f"{run.path / CONFIG_JSON}: its model config does not fit this hilif.model; it cannot be "
+            f"checked against --ablation {name}"
+        )
     if diff:
-        raise TableError(f"{run.path / CONFIG_JSON}: claims --ablation {name} but its model differs in "
-                         f"{', '.join(f'{k}={run.model.get(k)!r}' for k in diff)}; retrain it with --ablation {name} "
-                         f"or remove 'ablation' from its config")
+        raise TableError(
+            f"{run.path / CONFIG_JSON}: claims --ablation {name} but its model differs in "
+            f"{', '.join(f'{k}={run.model.get(k)!r}' for k in diff)}; retrain it with --ablation {name} "
+            f"or remove 'ablation' from its config"
+        )
     if ab.constraint_loss and run.train.get("lambda_d") != PAPER_LAMBDA_D:
-        raise TableError(f"{run.path / CONFIG_JSON}: claims --ablation {name} (lambda_d {PAPER_LAMBDA_D}) but was "
-                         f"trained with lambda_d {run.train.get('lambda_d')}")
+        raise TableError(
+            f"{run.path / CONFIG_JSON}: claims --ablation {name} (lambda_d {PAPER_LAMBDA_D}) but was "
+            f"trained with lambda_d {run.train.get('lambda_d')}"
+        )
 
 
 def fits_row(run: Run, report: Report, preset: str, train_methods: list[str]) -> bool:
@@ -220,8 +226,14 @@ def metric_value(report: dict[str, Any], metric: str) -> float | None:
     elif parts[0] == "method":  # Table II: method:<name>:auc
         v = report.get("methods", {}).get(parts[1], {}).get(parts[2])
     elif parts[0] == "jpeg":  # Table IV: jpeg:<quality>:auc
-        v = next((p.get(parts[2]) for p in report.get("perturbations", [])
-                  if p.get("name") == "jpeg" and float(p.get("level")) == float(parts[1])), None)
+        v = next(
+            (
+                p.get(parts[2])
+                for p in report.get("perturbations", [])
+                if p.get("name") == "jpeg" and float(p.get("level")) == float(parts[1])
+            ),
+            None,
+        )
     elif parts[0] == "drop":  # Table V: drop:<perturbation>:acc|auc, the paper's positive-is-worse drop
         d = next((p.get(f"d_{parts[2]}") for p in report.get("perturbations", []) if p.get("name") == parts[1]), None)
         v = None if d is None else -d
@@ -265,8 +277,10 @@ def _commands(preset: str, train: str, test: str, train_methods: list[str], metr
     if train_methods:
         train_cmd += "".join(f" --train-methods {m}" for m in train_methods)
     perturb = " --perturb jpeg" if metric.startswith("jpeg") else " --perturb all" if metric.startswith("drop") else ""
-    eval_cmd = f"hilif-eval --checkpoint {out}/stage{2 if ab.constraint_loss else 1}/best.pt --shards shards/{test}" \
-               f" --split test{perturb}"
+    eval_cmd = (
+        f"hilif-eval --checkpoint {out}/stage{2 if ab.constraint_loss else 1}/best.pt --shards shards/{test}"
+        f" --split test{perturb}"
+    )
     return f"{train_cmd} && {eval_cmd}"
 
 
@@ -285,8 +299,26 @@ def _stand_ins(table: dict[str, Any], runs: list[Run]) -> dict[str, str]:
     return {paper: mine}
 
 
-def build_table(name: str, runs: list[Run],
-                runs_dir: str = "runs") -> tuple[dict[str, Any], list[Cell], dict[str, str]]:
+def _column_values(
+    fit: list[tuple[Run, Any]], want_train: str, want_test: str, metric: str
+) -> tuple[list[float], list[str]]:
+    """(values, run names) of one cell: the row's reports on this column's data, one per checkpoint."""
+    values, names, seen = [], [], set()
+    for run, rep in fit:
+        if rep.test != want_test or (run.train_key or rep.test) != want_train:
+            continue
+        v = metric_value(rep.body, metric)
+        same = _checkpoint_identity(rep)
+        if v is not None and same not in seen:
+            seen.add(same)
+            values.append(v)
+            names.append(run.name)
+    return values, names
+
+
+def build_table(
+    name: str, runs: list[Run], runs_dir: str = "runs"
+) -> tuple[dict[str, Any], list[Cell], dict[str, str]]:
     """(paper table, one Cell per row and column, stand-in data mapping) for Tables I-XI."""
     tables = paper_tables()
     if name not in tables:
@@ -305,26 +337,38 @@ def build_table(name: str, runs: list[Run],
                 continue
             train, test = col["train"], col["test"]
             want_train, want_test = stand.get(train, train), stand.get(test, test)
-            values, names, seen = [], [], set()
-            for run, rep in fit:
-                if rep.test != want_test or (run.train_key or rep.test) != want_train:
-                    continue
-                v = metric_value(rep.body, col["metric"])
-                same = _checkpoint_identity(rep)
-                if v is not None and same not in seen:
-                    seen.add(same)
-                    values.append(v)
-                    names.append(run.name)
+            values, names = _column_values(fit, want_train, want_test, col["metric"])
             data = want_test if want_train == want_test else f"{want_train} -> {want_test}"
-            cells.append(Cell(name, row["label"], row["preset"], col["label"], paper, values, names, data,
-                              _commands(row["preset"], want_train, want_test, methods, col["metric"], runs_dir)))
+            cells.append(
+                Cell(
+                    name,
+                    row["label"],
+                    row["preset"],
+                    col["label"],
+                    paper,
+                    values,
+                    names,
+                    data,
+                    _commands(row["preset"], want_train, want_test, methods, col["metric"], runs_dir),
+                )
+            )
         avg = [c for c in table["columns"] if c["metric"] == "avg"]
         if avg:  # Table II's mean over the four test methods, of whichever cells we have
             mine = [c for c in cells if c.row == row["label"]]
             ours = [c.ours for c in mine if c.ours is not None]
-            cells.append(Cell(name, row["label"], row["preset"], avg[0]["label"], row["paper"][-1],
-                              [statistics.fmean(ours)] if len(ours) == len(mine) else [], [], mine[0].data,
-                              mine[0].command))
+            cells.append(
+                Cell(
+                    name,
+                    row["label"],
+                    row["preset"],
+                    avg[0]["label"],
+                    row["paper"][-1],
+                    [statistics.fmean(ours)] if len(ours) == len(mine) else [],
+                    [],
+                    mine[0].data,
+                    mine[0].command,
+                )
+            )
     return table, cells, stand
 
 
@@ -338,9 +382,20 @@ def build_cost_table(runs_dir: str = "runs") -> tuple[dict[str, Any], list[Cell]
     lrc = sum(r.params for r in prof.rows if r.name == "lrc")
     ours = {"gmacs": prof.inference_flops / 2e9, "mparams": (prof.total_params - lrc) / 1e6}
     row = table["rows"][0]
-    cells = [Cell("XII", row["label"], row["preset"], c["label"], p, [ours[c["metric"]]], ["hilif-eval info"],
-                  "paper preset, 224", "hilif-eval info --preset paper")
-             for c, p in zip(table["columns"], row["paper"])]
+    cells = [
+        Cell(
+            "XII",
+            row["label"],
+            row["preset"],
+            c["label"],
+            p,
+            [ours[c["metric"]]],
+            ["hilif-eval info"],
+            "paper preset, 224",
+            "hilif-eval info --preset paper",
+        )
+        for c, p in zip(table["columns"], row["paper"])
+    ]
     return table, cells, {}
 
 
@@ -362,29 +417,65 @@ def _ours(c: Cell) -> str:
 def to_markdown(name: str, table: dict[str, Any], cells: list[Cell], stand: dict[str, str]) -> str:
     lines = [f"## Table {name}: {table['title']}", ""]
     if stand:
-        lines += ["Our data stand in for the paper's (no run has the paper's): "
-                  + ", ".join(f"{o} for {p}" for p, o in stand.items())
-                  + ". The differences then compare different data, not a reproduction.", ""]
+        lines += [
+            "Our data stand in for the paper's (no run has the paper's): "
+            + ", ".join(f"{o} for {p}" for p, o in stand.items())
+            + ". The differences then compare different data, not a reproduction.",
+            "",
+        ]
     unit = "" if name == "XII" else " (%)"
-    lines += [f"| row | column | paper{unit} | ours{unit} | ours - paper | runs | measured on | run folders, or the "
-              f"commands that make the row |", "|---|---|---:|---:|---:|---:|---|---|"]
+    lines += [
+        f"| row | column | paper{unit} | ours{unit} | ours - paper | runs | measured on | run folders, or the "
+        f"commands that make the row |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for c in cells:
         where = ", ".join(f"`{r}`" for r in dict.fromkeys(c.runs)) if c.values else f"`{c.command}`"
         diff = "-" if c.diff is None else f"{c.diff:+.2f}"
-        lines.append(f"| {c.row} | {c.column} | {_f(c.paper)} | {_ours(c)} | {diff} | {len(c.values)} | {c.data} | "
-                     f"{where} |")
+        lines.append(
+            f"| {c.row} | {c.column} | {_f(c.paper)} | {_ours(c)} | {diff} | {len(c.values)} | {c.data} | {where} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def to_csv(cells: list[Cell]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["table", "row", "preset", "column", "paper", "ours", "ours_minus_paper", "n_runs", "ours_min",
-                "ours_max", "measured_on", "runs", "command"])
+    w.writerow(
+        [
+            "table",
+            "row",
+            "preset",
+            "column",
+            "paper",
+            "ours",
+            "ours_minus_paper",
+            "n_runs",
+            "ours_min",
+            "ours_max",
+            "measured_on",
+            "runs",
+            "command",
+        ]
+    )
     for c in cells:
-        w.writerow([c.table, c.row, c.preset, c.column, c.paper, c.ours, c.diff, len(c.values),
-                    min(c.values) if c.values else None, max(c.values) if c.values else None, c.data,
-                    ";".join(c.runs), "" if c.values else c.command])
+        w.writerow(
+            [
+                c.table,
+                c.row,
+                c.preset,
+                c.column,
+                c.paper,
+                c.ours,
+                c.diff,
+                len(c.values),
+                min(c.values) if c.values else None,
+                max(c.values) if c.values else None,
+                c.data,
+                ";".join(c.runs),
+                "" if c.values else c.command,
+            ]
+        )
     return buf.getvalue()
 
 

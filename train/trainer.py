@@ -26,8 +26,17 @@ from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
 from hilif.train.config import TrainConfig
-from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, SkipTally, class_counts, load_info,
-                              make_loader, normalize, plan_epoch)
+from hilif.train.data import (
+    BalancedTrainStream,
+    DataError,
+    EvalStream,
+    SkipTally,
+    class_counts,
+    load_info,
+    make_loader,
+    normalize,
+    plan_epoch,
+)
 from hilif.train.evaluate import predict
 from hilif.train.metrics import binary_metrics
 from hilif.train.precision import amp_dtype, autocast
@@ -150,16 +159,16 @@ def model_config(cfg: TrainConfig) -> Any:
     return mcfg
 
 
-
-
-def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float,
-                   device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW; on CUDA the fused kernel (one launch per step instead of PyTorch's default multi-tensor loop)."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
-                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-step schedule within a stage: linear warm-up (optional), then cosine / constant / linear to min_lr."""
     total = max(1, total_steps - cfg.warmup_steps)
     end = cfg.min_lr / optimizer.param_groups[0]["lr"]
@@ -175,8 +184,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[cfg.warmup_steps])
 
 
-def forward_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrc: torch.nn.Module | None,
-                 lambda_d: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def forward_loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrc: torch.nn.Module | None, lambda_d: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training forward: (loss, CE, L_d). Stage 1 passes ``lrc=None`` (CE only); stage 2 adds
     ``lambda_d * L_d`` on the features the same forward returns. Losses are computed in float32."""
     if lrc is None:
@@ -202,12 +212,16 @@ def check_data(cfg: TrainConfig) -> tuple[schema.DatasetInfo, tuple[int, int]]:
     else:  # --train-methods none: every fake is a self-blended real, the fake sequence is the real one
         n_real = n_fake = class_counts(info, "train")[0]
     if n_real == 0 or n_fake == 0:
-        raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
-                        f"fake samples; training needs both - extract the train split first")
+        raise DataError(
+            f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
+            f"fake samples; training needs both - extract the train split first"
+        )
     v_real, v_fake = class_counts(info, "val")  # validation scores the whole val split, whatever --train-methods
     if v_real == 0 or v_fake == 0:
-        raise DataError(f"{Path(cfg.shards) / schema.DATASET_JSON}: the val split has {v_real} real and {v_fake} fake "
-                        f"samples; model selection needs both (never the test split) - extract the val split")
+        raise DataError(
+            f"{Path(cfg.shards) / schema.DATASET_JSON}: the val split has {v_real} real and {v_fake} fake "
+            f"samples; model selection needs both (never the test split) - extract the val split"
+        )
     return info, (n_real, n_fake)
 
 
@@ -232,12 +246,24 @@ class Trainer:
         self.amp = amp_dtype(cfg.precision, self.device)
         self.channels_last = cfg.channels_last
         self.sync_bn = self._use_sync_bn()  # decided (an impossible --sync-bn refused) before anything is written
-        self.plan = plan_epoch(*self.counts, global_batch=cfg.batch_size, world_size=self.dist.world_size,
-                               workers=cfg.workers, steps_override=cfg.steps_per_epoch)
+        self.plan = plan_epoch(
+            *self.counts,
+            global_batch=cfg.batch_size,
+            world_size=self.dist.world_size,
+            workers=cfg.workers,
+            steps_override=cfg.steps_per_epoch,
+        )
         # built (and its shards indexed) before training: a val split without readable reals or fakes stops here
-        self.val_stream = EvalStream(cfg.shards, "val", self.mcfg.img_size, cfg.val_batch_size,
-                                     max_batches=cfg.val_max_batches, rank=self.dist.rank,
-                                     world_size=self.dist.world_size, require_both=True)
+        self.val_stream = EvalStream(
+            cfg.shards,
+            "val",
+            self.mcfg.img_size,
+            cfg.val_batch_size,
+            max_batches=cfg.val_max_batches,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            require_both=True,
+        )
         self.val_skipped = 0
         self.tb = None
         self.model: torch.nn.Module | None = None  # the model of the last stage run (plain module)
@@ -249,25 +275,32 @@ class Trainer:
         existing = [ckpt_io.last_path(self.out, s) for s in stages if ckpt_io.last_path(self.out, s).exists()]
         if existing and not self.cfg.resume and dist_util.restart_count() > 0:
             # torchrun --max-restarts restarted this job after a failure: continue from last.pt by itself
-            log.warning("torchrun restart %d: resuming the run in %s from its last checkpoint",
-                        dist_util.restart_count(), self.out)
+            log.warning(
+                "torchrun restart %d: resuming the run in %s from its last checkpoint",
+                dist_util.restart_count(),
+                self.out,
+            )
             self.cfg.resume = True
         if existing and not self.cfg.resume:
-            raise TrainError(f"{self.out}: already holds a run ({existing[0].name} in {existing[0].parent.name}); "
-                             f"pass --resume to continue it, or choose another --out")
+            raise TrainError(
+                f"{self.out}: already holds a run ({existing[0].name} in {existing[0].parent.name}); "
+                f"pass --resume to continue it, or choose another --out"
+            )
         if self.cfg.resume:  # every check before anything is written: a refused resume leaves the run as it was
             self._check_resume(existing)
         if self.dist.is_master:
             self.out.mkdir(parents=True, exist_ok=True)
             saved = self.out / CONFIG_JSON
-            schema.atomic_write_text(saved, json.dumps({"train": self.cfg.to_dict(), "model": self.mcfg_dict},
-                                                       indent=1, sort_keys=True))
+            schema.atomic_write_text(
+                saved, json.dumps({"train": self.cfg.to_dict(), "model": self.mcfg_dict}, indent=1, sort_keys=True)
+            )
             if self.cfg.tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
                 except ImportError as exc:
-                    raise TrainError("--tensorboard needs the tensorboard package: "
-                                     "pip install 'hilif[tensorboard]'") from exc
+                    raise TrainError(
+                        "--tensorboard needs the tensorboard package: pip install 'hilif[tensorboard]'"
+                    ) from exc
                 self.tb = SummaryWriter(str(self.out / "tensorboard"))
         dist_util.barrier()
 
@@ -279,12 +312,16 @@ class Trainer:
             old = json.loads(saved.read_text())
             diff = ckpt_io.config_mismatch(self.mcfg_dict, old.get("model", {}))
             if diff:
-                raise TrainError(f"{saved}: this run was made with another model config (differs in "
-                                 f"{', '.join(diff)}); repeat its options or use another --out")
+                raise TrainError(
+                    f"{saved}: this run was made with another model config (differs in "
+                    f"{', '.join(diff)}); repeat its options or use another --out"
+                )
             diff = ckpt_io.identity_mismatch(self.cfg.identity(), old.get("train", {}))
             if diff:
-                raise TrainError(f"{saved}: this run was made with other training options (differs in "
-                                 f"{', '.join(diff)}); repeat the original options to resume, or use another --out")
+                raise TrainError(
+                    f"{saved}: this run was made with other training options (differs in "
+                    f"{', '.join(diff)}); repeat the original options to resume, or use another --out"
+                )
         for path in checkpoints:
             ck = ckpt_io.load_checkpoint(path)
             ckpt_io.check_config(path, ck, self.mcfg_dict, self.cfg.identity())
@@ -292,8 +329,13 @@ class Trainer:
 
     def _plan_record(self) -> dict[str, int]:
         """What fixes the data plan of an epoch (seed, samples, global batch; never the workers)."""
-        return {"steps": self.plan.steps, "global_batch": int(self.cfg.batch_size), "n_real": int(self.counts[0]),
-                "n_fake": int(self.counts[1]), "world_size": self.dist.world_size}
+        return {
+            "steps": self.plan.steps,
+            "global_batch": int(self.cfg.batch_size),
+            "n_real": int(self.counts[0]),
+            "n_fake": int(self.counts[1]),
+            "world_size": self.dist.world_size,
+        }
 
     def _check_plan(self, path: Path, ck: dict[str, Any]) -> None:
         have = ck.get("plan") or {}
@@ -302,13 +344,21 @@ class Trainer:
         diff = [k for k in want if k != "world_size" and k in have and have[k] != want[k]]
         if diff:
             changes = ", ".join(f"{k} {have[k]} -> {want[k]}" for k in diff)
-            raise TrainError(f"{path}: its run planned epochs on other data ({changes}); "
-                             f"resume with the same --shards contents and options, or use another --out")
+            raise TrainError(
+                f"{path}: its run planned epochs on other data ({changes}); "
+                f"resume with the same --shards contents and options, or use another --out"
+            )
 
     def run(self) -> list[StageResult]:
         self._prepare_out()
-        log.info("data: %d real / %d fake train samples; %d steps per epoch of %d (global batch %d, %d rank(s))",
-                 *self.counts, self.plan.steps, self.cfg.batch_size, self.cfg.batch_size, self.dist.world_size)
+        log.info(
+            "data: %d real / %d fake train samples; %d steps per epoch of %d (global batch %d, %d rank(s))",
+            *self.counts,
+            self.plan.steps,
+            self.cfg.batch_size,
+            self.cfg.batch_size,
+            self.dist.world_size,
+        )
         results = []
         try:
             if self.cfg.stage in ("1", "both"):
@@ -316,8 +366,10 @@ class Trainer:
             if self.cfg.stage in ("2", "both"):
                 init = ckpt_io.best_path(self.out, 1)
                 if not init.is_file():
-                    raise TrainError(f"{init}: stage 2 starts from the best stage-1 checkpoint and there is none; "
-                                     f"run --stage 1 (or both) into this --out first")
+                    raise TrainError(
+                        f"{init}: stage 2 starts from the best stage-1 checkpoint and there is none; "
+                        f"run --stage 1 (or both) into this --out first"
+                    )
                 results.append(self.run_stage(2, self.cfg.stage2_epochs, init=init))
         finally:
             if self.tb is not None:
@@ -349,20 +401,24 @@ class Trainer:
         ck = ckpt_io.load_checkpoint(init)
         # L_d's settings take no part in stage 1: one stage-1 run serves every K/S/N and loss variant
         loss_only = {"lrc_k", "lrc_s", "lrc_n", "lrc_loss"}
-        ckpt_io.check_config(init, {**ck, "model_config": {k: v for k, v in ck["model_config"].items()
-                                                           if k not in loss_only}},
-                             {k: v for k, v in self.mcfg_dict.items() if k not in loss_only})
+        ckpt_io.check_config(
+            init,
+            {**ck, "model_config": {k: v for k, v in ck["model_config"].items() if k not in loss_only}},
+            {k: v for k, v in self.mcfg_dict.items() if k not in loss_only},
+        )
         model.load_state_dict(ck["model"])
-        log.info("stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"],
-                 ck["best_metric"])
+        log.info(
+            "stage %d starts from %s (stage-1 epoch %d, val AUC %.4f)", stage, init, ck["best_epoch"], ck["best_metric"]
+        )
 
     def run_stage(self, stage: int, epochs: int, init: Path | None) -> StageResult:
         """Train `stage` up to `epochs` epochs (continuing its last.pt with --resume); stage 2 starts from `init`."""
         st = self._setup_stage(stage, epochs, init)
         if st.epochs_done >= epochs:
             log.info("stage %d already complete (%d epochs)", stage, st.epochs_done)
-            return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, 0,
-                               self.plan.steps)
+            return StageResult(
+                stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, 0, self.plan.steps
+            )
         self._start_training(st)
         ran = 0
         for epoch in range(st.epochs_done + 1, epochs + 1):
@@ -370,8 +426,7 @@ class Trainer:
             self.end_epoch(st, ep)
             ran += 1
         self.model = st.model
-        return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, ran,
-                           self.plan.steps)
+        return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, ran, self.plan.steps)
 
     def _setup_stage(self, stage: int, epochs: int, init: Path | None) -> _Stage:
         """Model, optimiser and schedule of a stage, from its last.pt when resuming."""
@@ -380,8 +435,15 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         lr = cfg.stage2_lr if stage == 2 and cfg.stage2_lr is not None else cfg.lr
         optimizer = make_optimizer(params, lr, cfg.weight_decay, self.device)
-        st = _Stage(stage, epochs, model, optimizer, make_scheduler(cfg, optimizer, epochs * self.plan.steps),
-                    ckpt_io.last_path(self.out, stage), save_every=cfg.save_every_steps)
+        st = _Stage(
+            stage,
+            epochs,
+            model,
+            optimizer,
+            make_scheduler(cfg, optimizer, epochs * self.plan.steps),
+            ckpt_io.last_path(self.out, stage),
+            save_every=cfg.save_every_steps,
+        )
         if cfg.resume and st.last.is_file():
             self._resume(st)
         return st
@@ -398,8 +460,14 @@ class Trainer:
         if st.start_step:  # the RNG is restored once the epoch's loader iterator exists (creating it draws)
             st.resume_rng = ck["rng"]
             st.running = ck["running"].to(self.device)  # the epoch's sums over all ranks up to the save, skips
-            log.info("stage %d resumes in epoch %d at step %d of %d (stage step %d)", st.number, st.epochs_done + 1,
-                     st.start_step, self.plan.steps, st.step)
+            log.info(
+                "stage %d resumes in epoch %d at step %d of %d (stage step %d)",
+                st.number,
+                st.epochs_done + 1,
+                st.start_step,
+                self.plan.steps,
+                st.step,
+            )
         else:
             ckpt_io.set_rng_state(ck["rng"])
             log.info("stage %d resumes after epoch %d (step %d)", st.number, st.epochs_done, st.step)
@@ -410,15 +478,27 @@ class Trainer:
         st.train_model = st.model
         if self.dist.distributed:
             st.train_model = DistributedDataParallel(
-                st.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                st.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if cfg.compile:
             st.train_model = torch.compile(st.train_model)
-        st.stream = BalancedTrainStream(cfg.shards, "train", self.mcfg.img_size, cfg.batch_size, self.plan.steps,
-                                        rank=self.dist.rank, world_size=self.dist.world_size,
-                                        methods=cfg.train_methods if cfg.dataset_fakes else (),
-                                        seed=cfg.seed * 1000 + st.number, augment=cfg.augment, synth=cfg.synth_fakes,
-                                        synth_ratio=cfg.synth_ratio, sbi=cfg.sbi_config(),
-                                        dataset_fakes=cfg.dataset_fakes, info=self.info)
+        st.stream = BalancedTrainStream(
+            cfg.shards,
+            "train",
+            self.mcfg.img_size,
+            cfg.batch_size,
+            self.plan.steps,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            methods=cfg.train_methods if cfg.dataset_fakes else (),
+            seed=cfg.seed * 1000 + st.number,
+            augment=cfg.augment,
+            synth=cfg.synth_fakes,
+            synth_ratio=cfg.synth_ratio,
+            sbi=cfg.sbi_config(),
+            dataset_fakes=cfg.dataset_fakes,
+            info=self.info,
+        )
         st.loader = make_loader(st.stream, cfg.workers, pin_memory=self.device.type == "cuda")
         if st.number == 2:
             from hilif.model.loss import make_lrc_loss
@@ -491,8 +571,17 @@ class Trainer:
             window = dist_util.all_reduce_sum(ep.sums[:3] - ep.logged[1])
             mean = float(window[0]) / (self.dist.world_size * (ep.n_steps - ep.logged[0]))
             ep.logged = (ep.n_steps, ep.sums[:3].clone())
-            log.log(self.step_log_level, "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
-                    st.number, ep.number, ep.n_steps, self.plan.steps, mean, lr, ips)
+            log.log(
+                self.step_log_level,
+                "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
+                st.number,
+                ep.number,
+                ep.n_steps,
+                self.plan.steps,
+                mean,
+                lr,
+                ips,
+            )
         if st.save_every is None:
             st.save_every, st.t_probe = self._probe_save_every(st.steps_run, st.t_probe)
         if st.save_every and st.step % st.save_every == 0 and ep.n_steps < self.plan.steps:
@@ -524,30 +613,53 @@ class Trainer:
         """The epoch's metrics.jsonl row: losses are means over all ranks' steps."""
         steps = self.plan.steps * self.dist.world_size
         loss, ce, ld = (v / steps for v in ep.sums[:3].tolist())
-        row = {"stage": st.number, "epoch": ep.number, "step": st.step, "lr": st.optimizer.param_groups[0]["lr"],
-               "train_loss": loss, "train_ce": ce, "train_ld": ld,
-               "images_per_s": (ep.n_steps - ep.skip) * self.plan.local_batch * self.dist.world_size / train_time,
-               "epoch_time_s": time.perf_counter() - ep.t0,
-               "val_acc": val.acc, "val_auc": val.auc, "val_eer": val.eer, "val_ap": val.ap,
-               "best_epoch": st.best_epoch, "best_val_auc": st.best_auc,
-               # plus the samples missing from truncated shards and those met before a mid-epoch resume
-               "skipped": int(ep.sums[SKIPPED]) + st.stream.missing + ep.carried_skips,
-               "val_skipped": self.val_skipped}
+        row = {
+            "stage": st.number,
+            "epoch": ep.number,
+            "step": st.step,
+            "lr": st.optimizer.param_groups[0]["lr"],
+            "train_loss": loss,
+            "train_ce": ce,
+            "train_ld": ld,
+            "images_per_s": (ep.n_steps - ep.skip) * self.plan.local_batch * self.dist.world_size / train_time,
+            "epoch_time_s": time.perf_counter() - ep.t0,
+            "val_acc": val.acc,
+            "val_auc": val.auc,
+            "val_eer": val.eer,
+            "val_ap": val.ap,
+            "best_epoch": st.best_epoch,
+            "best_val_auc": st.best_auc,
+            # plus the samples missing from truncated shards and those met before a mid-epoch resume
+            "skipped": int(ep.sums[SKIPPED]) + st.stream.missing + ep.carried_skips,
+            "val_skipped": self.val_skipped,
+        }
         if st.lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
             m_fake, m_real, n_both = ep.sums[3:6].tolist()
             if n_both:
-                row.update(train_m_fake=m_fake / n_both, train_m_real=m_real / n_both,
-                           train_gap=(m_fake - m_real) / n_both)
+                row.update(
+                    train_m_fake=m_fake / n_both, train_m_real=m_real / n_both, train_gap=(m_fake - m_real) / n_both
+                )
         return row
 
     def _save(self, st: _Stage, path: Path, epochs_done: int, training_state: bool = True, **extra: Any) -> None:
         """A checkpoint of the stage after `epochs_done` epochs; `training_state`: with optimiser, schedule and RNG
         (last.pt, which --resume continues), else the weights only (best.pt)."""
         state = dict(optimizer=st.optimizer, scheduler=st.scheduler) if training_state else dict(with_rng=False)
-        ckpt_io.save_checkpoint(path, model=st.model, model_config=self.mcfg_dict, train_config=self.cfg.to_dict(),
-                                stage=st.number, epoch=epochs_done, step=st.step, best_metric=st.best_auc,
-                                best_epoch=st.best_epoch, extract=ckpt_io.extract_settings(self.info),
-                                plan=self._plan_record(), **state, **extra)
+        ckpt_io.save_checkpoint(
+            path,
+            model=st.model,
+            model_config=self.mcfg_dict,
+            train_config=self.cfg.to_dict(),
+            stage=st.number,
+            epoch=epochs_done,
+            step=st.step,
+            best_metric=st.best_auc,
+            best_epoch=st.best_epoch,
+            extract=ckpt_io.extract_settings(self.info),
+            plan=self._plan_record(),
+            **state,
+            **extra,
+        )
 
     def _use_sync_bn(self) -> bool:
         """SyncBatchNorm: asked with --sync-bn, default on when more than one CUDA rank trains. PyTorch's SyncBatchNorm
@@ -557,13 +669,18 @@ class Trainer:
             return False
         if self.device.type != "cuda":
             if want:
-                raise TrainError("--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm has no CPU kernel); "
-                                 "drop --sync-bn or train on GPUs")
+                raise TrainError(
+                    "--sync-bn needs CUDA ranks (PyTorch's SyncBatchNorm has no CPU kernel); "
+                    "drop --sync-bn or train on GPUs"
+                )
             log.info("BatchNorm: per rank (%d CPU ranks; SyncBatchNorm is CUDA only)", self.dist.world_size)
             return False
         on = want is None or want
-        log.info("BatchNorm: %s across %d ranks", "synchronised (SyncBatchNorm)" if on else "per rank (--no-sync-bn)",
-                 self.dist.world_size)
+        log.info(
+            "BatchNorm: %s across %d ranks",
+            "synchronised (SyncBatchNorm)" if on else "per rank (--no-sync-bn)",
+            self.dist.world_size,
+        )
         return on
 
     def _probe_save_every(self, done: int, t_probe: float) -> tuple[int | None, float]:
@@ -575,8 +692,12 @@ class Trainer:
             return None, t_probe
         per_step = (time.perf_counter() - t_probe) / (last - first)
         n = int(dist_util.broadcast_object(max(1, round(AUTO_SAVE_SECONDS / max(per_step, 1e-9)))))
-        log.info("mid-epoch checkpoints every %d steps (about %.0f min at %.3f s/step; --save-every-steps to set)",
-                 n, AUTO_SAVE_SECONDS / 60, per_step)
+        log.info(
+            "mid-epoch checkpoints every %d steps (about %.0f min at %.3f s/step; --save-every-steps to set)",
+            n,
+            AUTO_SAVE_SECONDS / 60,
+            per_step,
+        )
         return n, t_probe
 
     def _save_mid_epoch(self, st: _Stage, ep: _Epoch) -> None:
@@ -588,8 +709,14 @@ class Trainer:
             running = total.cpu().double()
             running[SKIPPED] += ep.carried_skips
             self._save(st, st.last, ep.number - 1, epoch_step=ep.n_steps, running=running)
-            log.debug("stage %d epoch %d step %d/%d: mid-epoch checkpoint %s", st.number, ep.number, ep.n_steps,
-                      self.plan.steps, st.last)
+            log.debug(
+                "stage %d epoch %d step %d/%d: mid-epoch checkpoint %s",
+                st.number,
+                ep.number,
+                ep.n_steps,
+                self.plan.steps,
+                st.last,
+            )
 
     def validate(self, model: torch.nn.Module) -> Any:
         """Frame-level metrics on the val split (every sample once, all ranks), same value on every rank."""
@@ -605,11 +732,18 @@ class Trainer:
 
         with open(self.out / METRICS_JSONL, "a") as fh:
             fh.write(json.dumps(finite_values(row)) + "\n")
-        log.info("stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s%s", row["stage"], row["epoch"],
-                 row["train_loss"], row["val_acc"], row["val_auc"],
-                 "  (best)" if row["best_epoch"] == row["epoch"] else "",
-                 f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
-                 if row["skipped"] or row["val_skipped"] else "")
+        log.info(
+            "stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s%s",
+            row["stage"],
+            row["epoch"],
+            row["train_loss"],
+            row["val_acc"],
+            row["val_auc"],
+            "  (best)" if row["best_epoch"] == row["epoch"] else "",
+            f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
+            if row["skipped"] or row["val_skipped"]
+            else "",
+        )
         if self.tb is not None:
             for k in ("train_loss", "train_ce", "train_ld", "val_acc", "val_auc", "lr", "images_per_s"):
                 self.tb.add_scalar(f"stage{row['stage']}/{k}", row[k], row["step"])

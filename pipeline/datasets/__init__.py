@@ -59,8 +59,14 @@ class Listing:
 def _readers() -> dict[str, Callable[..., Listing]]:
     from . import celebdf, demo, dfdc, ffpp, folder, wilddeepfake
 
-    return {"ffpp": ffpp.list_videos, "demo": demo.list_videos, "celebdf": celebdf.list_videos,
-            "dfdc": dfdc.list_videos, "wilddeepfake": wilddeepfake.list_videos, "folder": folder.list_videos}
+    return {
+        "ffpp": ffpp.list_videos,
+        "demo": demo.list_videos,
+        "celebdf": celebdf.list_videos,
+        "dfdc": dfdc.list_videos,
+        "wilddeepfake": wilddeepfake.list_videos,
+        "folder": folder.list_videos,
+    }
 
 
 DATASETS = ("ffpp", "celebdf", "dfdc", "wilddeepfake", "folder", "demo")
@@ -78,8 +84,9 @@ def check_quality(dataset: str, quality: str) -> None:
         raise LayoutError(f"--quality {quality!r} is not available for {dataset}: use one of {', '.join(allowed)}")
 
 
-def list_dataset(dataset: str, root: str | Path, quality: str | None = None,
-                 methods: list[str] | None = None) -> Listing:
+def list_dataset(
+    dataset: str, root: str | Path, quality: str | None = None, methods: list[str] | None = None
+) -> Listing:
     readers = _readers()
     if dataset not in readers:
         raise LayoutError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")

@@ -50,8 +50,10 @@ def list_videos(root: Path) -> Listing:
         sub = Path(rel).parts[0]
         method = schema.REAL_METHOD if sub in REAL_DIRS else FAKE_METHOD
         if (label == schema.REAL) != (sub in REAL_DIRS):
-            raise LayoutError(f"{test_list}: {rel} is labelled {'real' if label == 0 else 'fake'} but lies in {sub}/ "
-                              "(this list uses 1 = real, 0 = fake)")
+            raise LayoutError(
+                f"{test_list}: {rel} is labelled {'real' if label == 0 else 'fake'} but lies in {sub}/ "
+                "(this list uses 1 = real, 0 = fake)"
+            )
         it = VideoItem("test", label, method, _video_id(rel), str(root / rel), rel)
         (items if (root / rel).is_file() else missing).append(it)
     for sub in REAL_DIRS + (FAKE_DIR,):
@@ -64,5 +66,7 @@ def list_videos(root: Path) -> Listing:
             rel = f"{sub}/{p.name}"
             if rel not in tests:
                 items.append(VideoItem("train", label, method, _video_id(rel), str(p), rel))
-    return require_some(Listing(NAME, "orig", str(root), items, missing, dict(FRAMES_CROSS)),
-                        f"{root}/{{Celeb-real,YouTube-real,Celeb-synthesis}}/*.mp4")
+    return require_some(
+        Listing(NAME, "orig", str(root), items, missing, dict(FRAMES_CROSS)),
+        f"{root}/{{Celeb-real,YouTube-real,Celeb-synthesis}}/*.mp4",
+    )

@@ -28,8 +28,9 @@ def list_videos(root: Path) -> Listing:
     parts = sorted(root.glob("dfdc_train_part_*/metadata.json"), key=lambda p: (len(p.parent.name), p.parent.name))
     label_files = sorted(p for p in list(root.glob("labels.csv")) + list(root.glob("*/labels.csv")))
     if not parts and not label_files:
-        raise LayoutError(f"{root}: not a DFDC root: expected dfdc_train_part_N/metadata.json "
-                          "or <test folder>/labels.csv")
+        raise LayoutError(
+            f"{root}: not a DFDC root: expected dfdc_train_part_N/metadata.json or <test folder>/labels.csv"
+        )
     items: list[VideoItem] = []
     missing: list[VideoItem] = []
     for meta in parts:
@@ -57,5 +58,7 @@ def list_videos(root: Path) -> Listing:
                     p = lf.parent / "videos" / name
                 it = _item("test", int(row["label"]), root, p)
                 (items if p.is_file() else missing).append(it)
-    return require_some(Listing(NAME, "orig", str(root), items, missing, dict(FRAMES_CROSS)),
-                        f"the videos named in {root}/dfdc_train_part_N/metadata.json and labels.csv")
+    return require_some(
+        Listing(NAME, "orig", str(root), items, missing, dict(FRAMES_CROSS)),
+        f"the videos named in {root}/dfdc_train_part_N/metadata.json and labels.csv",
+    )

@@ -47,14 +47,17 @@ def check_methods(methods: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(methods))
 
 
-def list_from_splits(root: Path, quality: str, methods: list[str] | None, splits: dict[str, list[list[str]]],
-                     name: str = NAME) -> Listing:
+def list_from_splits(
+    root: Path, quality: str, methods: list[str] | None, splits: dict[str, list[list[str]]], name: str = NAME
+) -> Listing:
     methods_t = check_methods(methods)
     real_dir = root / "original_sequences" / "youtube" / quality / "videos"
     fake_dirs = {m: root / "manipulated_sequences" / m / quality / "videos" for m in methods_t}
     if not real_dir.is_dir() and not any(d.is_dir() for d in fake_dirs.values()):
-        raise LayoutError(f"{root}: not a FaceForensics++ root for {quality}: expected {real_dir.relative_to(root)} "
-                          f"or manipulated_sequences/<method>/{quality}/videos")
+        raise LayoutError(
+            f"{root}: not a FaceForensics++ root for {quality}: expected {real_dir.relative_to(root)} "
+            f"or manipulated_sequences/<method>/{quality}/videos"
+        )
     items: list[VideoItem] = []
     missing: list[VideoItem] = []
     seen: set[str] = set()
@@ -62,8 +65,9 @@ def list_from_splits(root: Path, quality: str, methods: list[str] | None, splits
         for pair in splits[split]:
             a, b = (str(x) for x in pair)
             cands = [(schema.REAL, schema.REAL_METHOD, v, real_dir / f"{v}.mp4") for v in (a, b)]
-            cands += [(schema.FAKE, m, v, fake_dirs[m] / f"{v}.mp4")
-                      for m in methods_t for v in (f"{a}_{b}", f"{b}_{a}")]
+            cands += [
+                (schema.FAKE, m, v, fake_dirs[m] / f"{v}.mp4") for m in methods_t for v in (f"{a}_{b}", f"{b}_{a}")
+            ]
             for label, method, vid, path in cands:
                 if (method, vid) in seen:
                     continue

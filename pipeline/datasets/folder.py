@@ -21,8 +21,10 @@ def list_videos(root: Path) -> Listing:
     if csv_path.is_dir():
         cands = sorted(csv_path.glob("*.csv"))
         if len(cands) != 1:
-            raise LayoutError(f"{csv_path}: --root must be the CSV file (path,label,split), "
-                              f"found {len(cands)} CSV files in the folder")
+            raise LayoutError(
+                f"{csv_path}: --root must be the CSV file (path,label,split), "
+                f"found {len(cands)} CSV files in the folder"
+            )
         csv_path = cands[0]
     base = csv_path.parent
     items: list[VideoItem] = []
@@ -38,8 +40,9 @@ def list_videos(root: Path) -> Listing:
             if label is None:
                 raise LayoutError(f"{csv_path}:{n}: label must be 0/1 or real/fake, got {row['label']!r}")
             if row["split"] not in schema.SPLITS:
-                raise LayoutError(f"{csv_path}:{n}: split must be one of {', '.join(schema.SPLITS)}, "
-                                  f"got {row['split']!r}")
+                raise LayoutError(
+                    f"{csv_path}:{n}: split must be one of {', '.join(schema.SPLITS)}, got {row['split']!r}"
+                )
             rel = row["path"]
             p = Path(rel) if Path(rel).is_absolute() else base / rel
             vid = schema.sanitize_key_part(str(Path(rel).with_suffix("")))
@@ -49,5 +52,6 @@ def list_videos(root: Path) -> Listing:
             method = row.get("method") or schema.LABEL_NAMES[label]
             it = VideoItem(row["split"], label, method, vid, str(p), rel)
             (items if p.is_file() else missing).append(it)
-    return require_some(Listing(NAME, "orig", str(csv_path), items, missing, dict(FRAMES_CROSS)),
-                        f"the files named in {csv_path}")
+    return require_some(
+        Listing(NAME, "orig", str(csv_path), items, missing, dict(FRAMES_CROSS)), f"the files named in {csv_path}"
+    )

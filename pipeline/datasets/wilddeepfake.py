@@ -66,5 +66,7 @@ def list_videos(root: Path) -> Listing:
             for seq, frames in sorted(seq_dirs.items()):
                 vid = f"{d.name}_{seq.name}"
                 items.append(_item(sub, vid, str(seq), str(seq.relative_to(root)), frames, None))
-    return require_some(Listing(NAME, "orig", str(root), items, [], dict(FRAMES_CROSS)),
-                        f"{{{','.join(SET_DIRS)}}}/<N>.tar.gz or unpacked <N>/<real|fake>/<sequence>/*.png")
+    return require_some(
+        Listing(NAME, "orig", str(root), items, [], dict(FRAMES_CROSS)),
+        f"{{{','.join(SET_DIRS)}}}/<N>.tar.gz or unpacked <N>/<real|fake>/<sequence>/*.png",
+    )

@@ -17,6 +17,19 @@ from .plan import (
 from .render import IDENTITIES, METHODS, FaceSourceError, Identity
 
 __all__ = [
-    "DEMO_JSON", "IDENTITIES", "METHODS", "QUALITY_CRF", "DemoConfig", "DemoError", "DemoResult", "FaceSourceError",
-    "Identity", "SourceVideo", "encode_mp4", "load_demo_json", "make_demo", "plan_sources", "split_pairs",
+    "DEMO_JSON",
+    "IDENTITIES",
+    "METHODS",
+    "QUALITY_CRF",
+    "DemoConfig",
+    "DemoError",
+    "DemoResult",
+    "FaceSourceError",
+    "Identity",
+    "SourceVideo",
+    "encode_mp4",
+    "load_demo_json",
+    "make_demo",
+    "plan_sources",
+    "split_pairs",
 ]

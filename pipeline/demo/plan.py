@@ -70,8 +70,12 @@ class DemoConfig:
     # the same bytes run to run (measured: 256/384/512/640 stable; 320/336/352/400/448 not)
     width: int = option("Frame width; multiples of 128 give byte-identical files per seed.", 384)
     height: int = option("Frame height.", 288)
-    qualities: tuple[str, ...] = option("c23 (CRF 23), c40 (CRF 40) or raw (CRF 0); repeat for several.",
-                                        ("c23", "c40"), flags=("--quality", "-q"), type=list[str])
+    qualities: tuple[str, ...] = option(
+        "c23 (CRF 23), c40 (CRF 40) or raw (CRF 0); repeat for several.",
+        ("c23", "c40"),
+        flags=("--quality", "-q"),
+        type=list[str],
+    )
     methods: tuple[str, ...] = METHODS
     seed: int = option("Same seed, same files.", 0, min=0)
     overwrite: bool = option("Replace an earlier demo in --out.", False)
@@ -131,8 +135,9 @@ def split_pairs(num_pairs: int) -> dict[str, int]:
     return {"train": num_pairs - val - test, "val": val, "test": test}
 
 
-def plan_sources(cfg: DemoConfig, identities: dict[str, list[render.Identity]]
-                 ) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
+def plan_sources(
+    cfg: DemoConfig, identities: dict[str, list[render.Identity]]
+) -> tuple[list[SourceVideo], dict[str, list[list[str]]]]:
     """Assign identities, ids and pairs. Identities stay inside one split; a pair joins two identities."""
     counts = split_pairs(cfg.num_sources // 2)
     rng = np.random.default_rng([cfg.seed, _IDS])
@@ -219,11 +224,14 @@ def prepare_out(cfg: DemoConfig) -> None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if entries:
         if not cfg.overwrite:
-            raise DemoError(f"{out}: folder is not empty ({len(entries)} entries); "
-                            "pass --overwrite or pick an empty --out")
+            raise DemoError(
+                f"{out}: folder is not empty ({len(entries)} entries); pass --overwrite or pick an empty --out"
+            )
         if not (out / DEMO_JSON).is_file():
-            raise DemoError(f"{out}: not empty and holds no {DEMO_JSON}, so it is not a demo folder; "
-                            "--overwrite only replaces an earlier demo: pick an empty --out")
+            raise DemoError(
+                f"{out}: not empty and holds no {DEMO_JSON}, so it is not a demo folder; "
+                "--overwrite only replaces an earlier demo: pick an empty --out"
+            )
         for name in _OWNED:  # only what a demo writes; other files in the folder are kept
             p = out / name
             if p.is_dir():
@@ -241,12 +249,16 @@ def prepare_out(cfg: DemoConfig) -> None:
 
 def _versions() -> dict[str, str]:
     import av
-
     import cv2
     import dlib
 
-    return {"av": av.__version__, "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
-            "opencv": cv2.__version__, "dlib": dlib.__version__, "numpy": np.__version__}
+    return {
+        "av": av.__version__,
+        "libavcodec": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
+        "opencv": cv2.__version__,
+        "dlib": dlib.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def _write_json(path: Path, obj: object) -> None:
@@ -266,9 +278,12 @@ def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) ->
     cfg.validate()
     cfg.out = Path(cfg.out)
     if cfg.width % DETERMINISTIC_WIDTH:
-        log.warning("demo: width %d is not a multiple of %d px: x264 may write different bytes run to run "
-                    "(decoded frames stay close); use e.g. --width 384 for byte-identical files", cfg.width,
-                    DETERMINISTIC_WIDTH)
+        log.warning(
+            "demo: width %d is not a multiple of %d px: x264 may write different bytes run to run "
+            "(decoded frames stay close); use e.g. --width 384 for byte-identical files",
+            cfg.width,
+            DETERMINISTIC_WIDTH,
+        )
     prepare_out(cfg)
     identities = render.available_identities()
     sources, pairs = plan_sources(cfg, identities)
@@ -276,8 +291,12 @@ def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) ->
     meta = _demo_meta(cfg, sources, pairs, identities)
     _write_json(cfg.out / DEMO_JSON, meta)
 
-    log.info("demo: %d source videos of %d identities, %d frames each", len(sources),
-             len({s.identity for s in sources}), cfg.frames)
+    log.info(
+        "demo: %d source videos of %d identities, %d frames each",
+        len(sources),
+        len({s.identity for s in sources}),
+        cfg.frames,
+    )
     jobs, blends = _plan_jobs(cfg, sources, pairs, identities)
     written = _run_jobs(cfg, jobs, on_video)
     files = _write_splits(cfg.out, pairs)
@@ -289,19 +308,34 @@ def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) ->
     return DemoResult(cfg.out, written, pairs, sources, elapsed, files)
 
 
-def _demo_meta(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, list[list[str]]],
-               identities: dict[str, list[render.Identity]]) -> dict:
+def _demo_meta(
+    cfg: DemoConfig,
+    sources: list[SourceVideo],
+    pairs: dict[str, list[list[str]]],
+    identities: dict[str, list[render.Identity]],
+) -> dict:
     """demo.json before the videos are made (``complete`` false; blends and the video count come at the end)."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    return {"complete": False, "config": config, "seed": cfg.seed, "frames": cfg.frames,
-            "crf": {q: QUALITY_CRF[q] for q in cfg.qualities}, "x264_preset": X264_PRESET,
-            "sources": [dataclasses.asdict(s) for s in sources], "splits": pairs,
-            "identities": {split: [i.name for i in ids] for split, ids in identities.items()},
-            "versions": _versions()}
+    return {
+        "complete": False,
+        "config": config,
+        "seed": cfg.seed,
+        "frames": cfg.frames,
+        "crf": {q: QUALITY_CRF[q] for q in cfg.qualities},
+        "x264_preset": X264_PRESET,
+        "sources": [dataclasses.asdict(s) for s in sources],
+        "splits": pairs,
+        "identities": {split: [i.name for i in ids] for split, ids in identities.items()},
+        "versions": _versions(),
+    }
 
 
-def _plan_jobs(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, list[list[str]]],
-               identities: dict[str, list[render.Identity]]) -> tuple[list[_Job], dict[str, dict[str, dict]]]:
+def _plan_jobs(
+    cfg: DemoConfig,
+    sources: list[SourceVideo],
+    pairs: dict[str, list[list[str]]],
+    identities: dict[str, list[render.Identity]],
+) -> tuple[list[_Job], dict[str, dict[str, dict]]]:
     """One job per clip (every real video, then both fakes of each pair per method) and the blend settings drawn."""
     people = {i.name: i for ids in identities.values() for i in ids}
     portraits: dict[tuple[str, bool], render.Portrait] = {}
@@ -315,8 +349,14 @@ def _plan_jobs(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, lis
         for m in cfg.methods:
             fake_path(cfg.out, m, q, "000", "000").parent.mkdir(parents=True, exist_ok=True)
 
-    jobs = [_Job({q: str(real_path(cfg.out, q, s.vid)) for q in cfg.qualities}, portraits[(s.identity, s.flipped)],
-                 cameras[s.vid]) for s in sources]
+    jobs = [
+        _Job(
+            {q: str(real_path(cfg.out, q, s.vid)) for q in cfg.qualities},
+            portraits[(s.identity, s.flipped)],
+            cameras[s.vid],
+        )
+        for s in sources
+    ]
     by_vid = {s.vid: s for s in sources}
     blends: dict[str, dict[str, dict]] = {}
     for a, b in (pair for split_pairs_ in pairs.values() for pair in split_pairs_):
@@ -328,8 +368,9 @@ def _plan_jobs(cfg: DemoConfig, sources: list[SourceVideo], pairs: dict[str, lis
                 bp = render.draw_blend(m, np.random.default_rng([cfg.seed, _BLEND, T.index, S.index, mi]))
                 blends.setdefault(m, {})[f"{t}_{src}"] = dataclasses.asdict(bp)
                 paths = {q: str(fake_path(cfg.out, m, q, t, src)) for q in cfg.qualities}
-                jobs.append(_Job(paths, portraits[(T.identity, T.flipped)], cameras[t],
-                                 portraits[(S.identity, S.flipped)], bp))
+                jobs.append(
+                    _Job(paths, portraits[(T.identity, T.flipped)], cameras[t], portraits[(S.identity, S.flipped)], bp)
+                )
     return jobs, blends
 
 

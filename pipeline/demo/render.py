@@ -116,7 +116,8 @@ def available_identities() -> dict[str, list[Identity]]:
     for split in ("val", "test"):
         if len(out[split]) < 2:
             raise FaceSourceError(
-                "insightface's data/images/t1.jpg not found: install it with `pip install --no-deps insightface`")
+                "insightface's data/images/t1.jpg not found: install it with `pip install --no-deps insightface`"
+            )
     if not out["train"]:
         raise FaceSourceError("no training faces found: install insightface (pip install --no-deps insightface)")
     return out
@@ -180,9 +181,9 @@ def _feather_pad(img: np.ndarray, top: int, bottom: int, left: int, right: int) 
     blurred = _big_blur(padded, max(6.0, max(top, bottom, left, right) / 4))
     h, w = img.shape[:2]
     inside = np.zeros(padded.shape[:2], np.float32)
-    inside[top:top + h, left:left + w] = 1.0
+    inside[top : top + h, left : left + w] = 1.0
     inside = cv2.GaussianBlur(inside, (0, 0), 3.0)
-    inside[top + 6:top + h - 6, left + 6:left + w - 6] = 1.0
+    inside[top + 6 : top + h - 6, left + 6 : left + w - 6] = 1.0
     inside = inside[..., None]
     return (padded * inside + blurred * (1 - inside)).round().astype(np.uint8)
 
@@ -252,8 +253,9 @@ def make_portrait(identity: Identity, flipped: bool = False) -> Portrait:
     size = int(round(2 * half * scale))
     m = cv2.getRotationMatrix2D((float(cx - x0), float(cy - y0)), roll, scale)
     m[:, 2] += np.array([size / 2 - (cx - x0), size / 2 - (cy - y0)])
-    img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+    img = cv2.warpAffine(
+        img, m, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     if flipped:
         img = img[:, ::-1]
     img = np.ascontiguousarray(img)
@@ -387,8 +389,7 @@ def blend_mask(target: Portrait, p: BlendParams) -> np.ndarray:
     if k > 0:
         box = cv2.erode(box, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
     soft = np.zeros((h, w), np.float32)
-    soft[y0:y1, x0:x1] = cv2.GaussianBlur(box.astype(np.float32) / 255.0, (0, 0), sigma,
-                                          borderType=cv2.BORDER_CONSTANT)
+    soft[y0:y1, x0:x1] = cv2.GaussianBlur(box.astype(np.float32) / 255.0, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
     return soft
 
 
@@ -410,8 +411,9 @@ def fake_portrait(target: Portrait, source: Portrait, p: BlendParams) -> np.ndar
     bw, bh = x1 - x0, y1 - y0
     warped = cv2.warpAffine(image, tf[:2], (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if p.resolution < 0.999:
-        small = cv2.resize(warped, (max(8, round(bw * p.resolution)), max(8, round(bh * p.resolution))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            warped, (max(8, round(bw * p.resolution)), max(8, round(bh * p.resolution))), interpolation=cv2.INTER_AREA
+        )
         warped = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_LINEAR)
     box_mask = mask[y0:y1, x0:x1]
     base = target.image[y0:y1, x0:x1]
@@ -447,8 +449,14 @@ def draw_camera(rng: np.random.Generator) -> Camera:
     return Camera(
         face_frac=float(u(0.38, 0.46)),
         offset=(float(u(-0.06, 0.06)), float(u(-0.05, 0.03))),
-        pan=(float(u(0.02, 0.05)), float(u(0.015, 0.035)), float(u(0.10, 0.30)), float(u(0.10, 0.30)),
-             float(u(0, tau)), float(u(0, tau))),
+        pan=(
+            float(u(0.02, 0.05)),
+            float(u(0.015, 0.035)),
+            float(u(0.10, 0.30)),
+            float(u(0.10, 0.30)),
+            float(u(0, tau)),
+            float(u(0, tau)),
+        ),
         zoom=(float(u(0.03, 0.07)), float(u(0.08, 0.25)), float(u(0, tau))),
         rot=(float(u(1.5, 4.0)), float(u(0.10, 0.30)), float(u(0, tau))),
         gain=(float(u(0.9, 1.05)), float(u(0.04, 0.10)), float(u(0.08, 0.25)), float(u(0, tau))),
@@ -474,8 +482,9 @@ def camera_matrix(cam: Camera, portrait: Portrait, t: float, width: int, height:
     return np.array([[c, -si, cx - (c * fcx - si * fcy)], [si, c, cy - (si * fcx + c * fcy)]], np.float64)
 
 
-def film(image: np.ndarray, portrait: Portrait, cam: Camera, frames: int, fps: float,
-         width: int, height: int) -> list[np.ndarray]:
+def film(
+    image: np.ndarray, portrait: Portrait, cam: Camera, frames: int, fps: float, width: int, height: int
+) -> list[np.ndarray]:
     """Render ``frames`` RGB frames of ``image`` (the portrait or its fake) through the camera.
 
     The motion is computed from ``portrait`` (the target), so a real and its fakes are filmed identically.

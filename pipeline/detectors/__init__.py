@@ -21,14 +21,26 @@ from .scrfd import (
 )
 
 __all__ = [
-    "DEFAULT_INSIGHTFACE_DIR", "LANDMARK106_NAME", "SCRFD_NAMES", "Detection", "DetectorError", "DlibConfig",
-    "DlibDetector", "FaceDetector", "InsightFaceConfig", "InsightFaceDetector", "find_scrfd_model", "make_detector",
-    "onnx_providers", "resolve_device",
+    "DEFAULT_INSIGHTFACE_DIR",
+    "LANDMARK106_NAME",
+    "SCRFD_NAMES",
+    "Detection",
+    "DetectorError",
+    "DlibConfig",
+    "DlibDetector",
+    "FaceDetector",
+    "InsightFaceConfig",
+    "InsightFaceDetector",
+    "find_scrfd_model",
+    "make_detector",
+    "onnx_providers",
+    "resolve_device",
 ]
 
 
-def make_detector(name: str, *, upsample: str | int = "auto", model_dir: str | None = None,
-                  device: str = "auto", batch: int = 16) -> FaceDetector:
+def make_detector(
+    name: str, *, upsample: str | int = "auto", model_dir: str | None = None, device: str = "auto", batch: int = 16
+) -> FaceDetector:
     """The detector ``name`` ("dlib" or "insightface") with the CLI's options."""
     if name == "dlib":
         return DlibDetector(DlibConfig(upsample=upsample))

@@ -56,7 +56,7 @@ class FaceDetector(Protocol):
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU is an error.
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without a GPU is an error.
 
     The provider list of onnxruntime-gpu is not used for this: it lists CUDA on machines
     where the CUDA provider cannot start.

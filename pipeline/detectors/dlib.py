@@ -56,8 +56,10 @@ def shape_predictor():
 def hog_boxes(img: np.ndarray, upsample: int, threshold: float) -> list[tuple[np.ndarray, float]]:
     """HOG detections in ``img`` as (box x0 y0 x1 y1, score), in dlib's order."""
     rects, scores, _ = frontal_detector().run(np.ascontiguousarray(img), upsample, threshold)
-    return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
-            for r, s in zip(rects, scores)]
+    return [
+        (np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64), float(s))
+        for r, s in zip(rects, scores)
+    ]
 
 
 def shape68(img: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -163,8 +165,13 @@ class DlibDetector:
 
         for angle in self.cfg.rotations:
             m = _rotation(img.shape, angle)
-            rot = cv2.warpAffine(np.ascontiguousarray(img), m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REFLECT)
+            rot = cv2.warpAffine(
+                np.ascontiguousarray(img),
+                m,
+                (img.shape[1], img.shape[0]),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT,
+            )
             found = self._cascade(rot, steps)
             if found:
                 return [_map_back(d, m, offset) for d in found]

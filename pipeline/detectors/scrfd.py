@@ -39,7 +39,8 @@ def find_scrfd_model(model_dir: str | os.PathLike | None) -> Path:
     raise DetectorError(
         f"no SCRFD detector model ({SCRFD_NAMES[0]}) in {d}: unpack insightface's buffalo_l model pack there "
         f"(https://github.com/deepinsight/insightface/releases, buffalo_l.zip) or pass --model-dir, "
-        f"or use --detector dlib")
+        f"or use --detector dlib"
+    )
 
 
 @dataclass
@@ -93,11 +94,14 @@ class InsightFaceDetector:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(self.model_path), sess_options=opts,
-                                           providers=onnx_providers(self.device))
+            session = ort.InferenceSession(
+                str(self.model_path), sess_options=opts, providers=onnx_providers(self.device)
+            )
         except Exception as exc:
-            raise DetectorError(f"{self.model_path}: onnxruntime cannot load it ({exc}); "
-                                "re-download the model pack or use --detector dlib") from exc
+            raise DetectorError(
+                f"{self.model_path}: onnxruntime cannot load it ({exc}); "
+                "re-download the model pack or use --detector dlib"
+            ) from exc
         self.providers = session.get_providers()
         self._det = SCRFD(model_file=str(self.model_path), session=session)
         size = (self.cfg.input_size, self.cfg.input_size)
@@ -135,8 +139,10 @@ class InsightFaceDetector:
         boxes, kpss = self._det.detect(bgr, input_size=self._size)
         if kpss is None:
             raise DetectorError(f"{self.model_path}: this model gives no keypoints; use det_10g.onnx from buffalo_l")
-        return [Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
-                for b, k in zip(boxes, kpss)]
+        return [
+            Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
+            for b, k in zip(boxes, kpss)
+        ]
 
     def detect_near(self, frame: np.ndarray, box: np.ndarray) -> list[Detection]:
         return self.detect(frame)  # SCRFD is fast enough over the whole frame
@@ -153,7 +159,7 @@ class InsightFaceDetector:
             return [self.detect(f) for f in frames]
         out: list[list[Detection]] = []
         for i in range(0, len(frames), self.cfg.batch):
-            out += self._run_batch(frames[i:i + self.cfg.batch])
+            out += self._run_batch(frames[i : i + self.cfg.batch])
         return out
 
     @cached_property
@@ -197,8 +203,9 @@ class InsightFaceDetector:
         det, size = self._det, self._heads.input_size
         boxed = [self._letterbox(f, size) for f in frames]
         # insightface feeds BGR and swaps to RGB in the blob; the frames are RGB already, so no swap
-        blob = cv2.dnn.blobFromImages([b for b, _ in boxed], 1.0 / det.input_std, size,
-                                      (det.input_mean,) * 3, swapRB=False)
+        blob = cv2.dnn.blobFromImages(
+            [b for b, _ in boxed], 1.0 / det.input_std, size, (det.input_mean,) * 3, swapRB=False
+        )
         return np.ascontiguousarray(blob, dtype=np.float32), [s for _, s in boxed]
 
     def _run_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -218,9 +225,15 @@ class InsightFaceDetector:
             elif o.ndim == 2 and o.shape[0] == n * anchors:
                 per_image.append(o.reshape(n, anchors, o.shape[-1]))
             else:  # the declared batch axis is not a real one (batch 1 hard-coded inside the graph)
-                log.warning("%s: output %s has shape %s for a batch of %d (expected %d anchors per image); "
-                            "running SCRFD one frame at a time", self.model_path, det.output_names[k], o.shape, n,
-                            anchors)
+                log.warning(
+                    "%s: output %s has shape %s for a batch of %d (expected %d anchors per image); "
+                    "running SCRFD one frame at a time",
+                    self.model_path,
+                    det.output_names[k],
+                    o.shape,
+                    n,
+                    anchors,
+                )
                 self.dynamic_batch = False
                 return [self.detect(f) for f in frames]
         return [self._decode([o[i] for o in per_image], in_h, in_w, scales[i]) for i in range(n)]
@@ -246,5 +259,7 @@ class InsightFaceDetector:
         pre = np.hstack((np.vstack(boxes_l) / scale, scores)).astype(np.float32, copy=False)[order]
         kpss = (np.vstack(kps_l) / scale)[order]
         keep = det.nms(pre)
-        return [Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
-                for b, k in zip(pre[keep], kpss[keep])]
+        return [
+            Detection(np.asarray(b[:4], dtype=np.float64), np.asarray(k, dtype=np.float64), float(b[4]))
+            for b, k in zip(pre[keep], kpss[keep])
+        ]

@@ -69,14 +69,24 @@ def test_every_option_has_a_help_sentence(name: str) -> None:
         assert p.help and p.help.endswith("."), (name, p.name, p.help)
 
 
-REQUIRED = {"hilif-train": ["--shards", "s"], "hilif-eval": ["--checkpoint", "c", "--shards", "s"],
-            "hilif-eval detect": ["--checkpoint", "c", "v.mp4"], "hilif-eval table": ["--runs", "r"],
-            "hilif-eval info": [],
-            "hilif-prep extract": ["--dataset", "ffpp", "--root", "r"], "hilif-prep demo": ["--out", "o"]}
-REQUIRED_VALUES = {"hilif-train": dict(shards="s"), "hilif-eval": dict(checkpoint="c", shards="s"),
-                   "hilif-eval detect": dict(checkpoint="c"), "hilif-eval table": dict(runs="r"),
-                   "hilif-eval info": {},
-                   "hilif-prep extract": dict(dataset="ffpp", root="r"), "hilif-prep demo": dict(out=Path("o"))}
+REQUIRED = {
+    "hilif-train": ["--shards", "s"],
+    "hilif-eval": ["--checkpoint", "c", "--shards", "s"],
+    "hilif-eval detect": ["--checkpoint", "c", "v.mp4"],
+    "hilif-eval table": ["--runs", "r"],
+    "hilif-eval info": [],
+    "hilif-prep extract": ["--dataset", "ffpp", "--root", "r"],
+    "hilif-prep demo": ["--out", "o"],
+}
+REQUIRED_VALUES = {
+    "hilif-train": dict(shards="s"),
+    "hilif-eval": dict(checkpoint="c", shards="s"),
+    "hilif-eval detect": dict(checkpoint="c"),
+    "hilif-eval table": dict(runs="r"),
+    "hilif-eval info": {},
+    "hilif-prep extract": dict(dataset="ffpp", root="r"),
+    "hilif-prep demo": dict(out=Path("o")),
+}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -88,26 +98,45 @@ def test_options_left_out_give_the_dataclass_defaults(name: str) -> None:
 
 
 def test_typed_values_reach_the_config() -> None:
-    ctx = _command("hilif-train").make_context("t", ["--shards", "s", "--sbi-mask-blur", "3,9", "--train-methods", "a",
-                                                     "--train-methods", "b", "--no-channels-last", "--out", "o"])
+    ctx = _command("hilif-train").make_context(
+        "t",
+        [
+            "--shards",
+            "s",
+            "--sbi-mask-blur",
+            "3,9",
+            "--train-methods",
+            "a",
+            "--train-methods",
+            "b",
+            "--no-channels-last",
+            "--out",
+            "o",
+        ],
+    )
     cfg = Options(TrainConfig, {k: v for k, v in ctx.params.items() if k in _fields(TrainConfig)}).build()
     assert cfg.sbi_mask_blur == [3, 9] and cfg.train_methods == ["a", "b"] and not cfg.channels_last
     assert cfg.out == "o" and isinstance(cfg.out, str)  # paths are kept as text: config.json stays the same
-    ctx = _command("hilif-eval").make_context("e", ["--perturb-level", "jpeg=90,50", "--perturb", "jpeg"],
-                                              resilient_parsing=True)
+    ctx = _command("hilif-eval").make_context(
+        "e", ["--perturb-level", "jpeg=90,50", "--perturb", "jpeg"], resilient_parsing=True
+    )
     opts = Options(EvalOptions, {k: v for k, v in ctx.params.items() if k in _fields(EvalOptions)}).build(
-        checkpoint="c", shards="s")
+        checkpoint="c", shards="s"
+    )
     assert opts.perturb_levels == {"jpeg": (90.0, 50.0)} and opts.perturb == ["jpeg"]
 
 
-@pytest.mark.parametrize("app, args, needle", [
-    (train_app, ["--shards", "s", "--sbi-mask-blur", "5"], "--sbi-mask-blur '5'"),
-    (train_app, ["--shards", "s", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios 'half'"),
-    (eval_app, ["--checkpoint", "c", "--shards", "s", "--perturb-level", "jpeg="], "--perturb-level 'jpeg='"),
-    (eval_app, ["detect", "v.mp4", "--checkpoint", "c", "--upsample", "x"], "--upsample 'x'"),
-    (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--part", "3/2"], "--part '3/2'"),
-    (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--upsample", "x"], "--upsample 'x'"),
-])
+@pytest.mark.parametrize(
+    "app, args, needle",
+    [
+        (train_app, ["--shards", "s", "--sbi-mask-blur", "5"], "--sbi-mask-blur '5'"),
+        (train_app, ["--shards", "s", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios 'half'"),
+        (eval_app, ["--checkpoint", "c", "--shards", "s", "--perturb-level", "jpeg="], "--perturb-level 'jpeg='"),
+        (eval_app, ["detect", "v.mp4", "--checkpoint", "c", "--upsample", "x"], "--upsample 'x'"),
+        (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--part", "3/2"], "--part '3/2'"),
+        (prep_cli.app, ["extract", "-d", "demo", "-r", ".", "--upsample", "x"], "--upsample 'x'"),
+    ],
+)
 def test_a_value_that_does_not_parse_is_one_line_naming_the_option(app, args, needle) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and needle in res.output, res.output

@@ -14,8 +14,13 @@ from hilif.model import HiLIFConfig, build_model
 from hilif.model.attention import PixelSelfAttention
 from hilif.model.dct import BlockDCTHighPass
 from hilif.model.dftm import DFTM, LocalEnhance
-from hilif.model.loss import (LocalRelationLoss, OriginalLocalRelationLoss, local_max_difference, make_lrc_loss,
-                              max_pair_difference)
+from hilif.model.loss import (
+    LocalRelationLoss,
+    OriginalLocalRelationLoss,
+    local_max_difference,
+    make_lrc_loss,
+    max_pair_difference,
+)
 
 TINY = HiLIFConfig.preset("tiny")
 
@@ -106,7 +111,7 @@ def test_max_pair_difference_is_the_most_dissimilar_pair() -> None:
     f = torch.randn(3, 4, 14, 14)
     starts = range(0, 14 - 5 + 1, 2)
     for b, sample in enumerate(f):
-        blocks = [sample[:, y:y + 5, x:x + 5].flatten() for y, x in itertools.product(starts, starts)]
+        blocks = [sample[:, y : y + 5, x : x + 5].flatten() for y, x in itertools.product(starts, starts)]
         worst = max(1 - F.cosine_similarity(u, v, dim=0).item() for u, v in itertools.combinations(blocks, 2))
         assert max_pair_difference(f, 5, 2)[b].item() == pytest.approx(worst, abs=1e-5)
     # it is not the paper's M: the top-N mean of mean distances is smaller than the largest single distance
@@ -133,8 +138,11 @@ def test_original_loss_only_changes_the_loss_not_the_model() -> None:
 def test_new_switches_round_trip_and_old_configs_still_load() -> None:
     cfg = HiLIFConfig.preset("tiny", dftm=False, self_attention=True, dct_learnable_filter=False, lrc_loss="li")
     assert HiLIFConfig.from_dict(cfg.to_dict()) == cfg
-    old = {k: v for k, v in TINY.to_dict().items()
-           if k not in ("self_attention", "self_attention_heads", "dct_learnable_filter", "lrc_loss")}
+    old = {
+        k: v
+        for k, v in TINY.to_dict().items()
+        if k not in ("self_attention", "self_attention_heads", "dct_learnable_filter", "lrc_loss")
+    }
     assert HiLIFConfig.from_dict(old) == TINY
     with pytest.raises(ValueError, match="lrc_loss"):
         HiLIFConfig.preset("tiny", lrc_loss="chen")
@@ -159,8 +167,9 @@ def test_every_ablation_preset_builds_the_model_it_names() -> None:
         for key, value in ab.switches.items():
             assert getattr(mcfg, key) == value, (name, key)
         if ab.single_patch_div:  # Table VIII: one patch size, the cut-A side / div (16 / 2, 4, 8 at 64)
-            assert {m.patch_sizes for m in model.modules() if isinstance(m, LocalEnhance)} == \
-                {(16 // ab.single_patch_div,) * 4}
+            assert {m.patch_sizes for m in model.modules() if isinstance(m, LocalEnhance)} == {
+                (16 // ab.single_patch_div,) * 4
+            }
         if ab.constraint_loss:
             assert cfg.stage == "both" and (mcfg.lrc_k, mcfg.lrc_s, mcfg.lrc_n) == (cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
             assert type(make_lrc_loss(mcfg)) is (OriginalLocalRelationLoss if name == "lrcl-li" else LocalRelationLoss)
@@ -171,13 +180,16 @@ def test_every_ablation_preset_builds_the_model_it_names() -> None:
     assert TrainConfig(shards="unused", preset="tiny", ablation="ld-k5s2n8").ablation == "eff+dftm+ddafm+ld"
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(ablation="ld-k3s3n1", lrc_n=8), "--lrc-n 8 contradicts"),
-    (dict(ablation="eff+dftm+ddafm+ld", lambda_d=0.0), "--lambda-d 0.0 contradicts"),
-    (dict(ablation="eff", stage="2"), "--stage 2 contradicts"),
-    (dict(ablation="eff+dftm", lrc_k=3), "without the constraint loss"),
-    (dict(ablation="eff+dftm+ddafm+lrc"), "unknown --ablation"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(ablation="ld-k3s3n1", lrc_n=8), "--lrc-n 8 contradicts"),
+        (dict(ablation="eff+dftm+ddafm+ld", lambda_d=0.0), "--lambda-d 0.0 contradicts"),
+        (dict(ablation="eff", stage="2"), "--stage 2 contradicts"),
+        (dict(ablation="eff+dftm", lrc_k=3), "without the constraint loss"),
+        (dict(ablation="eff+dftm+ddafm+lrc"), "unknown --ablation"),
+    ],
+)
 def test_options_that_contradict_a_preset_are_refused(options: dict, message: str) -> None:
     from hilif.train.config import TrainConfig
 

@@ -10,8 +10,9 @@ from hilif.model import HiLIFConfig
 from hilif.model.config import derive_patch_sizes
 
 
-@pytest.mark.parametrize("img_size,expected", [(224, (28, 14, 7, 4)), (256, (32, 16, 8, 4)), (320, (40, 20, 10, 5)),
-                                               (64, (8, 4, 2, 1))])
+@pytest.mark.parametrize(
+    "img_size,expected", [(224, (28, 14, 7, 4)), (256, (32, 16, 8, 4)), (320, (40, 20, 10, 5)), (64, (8, 4, 2, 1))]
+)
 def test_patch_sizes_follow_the_input_size(img_size: int, expected: tuple[int, ...]) -> None:
     cfg = HiLIFConfig(img_size=img_size, pretrained=False)
     assert cfg.lem_patch_sizes == expected

@@ -14,7 +14,7 @@ def test_dct_matrix_is_orthonormal_dct_ii() -> None:
     assert torch.allclose(d @ d.T, torch.eye(8, dtype=d.dtype), atol=1e-12)
     # DCT-II of a constant row is all DC: only coefficient 0 is non-zero
     c = d @ torch.ones(8, dtype=d.dtype)
-    assert c[0] == pytest.approx(8 ** 0.5)
+    assert c[0] == pytest.approx(8**0.5)
     assert torch.allclose(c[1:], torch.zeros(7, dtype=d.dtype), atol=1e-12)
 
 

@@ -67,8 +67,10 @@ def test_gradients_reach_every_trainable_parameter() -> None:
     # the cross-stream branch: its queries, keys, depthwise convs and BN weights get exactly zero.
     missing = _grad_step(model)
     assert model.dftm.highpass.f_w.grad.abs().sum() > 0
-    assert all(model.ddafm[k].mix.rgb_gamma.grad.abs() > 0 and model.ddafm[k].mix.noise_gamma.grad.abs() > 0
-               for k in ("b", "c"))
+    assert all(
+        model.ddafm[k].mix.rgb_gamma.grad.abs() > 0 and model.ddafm[k].mix.noise_gamma.grad.abs() > 0
+        for k in ("b", "c")
+    )
     assert missing and all(".mix." in name and "gamma" not in name for name in missing)
     # once the gates have moved (one optimiser step does that), every parameter gets a gradient
     torch.optim.SGD(model.parameters(), lr=0.1).step()

@@ -17,7 +17,7 @@ def brute_force_m(f: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
     side = f.shape[-1]
     starts = range(0, side - k + 1, s)
     for sample in f:
-        blocks = [sample[:, y:y + k, x:x + k].flatten() for y, x in itertools.product(starts, starts)]
+        blocks = [sample[:, y : y + k, x : x + k].flatten() for y, x in itertools.product(starts, starts)]
         dist = torch.tensor([[1 - F.cosine_similarity(a, b, dim=0).item() for b in blocks] for a in blocks])
         s_mean = dist.mean(dim=1)
         out.append(torch.sort(s_mean, descending=True).values[:n].mean())

@@ -42,9 +42,14 @@ def test_ffpp_partial_download(tmp_path):
     touch(root / f"manipulated_sequences/Deepfakes/c23/videos/{c}_{d}.mp4")  # other quality: ignored
     lst = list_dataset("ffpp", root, "c40")
     got = {(it.split, it.label, it.method, it.video_id) for it in lst.items}
-    assert got == {("train", 0, "real", a), ("train", 0, "real", b), ("test", 0, "real", c),
-                   ("train", 1, "Deepfakes", f"{a}_{b}"), ("train", 1, "Deepfakes", f"{b}_{a}"),
-                   ("test", 1, "NeuralTextures", f"{d}_{c}")}
+    assert got == {
+        ("train", 0, "real", a),
+        ("train", 0, "real", b),
+        ("test", 0, "real", c),
+        ("train", 1, "Deepfakes", f"{a}_{b}"),
+        ("train", 1, "Deepfakes", f"{b}_{a}"),
+        ("test", 1, "NeuralTextures", f"{d}_{c}"),
+    }
     # everything the splits name for 4 methods: 1000 reals + 4 x 1000 fakes
     assert len(lst.items) + len(lst.missing) == 5000
     assert lst.default_frames == {"train": 80, "val": 20, "test": 20}
@@ -52,7 +57,10 @@ def test_ffpp_partial_download(tmp_path):
     only = list_dataset("ffpp", root, "c40", ["NeuralTextures"])
     assert {it.method for it in only.items} == {"real", "NeuralTextures"}
     fs = list_dataset("ffpp", root, "c40", ["FaceShifter"])  # on request; absent here -> all missing
-    assert not any(it.method == "FaceShifter" for it in fs.items) and len([m for m in fs.missing if m.method == "FaceShifter"]) == 1000
+    assert (
+        not any(it.method == "FaceShifter" for it in fs.items)
+        and len([m for m in fs.missing if m.method == "FaceShifter"]) == 1000
+    )
 
 
 def test_ffpp_wrong_root_and_bad_args(tmp_path):
@@ -79,7 +87,10 @@ def test_demo_uses_its_own_splits(tmp_path):
     lst = list_dataset("demo", root, "c23", ["FaceSwap"])
     assert lst.dataset == "demo"
     assert {(it.split, it.method, it.video_id) for it in lst.items} == {
-        ("test", "real", "000"), ("test", "real", "001"), ("test", "FaceSwap", "001_000")}
+        ("test", "real", "000"),
+        ("test", "real", "001"),
+        ("test", "FaceSwap", "001_000"),
+    }
     assert [m.video_id for m in lst.missing] == ["000_001"]
     (root / "splits/val.json").unlink()
     with pytest.raises(LayoutError, match="val.json"):
@@ -94,12 +105,17 @@ def test_celebdf_test_list_uses_1_for_real(tmp_path):
     touch(root / "Celeb-synthesis/id1_id0_0007.mp4")
     touch(root / "Celeb-synthesis/id1_id0_0008.mp4")
     (root / "List_of_testing_videos.txt").write_text(
-        "1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id1_id0_0007.mp4\n1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id9_id8_0001.mp4\n")
+        "1 YouTube-real/00170.mp4\n0 Celeb-synthesis/id1_id0_0007.mp4\n"
+        "1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id9_id8_0001.mp4\n"
+    )
     lst = list_dataset("celebdf", root)
     by = {it.rel: it for it in lst.items}
     assert by["YouTube-real/00170.mp4"].label == schema.REAL and by["YouTube-real/00170.mp4"].split == "test"
     assert by["Celeb-real/id0_0000.mp4"].label == schema.REAL
-    assert by["Celeb-synthesis/id1_id0_0007.mp4"].label == schema.FAKE and by["Celeb-synthesis/id1_id0_0007.mp4"].split == "test"
+    assert (
+        by["Celeb-synthesis/id1_id0_0007.mp4"].label == schema.FAKE
+        and by["Celeb-synthesis/id1_id0_0007.mp4"].split == "test"
+    )
     assert by["Celeb-real/id0_0001.mp4"].split == "train" and by["Celeb-synthesis/id1_id0_0008.mp4"].split == "train"
     assert [m.rel for m in lst.missing] == ["Celeb-synthesis/id9_id8_0001.mp4"]
     assert len({it.video_id for it in lst.items}) == len(lst.items)
@@ -116,10 +132,16 @@ def test_dfdc_parts_and_test_labels(tmp_path):
     root = tmp_path / "dfdc"
     touch(root / "dfdc_train_part_0/aaa.mp4")
     touch(root / "dfdc_train_part_0/bbb.mp4")
-    touch(root / "dfdc_train_part_0/metadata.json", json.dumps({
-        "aaa.mp4": {"label": "REAL", "split": "train"},
-        "bbb.mp4": {"label": "FAKE", "split": "train", "original": "aaa.mp4"},
-        "ccc.mp4": {"label": "FAKE", "split": "train", "original": "aaa.mp4"}}).encode())
+    touch(
+        root / "dfdc_train_part_0/metadata.json",
+        json.dumps(
+            {
+                "aaa.mp4": {"label": "REAL", "split": "train"},
+                "bbb.mp4": {"label": "FAKE", "split": "train", "original": "aaa.mp4"},
+                "ccc.mp4": {"label": "FAKE", "split": "train", "original": "aaa.mp4"},
+            }
+        ).encode(),
+    )
     touch(root / "test/videos/t1.mp4")
     touch(root / "test/t2.mp4")
     (root / "test/labels.csv").write_text("filename,label\nt1.mp4,1\nt2.mp4,0\n")

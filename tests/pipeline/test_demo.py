@@ -1,4 +1,5 @@
-"""The embedded demo dataset: FF++ layout and splits, playable H.264, c40 < c23, faces findable, fakes only in the face."""
+"""The embedded demo dataset: FF++ layout and splits, playable H.264, c40 < c23, faces findable, fakes only in the
+face."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from conftest import SMALL_DEMO
-from hilif.pipeline.demo import render as demo_render
+
 from hilif.pipeline.demo import DEMO_JSON, DemoConfig, DemoError, load_demo_json, make_demo, plan_sources, split_pairs
+from hilif.pipeline.demo import render as demo_render
 
 METHODS = demo_render.METHODS
 QUALITIES = SMALL_DEMO["qualities"]
@@ -52,8 +53,10 @@ def test_layout_is_ffpp_and_matches_the_splits(small_demo: Path):
         for m in METHODS:
             for split in pairs.values():
                 for a, b in split:  # a pair [a, b] holds the fakes a_b and b_a of every method
-                    expected |= {f"manipulated_sequences/{m}/{q}/videos/{a}_{b}.mp4",
-                                 f"manipulated_sequences/{m}/{q}/videos/{b}_{a}.mp4"}
+                    expected |= {
+                        f"manipulated_sequences/{m}/{q}/videos/{a}_{b}.mp4",
+                        f"manipulated_sequences/{m}/{q}/videos/{b}_{a}.mp4",
+                    }
     found = {str(p.relative_to(small_demo)) for p in small_demo.rglob("*.mp4")}
     assert found == expected
     assert not [p for p in small_demo.rglob("*") if p.name.endswith(".tmp")]
@@ -129,9 +132,23 @@ def test_videos_are_playable_h264(small_demo: Path):
         assert np.abs(a - b).mean() < 3.0
     ffprobe = shutil.which("ffprobe")
     if ffprobe:  # the issue's wording; PyAV above is the same libavformat, so no ffprobe is no gap
-        out = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                              "stream=codec_name,pix_fmt", "-of", "json", str(paths[0])],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                ffprobe,
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name,pix_fmt",
+                "-of",
+                "json",
+                str(paths[0]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert json.loads(out)["streams"][0] == {"codec_name": "h264", "pix_fmt": "yuv420p"}
 
 
@@ -242,7 +259,9 @@ TINY = dict(num_sources=6, seconds=0.3, fps=10, qualities=("c40",), methods=("Fa
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != DEMO_JSON}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != DEMO_JSON
+    }
 
 
 def test_same_seed_same_bytes_any_worker_count(tmp_path):
@@ -283,11 +302,14 @@ def test_cli_refuses_non_empty_folder_and_keeps_its_files(tmp_path):
         assert (out / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--sources", "7"], "--sources"),
-    (["--quality", "c99"], "--quality"),
-    (["--seconds", "0"], "--seconds"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--sources", "7"], "--sources"),
+        (["--quality", "c99"], "--quality"),
+        (["--seconds", "0"], "--seconds"),
+    ],
+)
 def test_cli_bad_options_one_line_exit_2(tmp_path, args, words):
     r = _prep("--out", str(tmp_path / "new"), *args)
     assert r.returncode == 2
@@ -311,8 +333,23 @@ def test_cli_overwrite_replaces_an_earlier_demo(tmp_path):
     (out / "notes.txt").write_text("keep me")
     stale = out / "manipulated_sequences" / "FaceSwap" / "c40" / "videos" / "999_998.mp4"
     stale.write_bytes(b"old")
-    r = _prep("--out", str(out), "--overwrite", "--sources", "6", "--seconds", "0.3", "--fps", "10",
-              "--quality", "c40", "--seed", "2", "--workers", "1")
+    r = _prep(
+        "--out",
+        str(out),
+        "--overwrite",
+        "--sources",
+        "6",
+        "--seconds",
+        "0.3",
+        "--fps",
+        "10",
+        "--quality",
+        "c40",
+        "--seed",
+        "2",
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     meta = load_demo_json(out)
     assert meta["seed"] == 2 and meta["config"]["qualities"] == ["c40"]

@@ -32,14 +32,25 @@ def demo_root(request, tmp_path_factory) -> Path:
         from hilif.pipeline.demo import DemoConfig, make_demo
 
         out = tmp_path_factory.mktemp("demo") / "demo"
-        make_demo(DemoConfig(out=out, num_sources=6, seconds=1.2, fps=10, qualities=("c40",), methods=tuple(METHODS),
-                             workers=1))
+        make_demo(
+            DemoConfig(
+                out=out, num_sources=6, seconds=1.2, fps=10, qualities=("c40",), methods=tuple(METHODS), workers=1
+            )
+        )
         return out
 
 
 def _cfg(root: Path, out: Path, **kw) -> ExtractConfig:
-    base = dict(dataset="demo", root=str(root), out=str(out), quality="c40", methods=list(METHODS), frames=dict(FRAMES),
-                videos_per_shard=2, workers=1)
+    base = dict(
+        dataset="demo",
+        root=str(root),
+        out=str(out),
+        quality="c40",
+        methods=list(METHODS),
+        frames=dict(FRAMES),
+        videos_per_shard=2,
+        workers=1,
+    )
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -47,7 +58,9 @@ def _cfg(root: Path, out: Path, **kw) -> ExtractConfig:
 def _tree(out: Path) -> dict[str, bytes]:
     """Every output file that must be identical between runs (dataset.json has a timestamp: compared apart)."""
     skip = {schema.DATASET_JSON, "contact_sheet.png"}
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in skip}
+    return {
+        str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name not in skip
+    }
 
 
 def _samples(out: Path) -> list[dict]:
@@ -81,7 +94,10 @@ def test_shards_manifest_and_dataset_json(reference, demo_root):
         assert s["png"][:8] == b"\x89PNG\r\n\x1a\n"
         assert meta.dataset == "demo" and meta.quality == "c40" and meta.detector == "dlib"
         assert (meta.label == schema.REAL) == (meta.method == schema.REAL_METHOD)
-        assert Path(s["__url__"]).parent.parent.name == meta.split and Path(s["__url__"]).parent.name == schema.LABEL_NAMES[meta.label]
+        assert (
+            Path(s["__url__"]).parent.parent.name == meta.split
+            and Path(s["__url__"]).parent.name == schema.LABEL_NAMES[meta.label]
+        )
         assert meta.replaced == (meta.frame_index != meta.target_index)
         per_video.setdefault(meta.video, []).append(meta)
     for r in manifest:
@@ -103,7 +119,9 @@ def test_shards_manifest_and_dataset_json(reference, demo_root):
     assert sum(info.count(s) for s in schema.SPLITS) == len(samples)
     for split in schema.SPLITS:
         for lab in ("real", "fake"):
-            assert info.count(split, lab) == sum(1 for m in per_video.values() for x in m if x.split == split and schema.LABEL_NAMES[x.label] == lab)
+            assert info.count(split, lab) == sum(
+                1 for m in per_video.values() for x in m if x.split == split and schema.LABEL_NAMES[x.label] == lab
+            )
     assert info.failed == sum(r["status"] == "noface" for r in manifest) and info.missing == 0
     assert info.config["units_complete"] == info.config["units_total"]
     assert not list(out.rglob("*.tmp"))
@@ -124,9 +142,28 @@ def test_inspect_counts_and_contact_sheet(reference, tmp_path):
 
 def test_kill_9_then_resume_equals_uninterrupted(reference, demo_root, tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "hilif.pipeline.cli", "extract", "--dataset", "demo", "--root", str(demo_root),
-            "--out", str(out), "--quality", "c40", "--methods", ",".join(METHODS), "--frames",
-            ",".join(f"{k}={v}" for k, v in FRAMES.items()), "--videos-per-shard", "2", "--workers", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "hilif.pipeline.cli",
+        "extract",
+        "--dataset",
+        "demo",
+        "--root",
+        str(demo_root),
+        "--out",
+        str(out),
+        "--quality",
+        "c40",
+        "--methods",
+        ",".join(METHODS),
+        "--frames",
+        ",".join(f"{k}={v}" for k, v in FRAMES.items()),
+        "--videos-per-shard",
+        "2",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.monotonic()
     while not list(out.rglob("*" + schema.STATS_SUFFIX)) and time.monotonic() - t0 < 60 and proc.poll() is None:
@@ -160,9 +197,14 @@ def test_changed_arguments_refused_and_overwrite(reference, demo_root, tmp_path)
         run_extract(_cfg(demo_root, out, face=FaceConfig(margin=1.5)))
     res = run_extract(_cfg(demo_root, out))  # same arguments: nothing to do
     assert res.units_run == 0 and _tree(out) == _tree(reference)
-    res = run_extract(_cfg(demo_root, out, frames={"train": 1, "val": 1, "test": 1}, methods=["FaceSwap"], overwrite=True))
+    res = run_extract(
+        _cfg(demo_root, out, frames={"train": 1, "val": 1, "test": 1}, methods=["FaceSwap"], overwrite=True)
+    )
     assert res.units_run == res.units_total
-    assert {json.loads(line)["method"] for line in (out / schema.MANIFEST_JSONL).read_text().splitlines()} == {"real", "FaceSwap"}
+    assert {json.loads(line)["method"] for line in (out / schema.MANIFEST_JSONL).read_text().splitlines()} == {
+        "real",
+        "FaceSwap",
+    }
 
 
 # --------------------------------------------------------------------------- broken inputs
@@ -213,8 +255,22 @@ def test_broken_inputs_are_recorded_and_the_run_goes_on(demo_root, tmp_path):
         w.writerow(["path", "label", "split"])
         w.writerows([(f"videos/{n}.mp4", "real", "train") for n in names])
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "hilif.pipeline.cli", "extract", "--dataset", "folder", "--root", str(tmp_path / "list.csv"),
-           "--out", str(out), "--frames", "3", "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hilif.pipeline.cli",
+        "extract",
+        "--dataset",
+        "folder",
+        "--root",
+        str(tmp_path / "list.csv"),
+        "--out",
+        str(out),
+        "--frames",
+        "3",
+        "--workers",
+        "2",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr[-2000:]
     assert "manifest.jsonl" in p.stderr and "videos/zero.mp4" in p.stderr
@@ -232,22 +288,48 @@ def test_broken_inputs_are_recorded_and_the_run_goes_on(demo_root, tmp_path):
 # --------------------------------------------------------------------------- CLI: bad arguments
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["extract", "--dataset", "demo"], "--root"),
-    (["extract", "--dataset", "nope", "--root", "."], "unknown dataset"),
-    (["extract", "--dataset", "demo", "--root", "ROOT", "--part", "3/2"], "--part"),
-    (["extract", "--dataset", "demo", "--root", "ROOT", "--quality", "c41"], "c23, c40"),
-    (["extract", "--dataset", "ffpp", "--root", "ROOT", "--quality", "raw"], "original_sequences/youtube/raw/videos"),
-    (["extract", "--dataset", "demo", "--root", "ROOT", "--quality", "c40", "--detector", "insightface",
-      "--model-dir", "NOMODELS"], "--detector dlib"),
-    (["extract", "--dataset", "demo", "--root", "ROOT", "--workers", "x"], "--workers"),
-    (["inspect", "NOMODELS"], "no such folder"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["extract", "--dataset", "demo"], "--root"),
+        (["extract", "--dataset", "nope", "--root", "."], "unknown dataset"),
+        (["extract", "--dataset", "demo", "--root", "ROOT", "--part", "3/2"], "--part"),
+        (["extract", "--dataset", "demo", "--root", "ROOT", "--quality", "c41"], "c23, c40"),
+        (
+            ["extract", "--dataset", "ffpp", "--root", "ROOT", "--quality", "raw"],
+            "original_sequences/youtube/raw/videos",
+        ),
+        (
+            [
+                "extract",
+                "--dataset",
+                "demo",
+                "--root",
+                "ROOT",
+                "--quality",
+                "c40",
+                "--detector",
+                "insightface",
+                "--model-dir",
+                "NOMODELS",
+            ],
+            "--detector dlib",
+        ),
+        (["extract", "--dataset", "demo", "--root", "ROOT", "--workers", "x"], "--workers"),
+        (["inspect", "NOMODELS"], "no such folder"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(args, needle, demo_root, tmp_path):
     args = [a.replace("ROOT", str(demo_root)).replace("NOMODELS", str(tmp_path / "none")) for a in args]
-    p = subprocess.run([sys.executable, "-m", "hilif.pipeline.cli", *args, "--out", str(tmp_path / "o")]
-                       if args[0] == "extract" else [sys.executable, "-m", "hilif.pipeline.cli", *args],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    p = subprocess.run(
+        [sys.executable, "-m", "hilif.pipeline.cli", *args, "--out", str(tmp_path / "o")]
+        if args[0] == "extract"
+        else [sys.executable, "-m", "hilif.pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert p.returncode == 2, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
@@ -276,11 +358,18 @@ def test_wilddeepfake_image_sequences_extract(tmp_path):
             ti = tarfile.TarInfo(f"9/fake/4/{i}.png")
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
-    res = run_extract(ExtractConfig(dataset="wilddeepfake", root=str(root), out=str(tmp_path / "out"),
-                                    frames={"train": 3, "test": 2}))
+    res = run_extract(
+        ExtractConfig(dataset="wilddeepfake", root=str(root), out=str(tmp_path / "out"), frames={"train": 3, "test": 2})
+    )
     assert not res.failed
     got = {(r["split"], r["label"], r["video_id"], r["samples"]) for r in res.records}
     assert got == {("train", 0, "3_21", 3), ("test", 1, "9_4", 2)}
     metas = [schema.SampleMeta.from_json(s["json"]) for s in _samples(tmp_path / "out")]
-    assert sorted((m.video_id, m.frame_index) for m in metas) == [("3_21", 0), ("3_21", 2), ("3_21", 4), ("9_4", 1), ("9_4", 3)]
+    assert sorted((m.video_id, m.frame_index) for m in metas) == [
+        ("3_21", 0),
+        ("3_21", 2),
+        ("3_21", 4),
+        ("9_4", 1),
+        ("9_4", 3),
+    ]
     assert {m.method for m in metas} == {"real", "WildDeepfake"}

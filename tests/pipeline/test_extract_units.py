@@ -6,16 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scrfd_fixture import tiny_scrfd
 
 from hilif.pipeline import schema
 from hilif.pipeline.align import align_face, similarity_matrix, template
 from hilif.pipeline.datasets import VideoItem
-from hilif.pipeline.detectors import (Detection, DetectorError, InsightFaceConfig, InsightFaceDetector, find_scrfd_model,
-                                   onnx_providers, resolve_device)
+from hilif.pipeline.detectors import (
+    Detection,
+    DetectorError,
+    InsightFaceConfig,
+    InsightFaceDetector,
+    find_scrfd_model,
+    onnx_providers,
+    resolve_device,
+)
 from hilif.pipeline.extract import plan_units
 from hilif.pipeline.sampling import nearest_with_face, uniform_indices
 from hilif.pipeline.track import SubjectTracker
-from scrfd_fixture import tiny_scrfd
 
 
 @pytest.mark.parametrize("n,k", [(300, 80), (81, 80), (80, 80), (10, 3), (1, 1), (7, 20), (1000, 20)])
@@ -48,8 +55,10 @@ def test_template_margin_and_size():
     d1 = np.linalg.norm(t1[0] - t1[1])
     d13 = np.linalg.norm(t13[0] - t13[1])
     assert d13 == pytest.approx(d1 / 1.3)
-    assert np.allclose(template(112, 1.0), [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                                             [41.5493, 92.3655], [70.7299, 92.2041]])
+    assert np.allclose(
+        template(112, 1.0),
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    )
 
 
 def test_align_recovers_a_known_similarity():
@@ -64,7 +73,7 @@ def test_align_recovers_a_known_similarity():
     # the warped image puts a marked source pixel where the template says
     frame = np.zeros((400, 500, 3), np.uint8)
     x, y = np.round(src[2]).astype(int)
-    frame[y - 2:y + 3, x - 2:x + 3] = 255
+    frame[y - 2 : y + 3, x - 2 : x + 3] = 255
     face = align_face(frame, src, 256, 1.3)
     assert face.shape == (256, 256, 3) and face.dtype == np.uint8
     yy, xx = np.nonzero(face[..., 0] > 100)
@@ -87,9 +96,13 @@ def test_tracker_follows_subject_and_never_jumps():
 
 
 def test_plan_units_deterministic_and_parts_disjoint():
-    items = [VideoItem(split, label, "real" if label == 0 else m, f"{i:03d}", f"/x/{split}{m}{i}.mp4", f"{split}{m}{i}")
-             for split in schema.SPLITS for label in (0, 1) for m in (["real"] if label == 0 else ["A", "B"])
-             for i in range(7)]
+    items = [
+        VideoItem(split, label, "real" if label == 0 else m, f"{i:03d}", f"/x/{split}{m}{i}.mp4", f"{split}{m}{i}")
+        for split in schema.SPLITS
+        for label in (0, 1)
+        for m in (["real"] if label == 0 else ["A", "B"])
+        for i in range(7)
+    ]
     frames = {"train": 80, "val": 20, "test": 20}
     u1 = plan_units(items, frames, 3)
     u2 = plan_units(list(reversed(items)), frames, 3)  # input order does not matter
@@ -152,8 +165,8 @@ def test_insightface_corrupt_model_is_a_clear_error(tmp_path):
 
 def test_insightface_detector_code_path_with_a_tiny_onnx_model(tmp_path):
     """InsightFaceDetector end to end (onnxruntime session, SCRFD decoding, NMS, alignment) on CPU."""
-    from hilif.pipeline.faces import FaceConfig, faces_from_frames
     from hilif.pipeline.decode import DecodedFrames
+    from hilif.pipeline.faces import FaceConfig, faces_from_frames
 
     tiny_scrfd(tmp_path / "det_10g.onnx")
     det = InsightFaceDetector(InsightFaceConfig(model_dir=str(tmp_path), device="cpu"))
@@ -167,7 +180,11 @@ def test_insightface_detector_code_path_with_a_tiny_onnx_model(tmp_path):
     assert 290 < cx < 374 and 190 < cy < 274 and best.score > 0.9
     assert best.landmarks.shape == (5, 2)
     assert best.landmarks[0, 0] < best.landmarks[1, 0]  # image-left eye before image-right eye
-    vf = faces_from_frames(DecodedFrames([frame, np.zeros_like(frame)], [0, 5], 6, 25.0, "test"),
-                           FaceConfig(detector="insightface", model_dir=str(tmp_path), device="cpu"), 2, detector=det)
+    vf = faces_from_frames(
+        DecodedFrames([frame, np.zeros_like(frame)], [0, 5], 6, 25.0, "test"),
+        FaceConfig(detector="insightface", model_dir=str(tmp_path), device="cpu"),
+        2,
+        detector=det,
+    )
     assert len(vf.faces) == 2 and vf.replaced == [False, True] and vf.frame_indices == [0, 0]
     assert vf.faces[0].shape == (256, 256, 3) and vf.faces[0].max() == 255

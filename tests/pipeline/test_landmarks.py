@@ -14,9 +14,21 @@ from hilif.pipeline import schema
 
 
 def _meta(**kw) -> dict:
-    d = dict(dataset="demo", split="train", label=0, method="real", quality="c23", video_id="000", frame_index=3,
-             frame_count=10, fps=10.0, box=[1.0, 2.0, 50.0, 60.0],
-             landmarks=[[10.0, 20.0], [30.0, 20.0], [20.0, 30.0], [12.0, 40.0], [28.0, 40.0]], detector="dlib", score=1.0)
+    d = dict(
+        dataset="demo",
+        split="train",
+        label=0,
+        method="real",
+        quality="c23",
+        video_id="000",
+        frame_index=3,
+        frame_count=10,
+        fps=10.0,
+        box=[1.0, 2.0, 50.0, 60.0],
+        landmarks=[[10.0, 20.0], [30.0, 20.0], [20.0, 30.0], [12.0, 40.0], [28.0, 40.0]],
+        detector="dlib",
+        score=1.0,
+    )
     d.update(kw)
     return d
 
@@ -35,8 +47,14 @@ def test_v2_landmarks_round_trip_and_v1_samples_still_read():
     assert old.landmarks == v1["landmarks"]
 
 
-@pytest.mark.parametrize("field,value", [("dense_landmarks", [[1.0, 2.0]] * 67), ("aligned_landmarks", [[1.0, 2.0]] * 4),
-                                         ("dense_landmarks", [[1.0, 2.0, 3.0]] * 68)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("dense_landmarks", [[1.0, 2.0]] * 67),
+        ("aligned_landmarks", [[1.0, 2.0]] * 4),
+        ("dense_landmarks", [[1.0, 2.0, 3.0]] * 68),
+    ],
+)
 def test_bad_landmark_fields_are_schema_errors(field, value):
     with pytest.raises(schema.SchemaError, match=field):
         schema.SampleMeta.from_json(json.dumps(_meta(**{field: value})))
@@ -111,8 +129,24 @@ def test_extract_into_a_version_1_folder_says_how_to_upgrade(extracted, tmp_path
     run["schema"] = 1
     (out / "run.json").write_text(json.dumps(run))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    r = subprocess.run([sys.executable, "-m", "hilif.pipeline.cli", "extract", "--dataset", "wilddeepfake", "--root",
-                        run["root"], "--out", str(out), "--frames", "train=3"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hilif.pipeline.cli",
+            "extract",
+            "--dataset",
+            "wilddeepfake",
+            "--root",
+            run["root"],
+            "--out",
+            str(out),
+            "--frames",
+            "train=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2, r.stderr
     err = r.stderr.strip()
     assert "version 1" in err and "--overwrite" in err and "--out" in err and str(out) in err
@@ -121,9 +155,9 @@ def test_extract_into_a_version_1_folder_says_how_to_upgrade(extracted, tmp_path
 
 def _as_version_1(src: Path, dst: Path) -> None:
     """A copy of shard folder ``src`` whose samples look written by a version-1 extract (no aligned landmarks)."""
+    import io
     import shutil
     import tarfile
-    import io
 
     shutil.copytree(src, dst)
     for tar in dst.rglob("*.tar"):
@@ -155,8 +189,9 @@ def test_inspect_sbi_draws_real_sbi_mask_triplets(extracted, tmp_path, version):
         folder = tmp_path / "v1"
         _as_version_1(extracted[0], folder)
     sheet = tmp_path / "sbi.png"
-    res = CliRunner().invoke(app, ["inspect", str(folder), "--sheet", str(tmp_path / "c.png"), "--sbi", "3",
-                                   "--sbi-sheet", str(sheet)])
+    res = CliRunner().invoke(
+        app, ["inspect", str(folder), "--sheet", str(tmp_path / "c.png"), "--sbi", "3", "--sbi-sheet", str(sheet)]
+    )
     assert res.exit_code == 0, res.output
     assert "3 real / SBI / mask triplets" in res.output
     img = np.asarray(Image.open(sheet).convert("RGB"))
@@ -164,7 +199,7 @@ def test_inspect_sbi_draws_real_sbi_mask_triplets(extracted, tmp_path, version):
     assert img.shape == (thumb + cap, 3 * 3 * thumb + 2 * 8, 3)
     for t in range(3):  # each triplet: the SBI differs from the real, the mask column has a bright face region
         x0 = t * (3 * thumb + 8)
-        real, fake, mask = (img[cap:, x0 + j * thumb: x0 + (j + 1) * thumb].astype(int) for j in range(3))
+        real, fake, mask = (img[cap:, x0 + j * thumb : x0 + (j + 1) * thumb].astype(int) for j in range(3))
         assert np.abs(real - fake).mean() > 1
         assert mask.max() > 60 and mask[0, 0].max() == 0 and (mask > 0).mean() < 0.7
     res = CliRunner().invoke(app, ["inspect", str(folder), "--sbi", "-1"])

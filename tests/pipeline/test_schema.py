@@ -15,11 +15,25 @@ from hilif.pipeline import schema
 
 
 def _meta(**kw) -> schema.SampleMeta:
-    base = dict(dataset="ffpp", split="train", label=schema.FAKE, method="Deepfakes", quality="c23",
-                video_id="000_003", frame_index=12, frame_count=300, fps=29.97, box=[10.5, 20.0, 110.0, 130.25],
-                landmarks=[[30.0, 50.0], [70.0, 50.0], [50.0, 70.0], [35.0, 90.0], [65.0, 90.0]],
-                detector="dlib", score=1.25, sample_index=3, samples_in_video=80, target_index=12,
-                source_path="manipulated_sequences/Deepfakes/c23/videos/000_003.mp4")
+    base = dict(
+        dataset="ffpp",
+        split="train",
+        label=schema.FAKE,
+        method="Deepfakes",
+        quality="c23",
+        video_id="000_003",
+        frame_index=12,
+        frame_count=300,
+        fps=29.97,
+        box=[10.5, 20.0, 110.0, 130.25],
+        landmarks=[[30.0, 50.0], [70.0, 50.0], [50.0, 70.0], [35.0, 90.0], [65.0, 90.0]],
+        detector="dlib",
+        score=1.25,
+        sample_index=3,
+        samples_in_video=80,
+        target_index=12,
+        source_path="manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+    )
     base.update(kw)
     return schema.SampleMeta(**base)
 
@@ -34,13 +48,16 @@ def _png(seed: int) -> bytes:
 # --------------------------------------------------------------------------- keys
 
 
-@pytest.mark.parametrize("dataset,method,video", [
-    ("ffpp", "Deepfakes", "000_003"),
-    ("celeb.df", "Celeb-synthesis", "id1_id0_0007.mp4"),
-    ("dfdc", "FAKE", "dfdc_train_part_0/aaqaifqrwn.mp4"),
-    ("wild", "fake", "../a b/c.d.e"),
-    ("x", "...", ""),
-])
+@pytest.mark.parametrize(
+    "dataset,method,video",
+    [
+        ("ffpp", "Deepfakes", "000_003"),
+        ("celeb.df", "Celeb-synthesis", "id1_id0_0007.mp4"),
+        ("dfdc", "FAKE", "dfdc_train_part_0/aaqaifqrwn.mp4"),
+        ("wild", "fake", "../a b/c.d.e"),
+        ("x", "...", ""),
+    ],
+)
 def test_sample_key_has_no_dots_or_slashes(dataset, method, video):
     key = schema.sample_key(dataset, method, video, 7)
     assert "." not in key and "/" not in key and " " not in key
@@ -50,7 +67,9 @@ def test_sample_key_has_no_dots_or_slashes(dataset, method, video):
 
 
 def test_sample_key_separates_methods_of_one_pair():
-    keys = {schema.sample_key("ffpp", m, "000_003", 0) for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")}
+    keys = {
+        schema.sample_key("ffpp", m, "000_003", 0) for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+    }
     assert len(keys) == 4
     videos = {schema.video_key("ffpp", m, "000_003") for m in ("Deepfakes", "Face2Face")}
     assert len(videos) == 2
@@ -82,9 +101,17 @@ def test_sample_meta_json_round_trip():
         schema.SampleMeta.from_json(b"{not json")
 
 
-@pytest.mark.parametrize("bad", [dict(split="training"), dict(label=2), dict(label=-1),
-                                 dict(landmarks=[[0.0, 0.0]] * 4), dict(landmarks=[[0.0, 0.0, 0.0]] * 5),
-                                 dict(box=[0.0, 0.0, 1.0])])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(split="training"),
+        dict(label=2),
+        dict(label=-1),
+        dict(landmarks=[[0.0, 0.0]] * 4),
+        dict(landmarks=[[0.0, 0.0, 0.0]] * 5),
+        dict(box=[0.0, 0.0, 1.0]),
+    ],
+)
 def test_sample_meta_rejects_bad_fields(bad):
     with pytest.raises(schema.SchemaError):
         _meta(**bad)
@@ -101,8 +128,17 @@ def test_label_encoding():
 
 def test_samples_round_trip_through_webdataset(tmp_path):
     # awkward names: dots in the dataset, method and video id must not split a sample in two
-    metas = [_meta(dataset="celeb.df", method="Celeb.synthesis", video_id="id1_id0_0007.mp4", frame_index=i,
-                   target_index=i, label=i % 2) for i in range(5)]
+    metas = [
+        _meta(
+            dataset="celeb.df",
+            method="Celeb.synthesis",
+            video_id="id1_id0_0007.mp4",
+            frame_index=i,
+            target_index=i,
+            label=i % 2,
+        )
+        for i in range(5)
+    ]
     images = [_png(i) for i in range(5)]
     tar = tmp_path / "000-00000.tar"
     with wds.TarWriter(str(tar)) as w:
@@ -186,11 +222,16 @@ def test_shard_stats_round_trip_and_corrupt(tmp_path):
 
 def _info() -> schema.DatasetInfo:
     return schema.DatasetInfo(
-        dataset="ffpp", quality="c40", command="hilif-prep extract --dataset ffpp --root /data/ffpp",
-        config={"frames": {"train": 80}}, versions={"webdataset": "1.0.2"},
+        dataset="ffpp",
+        quality="c40",
+        command="hilif-prep extract --dataset ffpp --root /data/ffpp",
+        config={"frames": {"train": 80}},
+        versions={"webdataset": "1.0.2"},
         samples={"train": {"real": 80, "fake": 320}, "val": {"real": 20, "fake": 80}},
         videos={"train": {"real": 1, "fake": 4}, "val": {"real": 1, "fake": 4}},
-        methods={"train": {"real": 80, "Deepfakes": 320}}, created="2026-01-01T00:00:00Z")
+        methods={"train": {"real": 80, "Deepfakes": 320}},
+        created="2026-01-01T00:00:00Z",
+    )
 
 
 def test_dataset_info_round_trip_and_counts(tmp_path):
@@ -222,8 +263,16 @@ def test_dataset_info_errors_name_the_file_and_fix(tmp_path):
 
 
 def test_video_records_round_trip_sorted_and_next_to_their_shard(tmp_path):
-    rec = schema.video_record("ffpp", "c23", "test", schema.FAKE, "Deepfakes", "000_003",
-                              "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4", asked=20)
+    rec = schema.video_record(
+        "ffpp",
+        "c23",
+        "test",
+        schema.FAKE,
+        "Deepfakes",
+        "000_003",
+        "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+        asked=20,
+    )
     assert rec["status"] == schema.MISSING and rec["missing"] == 20 and rec["samples"] == 0
     assert rec["video"] == schema.video_key("ffpp", "Deepfakes", "000_003")
     done = dict(rec, status=schema.OK, samples=18, missing=2)

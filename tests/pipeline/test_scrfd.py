@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scrfd_fixture import tiny_scrfd
 
 from hilif.pipeline.detectors import InsightFaceConfig, InsightFaceDetector
-from scrfd_fixture import tiny_scrfd
 
 
 def _with_batch_axis(path: Path, rank3: bool, shape: tuple[int, ...] = (0, -1, 1)) -> Path:
@@ -41,17 +41,19 @@ def _with_batch_axis(path: Path, rank3: bool, shape: tuple[int, ...] = (0, -1, 1
 
 def _frames() -> list[np.ndarray]:
     """Frames of different sizes and aspect ratios (landscape, portrait, square), bright squares as faces."""
-    specs = [((480, 640), [(200, 300, 64)]),
-             ((360, 360), [(40, 50, 48), (220, 230, 64)]),  # two faces: both kept by NMS
-             ((400, 224), [(150, 60, 56)]),  # portrait: letterbox pads on the right
-             ((240, 320), []),  # no face
-             ((720, 1280), [(300, 900, 128)])]
+    specs = [
+        ((480, 640), [(200, 300, 64)]),
+        ((360, 360), [(40, 50, 48), (220, 230, 64)]),  # two faces: both kept by NMS
+        ((400, 224), [(150, 60, 56)]),  # portrait: letterbox pads on the right
+        ((240, 320), []),  # no face
+        ((720, 1280), [(300, 900, 128)]),
+    ]
     out = []
     for (h, w), squares in specs:
         f = np.zeros((h, w, 3), np.uint8)
         f[..., 2] = 30  # channels differ: an RGB/BGR mix-up shows in the blob test
         for y, x, s in squares:
-            f[y:y + s, x:x + s] = 255
+            f[y : y + s, x : x + s] = 255
         out.append(f)
     return out
 
@@ -136,7 +138,7 @@ def test_faces_pipeline_uses_the_batch(tmp_path):
     for k in range(6):
         f = np.zeros((360, 480, 3), np.uint8)
         if k != 2:  # frame 2 has no face: replaced by a neighbour
-            f[100 + 4 * k:164 + 4 * k, 200 + 6 * k:264 + 6 * k] = 255
+            f[100 + 4 * k : 164 + 4 * k, 200 + 6 * k : 264 + 6 * k] = 255
         frames.append(f)
     decoded = DecodedFrames(frames, list(range(0, 60, 10)), 60, 25.0, "test")
     cfg = FaceConfig(detector="insightface", model_dir=str(tmp_path), device="cpu", det_batch=4)
@@ -170,7 +172,9 @@ def test_blob_is_what_insightface_feeds_per_frame(tmp_path):
     session = det._det._session_for_input_size((640, 640))  # the session insightface's detect runs
     real_run = session.run
     seen: list[np.ndarray] = []
-    session.run = lambda names, feeds, *a, **k: seen.append(next(iter(feeds.values()))) or real_run(names, feeds, *a, **k)
+    session.run = lambda names, feeds, *a, **k: (
+        seen.append(next(iter(feeds.values()))) or real_run(names, feeds, *a, **k)
+    )
     for f in frames:
         det.detect(f)
     assert len(seen) == len(frames)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hilif.pipeline.detectors import Detection
-from hilif.pipeline.track import SubjectTracker, Track, shot_of_positions, track_faces
+from hilif.pipeline.track import SubjectTracker, shot_of_positions, track_faces
 
 
 def _det(x, y, w, score=1.0):
@@ -74,14 +74,16 @@ def _faces():
 
     t1 = cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"))
     hopper = cv2.imread(str(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"))
-    return (cv2.cvtColor(np.ascontiguousarray(t1[238:486, 390:639]), cv2.COLOR_BGR2RGB),
-            cv2.cvtColor(np.ascontiguousarray(hopper[90:390, 120:420]), cv2.COLOR_BGR2RGB))
+    return (
+        cv2.cvtColor(np.ascontiguousarray(t1[238:486, 390:639]), cv2.COLOR_BGR2RGB),
+        cv2.cvtColor(np.ascontiguousarray(hopper[90:390, 120:420]), cv2.COLOR_BGR2RGB),
+    )
 
 
 def _paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
     import cv2
 
-    canvas[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+    canvas[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
     return canvas
 
 
@@ -93,7 +95,8 @@ def _write(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 
 
 def _cut_video(path: Path) -> Path:
-    """40 frames: person A large on the left (blue room) for 20 frames, a hard cut, person B smaller on the right (orange room)."""
+    """40 frames: person A large on the left (blue room) for 20 frames, a hard cut, person B smaller on the right
+    (orange room)."""
     a, b = _faces()
     frames = []
     for i in range(40):
@@ -109,8 +112,14 @@ def _task(path: Path, faces: str, num: int = 8):
     from hilif.pipeline.extract import VideoTask
     from hilif.pipeline.faces import FaceConfig
 
-    return VideoTask("folder", "raw", VideoItem("test", 0, "real", path.stem, str(path), path.name), num,
-                     FaceConfig(faces=faces), "png")
+    return VideoTask(
+        "folder",
+        "raw",
+        VideoItem("test", 0, "real", path.stem, str(path), path.name),
+        num,
+        FaceConfig(faces=faces),
+        "png",
+    )
 
 
 def test_cut_between_two_people_two_shots_no_replacement_across(tmp_path):
@@ -142,8 +151,10 @@ def test_faces_all_one_track_per_person_with_distinct_keys(tmp_path):
     from hilif.pipeline.schema import SampleMeta
 
     a, b = _faces()
-    frames = [_paste(_paste(np.full((160, 320, 3), 90, np.uint8), a, 15 + i // 3, 20, 110), b, 190 - i // 3, 30, 100)
-              for i in range(30)]
+    frames = [
+        _paste(_paste(np.full((160, 320, 3), 90, np.uint8), a, 15 + i // 3, 20, 110), b, 190 - i // 3, 30, 100)
+        for i in range(30)
+    ]
     video = _write(tmp_path / "two.mp4", frames)
     res = process_video(_task(video, "all", num=6))
     metas = [m for m, _ in res.samples]
@@ -162,7 +173,9 @@ def test_faces_all_one_track_per_person_with_distinct_keys(tmp_path):
     assert len(set(keys)) == len(keys) == 12 and all(k.endswith(("_t00", "_t01")) for k in keys)
     assert [SampleMeta.from_json(m.to_json()).key for m in metas] == keys  # the track survives the round trip
     subject = process_video(_task(video, "subject", num=6))
-    assert [m.track for m, _ in subject.samples] == [-1] * 6 and [m.key for m, _ in subject.samples] == [f"folder_real_two_f{f:06d}" for f in (2, 7, 12, 17, 22, 27)]
+    assert [m.track for m, _ in subject.samples] == [-1] * 6 and [m.key for m, _ in subject.samples] == [
+        f"folder_real_two_f{f:06d}" for f in (2, 7, 12, 17, 22, 27)
+    ]
     assert all((m.box[0] < 160) == sides[0] for m, _ in subject.samples)  # the subject: the larger face
 
 
@@ -242,8 +255,10 @@ def test_faceless_video_recorded_no_face_with_dlib(tmp_path):
     from hilif.pipeline.faces import FaceConfig, get_detector
 
     scene = np.ascontiguousarray(skimage.data.coffee()[:, :, :3])
-    video = _write(tmp_path / "noface.mp4", [np.ascontiguousarray(np.roll(scene, 4 * i, axis=1)[100:292, 100:356])
-                                              for i in range(60)])
+    video = _write(
+        tmp_path / "noface.mp4",
+        [np.ascontiguousarray(np.roll(scene, 4 * i, axis=1)[100:292, 100:356]) for i in range(60)],
+    )
     det = get_detector(FaceConfig())
     calls = {"detect": 0, "detect_cheap": 0}
     for name in calls:

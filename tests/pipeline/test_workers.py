@@ -176,7 +176,9 @@ def _face_video(path: Path, blank: set[int], n: int = 40) -> None:
     import cv2
     import insightface
 
-    img = cv2.cvtColor(cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")), cv2.COLOR_BGR2RGB)
+    img = cv2.cvtColor(
+        cv2.imread(str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")), cv2.COLOR_BGR2RGB
+    )
     face = cv2.resize(np.ascontiguousarray(img[238:486, 390:639]), (160, 160), interpolation=cv2.INTER_AREA)
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=10)

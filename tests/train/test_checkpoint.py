@@ -20,8 +20,16 @@ class Payload:
 
 
 def _save(path: Path, model: torch.nn.Module, **kw) -> Path:
-    return ck.save_checkpoint(path, model=model, model_config={"backbone": "b0", "img_size": 64},
-                              train_config={"lr": 1e-3, "workers": 2}, stage=1, epoch=3, step=30, **kw)
+    return ck.save_checkpoint(
+        path,
+        model=model,
+        model_config={"backbone": "b0", "img_size": 64},
+        train_config={"lr": 1e-3, "workers": 2},
+        stage=1,
+        epoch=3,
+        step=30,
+        **kw,
+    )
 
 
 def test_roundtrip_with_optimiser_scheduler_and_no_temp_left(tmp_path: Path) -> None:

@@ -8,19 +8,33 @@ from pathlib import Path
 
 import pytest
 import torch
+from shards_fixture import make_shards
 
 from hilif.pipeline import schema
-from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, class_counts, load_info, make_loader,
-                              normalize, plan_epoch)
-from shards_fixture import make_shards
+from hilif.train.data import (
+    BalancedTrainStream,
+    DataError,
+    EvalStream,
+    class_counts,
+    load_info,
+    make_loader,
+    normalize,
+    plan_epoch,
+)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # FF++-like imbalance: 4 real videos vs 8 fake videos (2 methods) in train
-    return make_shards(tmp_path_factory.mktemp("shards"),
-                       layout={"train": (2, {"Deepfakes": 2, "FaceSwap": 2}), "val": (1, {"Deepfakes": 1}),
-                               "test": (2, {"Deepfakes": 1, "FaceSwap": 1})}, maxcount=3)
+    return make_shards(
+        tmp_path_factory.mktemp("shards"),
+        layout={
+            "train": (2, {"Deepfakes": 2, "FaceSwap": 2}),
+            "val": (1, {"Deepfakes": 1}),
+            "test": (2, {"Deepfakes": 1, "FaceSwap": 1}),
+        },
+        maxcount=3,
+    )
 
 
 def _batches(stream, workers=0):
@@ -138,8 +152,9 @@ def test_colour_augment_is_global_seeded_and_optional() -> None:
     assert (out == out[0]).all()
     # "paper" is crop + flip only: the pixels are a crop of the input, possibly mirrored
     crop = train_augment(img, 56, np.random.default_rng(3), "paper")
-    assert any((img[y:y + 56, x:x + 56] == c).all() for y in range(9) for x in range(9)
-               for c in (crop, crop[:, ::-1]))
+    assert any(
+        (img[y : y + 56, x : x + 56] == c).all() for y in range(9) for x in range(9) for c in (crop, crop[:, ::-1])
+    )
     with pytest.raises(ValueError, match="augment"):
         TrainConfig(shards="x", augment="mixup")
     assert TrainConfig(shards="x").augment == "paper"

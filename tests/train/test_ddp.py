@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from shards_fixture import make_shards
 
 
@@ -20,9 +19,15 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     from hilif.train import distributed as dist_util
     from hilif.train.config import TrainConfig
@@ -41,14 +46,31 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
         def end_epoch(self, row) -> None:
             Count.rows.append(row)
 
-    cfg = TrainConfig(shards=shards, out=out, preset="tiny", stage="both", stage1_epochs=1, stage2_epochs=1,
-                      batch_size=4, workers=0, steps_per_epoch=0, val_batch_size=8, shuffle_buffer=10, device="cpu")
+    cfg = TrainConfig(
+        shards=shards,
+        out=out,
+        preset="tiny",
+        stage="both",
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        workers=0,
+        steps_per_epoch=0,
+        val_batch_size=8,
+        shuffle_buffer=10,
+        device="cpu",
+    )
     trainer = Trainer(cfg, reporter=Count())
     trainer.run()
-    torch.save({"steps": Count.steps, "planned": trainer.plan.steps,
-                "skipped": [(r["skipped"], r["val_skipped"]) for r in Count.rows],
-                "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()}},
-               Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "steps": Count.steps,
+            "planned": trainer.plan.steps,
+            "skipped": [(r["skipped"], r["val_skipped"]) for r in Count.rows],
+            "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
     dist_util.cleanup()
 
 

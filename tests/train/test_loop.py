@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shards_fixture import make_shards
 from torch.utils.data import DataLoader
 
 from hilif.train import evaluate as ev
 from hilif.train.data import EvalStream, load_info
 from hilif.train.metrics import binary_metrics, per_method_metrics, video_metrics
-from shards_fixture import make_shards
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,13 @@ class _ConfidentModel(torch.nn.Module):
 
 def test_predict_ranks_by_logit_difference_where_softmax_saturates() -> None:
     labels = torch.tensor([0, 0, 0, 1, 1, 1])  # the fakes get the larger logit differences
-    batch = {"image": torch.zeros(6, 3, 4, 4, dtype=torch.uint8), "label": labels, "key": list("abcdef"),
-             "video": list("abcdef"), "method": ["real"] * 3 + ["Deepfakes"] * 3}
+    batch = {
+        "image": torch.zeros(6, 3, 4, 4, dtype=torch.uint8),
+        "label": labels,
+        "key": list("abcdef"),
+        "video": list("abcdef"),
+        "method": ["real"] * 3 + ["Deepfakes"] * 3,
+    }
     with torch.autocast("cpu", dtype=torch.bfloat16):
         preds = ev.predict(_ConfidentModel(), [batch], "cpu", amp=torch.bfloat16)
     assert np.all(preds.scores == 1.0)  # reported probabilities: softmax as before, saturated
@@ -94,9 +99,21 @@ def test_eval_folders_carry_dataset_quality_and_split(shards: Path) -> None:
 def _cfg(shards: Path, out: Path, **kw):
     from hilif.train.config import TrainConfig
 
-    base = dict(shards=str(shards), out=str(out), preset="tiny", stage="1", stage1_epochs=2, stage2_epochs=1,
-                batch_size=4, workers=0, threads=1, steps_per_epoch=3, val_batch_size=16, save_every_steps=2,
-                log_every=1)
+    base = dict(
+        shards=str(shards),
+        out=str(out),
+        preset="tiny",
+        stage="1",
+        stage1_epochs=2,
+        stage2_epochs=1,
+        batch_size=4,
+        workers=0,
+        threads=1,
+        steps_per_epoch=3,
+        val_batch_size=16,
+        save_every_steps=2,
+        log_every=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -217,8 +234,15 @@ def test_sync_batchnorm_conversion_keeps_the_model() -> None:
 def _rank_losses(rank: int, world: int, port: int, shards: str, out: str) -> None:
     import os
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     from hilif.train import distributed as dist_util
     from hilif.train.trainer import Trainer
@@ -244,8 +268,6 @@ def test_logged_loss_is_the_mean_over_ranks(shards: Path, tmp_path: Path) -> Non
     import socket
 
     import torch.multiprocessing as mp
-
-    from hilif.train import checkpoint as ck
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

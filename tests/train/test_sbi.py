@@ -120,33 +120,43 @@ def test_sample_landmarks_v2_dense_then_aligned_five_then_v1_frame_points(face):
     assert np.allclose(sbi.sample_landmarks(both), dense)
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(blend_ratios=(0.0, 1.0)), "blend ratios"),
-                                    (dict(blend_ratios=()), "blend ratios"),
-                                    (dict(blur_kernel=(4, 25)), "blur kernel"), (dict(p_rgb_shift=1.5), "p_rgb_shift"),
-                                    (dict(blur_sigma=(0.0, 3.0)), "sigma")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(blend_ratios=(0.0, 1.0)), "blend ratios"),
+        (dict(blend_ratios=()), "blend ratios"),
+        (dict(blur_kernel=(4, 25)), "blur kernel"),
+        (dict(p_rgb_shift=1.5), "p_rgb_shift"),
+        (dict(blur_sigma=(0.0, 3.0)), "sigma"),
+    ],
+)
 def test_bad_sbi_config_is_an_error(kw, msg):
     with pytest.raises(ValueError, match=msg):
         replace(sbi.SBIConfig(), **kw)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--synth-fakes", "blend"], "--synth-fakes"),
-    (["--synth-fakes", "sbi", "--synth-ratio", "0"], "--synth-ratio"),
-    (["--synth-fakes", "sbi", "--synth-ratio", "1.5"], "--synth-ratio"),
-    (["--train-methods", "none"], "--synth-fakes sbi"),
-    (["--train-methods", "none", "--train-methods", "Deepfakes", "--synth-fakes", "sbi"], "--train-methods none"),
-    (["--synth-fakes", "sbi", "--sbi-blend-ratios", "0.5,2"], "blend ratios"),
-    (["--synth-fakes", "sbi", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios"),
-    (["--synth-fakes", "sbi", "--sbi-mask-blur", "4,25"], "blur kernel"),
-    (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--synth-fakes", "blend"], "--synth-fakes"),
+        (["--synth-fakes", "sbi", "--synth-ratio", "0"], "--synth-ratio"),
+        (["--synth-fakes", "sbi", "--synth-ratio", "1.5"], "--synth-ratio"),
+        (["--train-methods", "none"], "--synth-fakes sbi"),
+        (["--train-methods", "none", "--train-methods", "Deepfakes", "--synth-fakes", "sbi"], "--train-methods none"),
+        (["--synth-fakes", "sbi", "--sbi-blend-ratios", "0.5,2"], "blend ratios"),
+        (["--synth-fakes", "sbi", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios"),
+        (["--synth-fakes", "sbi", "--sbi-mask-blur", "4,25"], "blur kernel"),
+        (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
+    ],
+)
 def test_bad_synth_options_are_one_line_errors_exit_2(tmp_path, args, msg):
     from typer.testing import CliRunner
 
     from hilif.train.cli import train_app
 
-    res = CliRunner().invoke(train_app, ["--shards", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "o"),
-                                         *args])
+    res = CliRunner().invoke(
+        train_app, ["--shards", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "o"), *args]
+    )
     assert res.exit_code == 2, res.output
     assert msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not (tmp_path / "o").exists()
@@ -212,14 +222,26 @@ def test_reals_only_stream_fills_every_fake_slot_with_sbi(shards):
         assert all((b["image"][j] != b["image"][j - 1]).any() for j in range(1, 8, 2))
 
 
-@pytest.mark.parametrize("extra", [dict(synth_fakes="sbi", synth_ratio=0.5),
-                                   dict(synth_fakes="sbi", train_methods=["none"])])
+@pytest.mark.parametrize(
+    "extra", [dict(synth_fakes="sbi", synth_ratio=0.5), dict(synth_fakes="sbi", train_methods=["none"])]
+)
 def test_synth_fakes_train_a_tiny_preset_for_a_step(shards, tmp_path, extra):
     from hilif.train.config import TrainConfig
     from hilif.train.trainer import train
 
-    cfg = TrainConfig(shards=str(shards), out=str(tmp_path / "run"), preset="tiny", stage1_epochs=1, stage2_epochs=0,
-                      batch_size=4, workers=0, steps_per_epoch=1, val_batch_size=16, shuffle_buffer=20, **extra)
+    cfg = TrainConfig(
+        shards=str(shards),
+        out=str(tmp_path / "run"),
+        preset="tiny",
+        stage1_epochs=1,
+        stage2_epochs=0,
+        batch_size=4,
+        workers=0,
+        steps_per_epoch=1,
+        val_batch_size=16,
+        shuffle_buffer=20,
+        **extra,
+    )
     results = train(cfg)
     assert results and results[0].stage == 1 and np.isfinite(results[0].best_auc)
     assert (tmp_path / "run" / "stage1" / "best.pt").is_file()

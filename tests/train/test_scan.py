@@ -77,8 +77,17 @@ def _save(path: Path, extract: dict | None) -> Path:
     from hilif.model import HiLIFConfig, build_model
 
     cfg = dataclasses.replace(HiLIFConfig.preset("tiny"), pretrained=False, backbone_weights=None)
-    return ck.save_checkpoint(path, model=build_model(cfg), model_config=cfg.to_dict(), train_config={}, stage=2,
-                              epoch=1, step=1, extract=extract, with_rng=False)
+    return ck.save_checkpoint(
+        path,
+        model=build_model(cfg),
+        model_config=cfg.to_dict(),
+        train_config={},
+        stage=2,
+        epoch=1,
+        step=1,
+        extract=extract,
+        with_rng=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +108,13 @@ def _iou(a: list[float], b: np.ndarray) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_image_two_people_two_tracks_boxes_drawn_where_the_faces_are(media: dict, checkpoint: Path,
-                                                                     tmp_path: Path) -> None:
-    res = runner.invoke(eval_app, ["detect", str(media["image"]), "--checkpoint", str(checkpoint),
-                                   "--out", str(tmp_path), "--json", "--explain"])
+def test_image_two_people_two_tracks_boxes_drawn_where_the_faces_are(
+    media: dict, checkpoint: Path, tmp_path: Path
+) -> None:
+    res = runner.invoke(
+        eval_app,
+        ["detect", str(media["image"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--json", "--explain"],
+    )
     assert res.exit_code == 0, res.output
     (rec,) = _records(res.output)
     assert rec["schema"] == SCHEMA_VERSION and rec["kind"] == "image" and rec["status"] == "ok"
@@ -129,10 +141,22 @@ def test_image_two_people_two_tracks_boxes_drawn_where_the_faces_are(media: dict
     assert json.loads((tmp_path / "results.jsonl").read_text()) == rec
 
 
-def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, checkpoint: Path,
-                                                                 tmp_path: Path) -> None:
-    res = runner.invoke(eval_app, ["detect", str(media["video"]), "--checkpoint", str(checkpoint), "--frames", "6",
-                                   "--out", str(tmp_path), "--video-out", "--json"])
+def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, checkpoint: Path, tmp_path: Path) -> None:
+    res = runner.invoke(
+        eval_app,
+        [
+            "detect",
+            str(media["video"]),
+            "--checkpoint",
+            str(checkpoint),
+            "--frames",
+            "6",
+            "--out",
+            str(tmp_path),
+            "--video-out",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (rec,) = _records(res.output)
     assert rec["kind"] == "video" and rec["frames_sampled"] == 6 and rec["cuts"] == []
@@ -144,8 +168,13 @@ def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, che
     # the two tracks are two people: one on the left half, one on the right, in every frame
     sides = sorted({f["box"][0] < W / 2 for f in t["faces"]} for t in rec["tracks"])
     assert sides == [{False}, {True}]
-    assert rec["detector"]["source"] == {"detector": "checkpoint", "margin": "checkpoint", "size": "checkpoint",
-                                         "upsample": "checkpoint", "model_dir": "default"}
+    assert rec["detector"]["source"] == {
+        "detector": "checkpoint",
+        "margin": "checkpoint",
+        "size": "checkpoint",
+        "upsample": "checkpoint",
+        "model_dir": "default",
+    }
     assert rec["detector"]["dlib_upsample"] == 1 and rec["min_face_px"] == 40.0
     # the contact sheet: 6 thumbnails half the frame's width, 4 to a row; boxes drawn at thumbnail scale
     sheet = cv2.cvtColor(cv2.imread(rec["outputs"]["contact_sheet"]), cv2.COLOR_BGR2RGB)
@@ -164,8 +193,9 @@ def test_video_tracks_pictures_and_settings_from_the_checkpoint(media: dict, che
 
 
 def test_video_with_a_cut_tracks_stay_in_their_shot(media: dict, checkpoint: Path) -> None:
-    res = runner.invoke(eval_app, ["detect", str(media["cut"]), "--checkpoint", str(checkpoint), "--frames", "6",
-                                   "--json"])
+    res = runner.invoke(
+        eval_app, ["detect", str(media["cut"]), "--checkpoint", str(checkpoint), "--frames", "6", "--json"]
+    )
     assert res.exit_code == 0, res.output
     (rec,) = _records(res.output)
     assert len(rec["cuts"]) == 1
@@ -186,8 +216,10 @@ def test_options_override_the_checkpoint_and_old_checkpoints_fall_back(media: di
     # a checkpoint whose shards used a fixed upsample 0: the minimum face is dlib's 80 px window, and the 72 px
     # faces of the test image are listed as too small (not scored); --min-face overrides the minimum
     fixed = _save(tmp_path / "fixed.pt", {"face": {"detector": "dlib", "upsample": 2, "margin": 1.25}})
-    res = runner.invoke(eval_app, ["detect", str(media["image"]), "--checkpoint", str(fixed), "--json",
-                                   "--upsample", "0", "--margin", "1.4"])
+    res = runner.invoke(
+        eval_app,
+        ["detect", str(media["image"]), "--checkpoint", str(fixed), "--json", "--upsample", "0", "--margin", "1.4"],
+    )
     assert res.exit_code == 0, res.output
     (rec,) = _records(res.output)
     assert rec["detector"]["upsample"] == 0 and rec["detector"]["source"]["upsample"] == "option"
@@ -196,9 +228,11 @@ def test_options_override_the_checkpoint_and_old_checkpoints_fall_back(media: di
     small = [f for t in rec["tracks"] for f in t["faces"] if f["too_small"]]
     assert all(f["fake_prob"] is None and f["width"] < 80 for f in small)
     assert rec["faces_too_small"] == len(small) and rec["faces_scored"] + len(small) == sum(
-        len(t["faces"]) for t in rec["tracks"])
-    res = runner.invoke(eval_app, ["detect", str(media["image"]), "--checkpoint", str(fixed), "--json",
-                                   "--min-face", "200"])
+        len(t["faces"]) for t in rec["tracks"]
+    )
+    res = runner.invoke(
+        eval_app, ["detect", str(media["image"]), "--checkpoint", str(fixed), "--json", "--min-face", "200"]
+    )
     (rec,) = _records(res.output)
     assert rec["detector"]["margin"] == 1.25 and rec["detector"]["upsample"] == 2
     assert rec["faces_scored"] == 0 and rec["faces_too_small"] == 2 and rec["verdict"] is None
@@ -229,9 +263,9 @@ def test_folder_with_a_broken_file_and_an_unknown_type(media: dict, checkpoint: 
     assert res.exit_code == 2 and "no such file" in res.output
 
 
-
-def test_a_failure_past_decoding_is_that_files_record(media: dict, checkpoint: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_past_decoding_is_that_files_record(
+    media: dict, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The detector failing on one file (after it decoded) gives that file an error record; the next file is scored."""
     from hilif.train import scan as detect_mod
 

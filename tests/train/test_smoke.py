@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from shards_fixture import make_shards
 from typer.testing import CliRunner
 
 from hilif.train import checkpoint as ck
 from hilif.train.cli import eval_app, train_app
 from hilif.train.config import TrainConfig
 from hilif.train.trainer import Trainer, train
-from shards_fixture import make_shards
 
 runner = CliRunner()
 
@@ -24,8 +24,18 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(shards: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(shards=str(shards), out=str(out), preset="tiny", stage1_epochs=2, stage2_epochs=1, batch_size=4,
-                workers=0, steps_per_epoch=2, val_batch_size=16, shuffle_buffer=20)
+    base = dict(
+        shards=str(shards),
+        out=str(out),
+        preset="tiny",
+        stage1_epochs=2,
+        stage2_epochs=1,
+        batch_size=4,
+        workers=0,
+        steps_per_epoch=2,
+        val_batch_size=16,
+        shuffle_buffer=20,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -61,9 +71,26 @@ def test_both_stages_write_checkpoints_metrics_and_plots(run: Path) -> None:
 
 
 def test_checkpoint_reloads_and_eval_runs(run: Path, shards: Path, tmp_path: Path) -> None:
-    res = runner.invoke(eval_app, ["--checkpoint", str(ck.best_path(run, 2)), "--shards", str(shards),
-                                   "--out", str(tmp_path), "--workers", "0", "--perturb", "jpeg",
-                                   "--perturb-level", "jpeg=50", "--gradcam", "2", "--json"])
+    res = runner.invoke(
+        eval_app,
+        [
+            "--checkpoint",
+            str(ck.best_path(run, 2)),
+            "--shards",
+            str(shards),
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "0",
+            "--perturb",
+            "jpeg",
+            "--perturb-level",
+            "jpeg=50",
+            "--gradcam",
+            "2",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["frame"]["n"] == 16 and report["video"]["n"] == 4
@@ -114,19 +141,44 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
     res = runner.invoke(train_app, ["--shards", str(tmp_path), "--preset", "tiny", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "dataset.json" in res.output and len(res.output.strip().splitlines()) == 1
     # resuming a run with another model config
-    res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "demo", "--out", str(run), "--resume",
-                                    "--workers", "0"])
+    res = runner.invoke(
+        train_app, ["--shards", str(shards), "--preset", "demo", "--out", str(run), "--resume", "--workers", "0"]
+    )
     assert res.exit_code == 2 and "model config" in res.output
-    res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"),
-                                    "--train-methods", "NeuralTextures"])
+    res = runner.invoke(
+        train_app,
+        [
+            "--shards",
+            str(shards),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "o"),
+            "--train-methods",
+            "NeuralTextures",
+        ],
+    )
     assert res.exit_code == 2 and "NeuralTextures" in res.output
     res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "huge", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "huge" in res.output
     assert not (tmp_path / "o").exists()  # nothing written on bad input
     # ImageNet weights from a file that is not there: the backbone's one-line error, not a traceback
-    res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"),
-                                    "--pretrained", "--backbone-weights", str(tmp_path / "nope.safetensors"),
-                                    "--workers", "0"])
+    res = runner.invoke(
+        train_app,
+        [
+            "--shards",
+            str(shards),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "o"),
+            "--pretrained",
+            "--backbone-weights",
+            str(tmp_path / "nope.safetensors"),
+            "--workers",
+            "0",
+        ],
+    )
     assert res.exit_code == 2 and "nope.safetensors" in res.output, res.output
     errors = [line for line in res.output.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "Traceback" not in res.output, res.output

@@ -15,17 +15,27 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from shards_fixture import make_shards
 from torch.utils.data import DataLoader
 
 from hilif.pipeline import schema
-from hilif.train.data import (BalancedTrainStream, DataError, EvalStream, SkipTally, local_batch_size, make_loader,
-                              plan_epoch)
+from hilif.train.data import (
+    BalancedTrainStream,
+    DataError,
+    EvalStream,
+    SkipTally,
+    local_batch_size,
+    make_loader,
+    plan_epoch,
+)
 from hilif.train.evaluate import sample_counts
-from shards_fixture import make_shards
 
 # FF++ proportions: 1 real video per 4 fake ones (two methods), each video's frames written in order
-LAYOUT = {"train": (2, {"Deepfakes": 4, "FaceSwap": 4}), "val": (2, {"Deepfakes": 4, "FaceSwap": 4}),
-          "test": (1, {"Deepfakes": 1})}
+LAYOUT = {
+    "train": (2, {"Deepfakes": 4, "FaceSwap": 4}),
+    "val": (2, {"Deepfakes": 4, "FaceSwap": 4}),
+    "test": (1, {"Deepfakes": 1}),
+}
 FRAMES = 5
 
 
@@ -49,8 +59,9 @@ def loader_order(stream: BalancedTrainStream | EvalStream, workers: int) -> list
     return out
 
 
-def run_ranks(shards: Path, global_batch: int, world: int, workers: int, epoch: int = 0, start_step: int = 0,
-              **kw: Any) -> list[list[dict[str, Any]]]:
+def run_ranks(
+    shards: Path, global_batch: int, world: int, workers: int, epoch: int = 0, start_step: int = 0, **kw: Any
+) -> list[list[dict[str, Any]]]:
     out = []
     for rank in range(world):
         s = BalancedTrainStream(shards, "train", 32, global_batch, rank=rank, world_size=world, seed=7, **kw)
@@ -69,8 +80,9 @@ CASES = [(6, 2), (12, 4), (6, 3), (8, 2), (8, 4)]
 
 @pytest.mark.parametrize("global_batch,world", CASES)
 @pytest.mark.parametrize("workers", [0, 1, 2])
-def test_every_global_step_balanced_larger_class_once_smaller_even(shards: Path, global_batch: int, world: int,
-                                                                    workers: int) -> None:
+def test_every_global_step_balanced_larger_class_once_smaller_even(
+    shards: Path, global_batch: int, world: int, workers: int
+) -> None:
     n_real, n_fake = 2 * FRAMES, 8 * FRAMES
     half = global_batch // 2
     per_rank = run_ranks(shards, global_batch, world, workers)
@@ -134,13 +146,16 @@ def test_loader_workers_under_the_spawn_start_method(shards: Path) -> None:
 
 def test_batches_mix_many_videos_from_the_first_step(tmp_path: Path) -> None:
     # 40 real and 40 fake videos x 10 frames, each video's frames consecutive in its shard (as extract writes them)
-    root = make_shards(tmp_path / "s", frames=10, layout={"train": (40, {"Deepfakes": 40}),
-                                                          "val": (1, {"Deepfakes": 1})}, maxcount=50)
+    root = make_shards(
+        tmp_path / "s", frames=10, layout={"train": (40, {"Deepfakes": 40}), "val": (1, {"Deepfakes": 1})}, maxcount=50
+    )
     s = BalancedTrainStream(root, "train", 16, 16, 10, rank=0, world_size=1, seed=0)
     # the first steps: a shuffle buffer filled from the first shards would give 1-3 videos per class here;
     # 8 draws out of 40 videos give 7.3 distinct ones on average
-    distinct = {y: [len({v for v, lab in zip(b["video"], b["label"].tolist()) if lab == y}) for b in s.batches()]
-                for y in (schema.REAL, schema.FAKE)}
+    distinct = {
+        y: [len({v for v, lab in zip(b["video"], b["label"].tolist()) if lab == y}) for b in s.batches()]
+        for y in (schema.REAL, schema.FAKE)
+    }
     for y, counts in distinct.items():
         assert min(counts) >= 5 and np.mean(counts) >= 6.5, (y, counts)
 
@@ -156,8 +171,10 @@ def test_per_rank_batch_of_one_and_odd_global_batch_refused() -> None:
 def test_stratified_validation_cap_exact_batches_both_classes(shards: Path) -> None:
     # reals come first in shard order: a cap that took the first batches would be all real
     for world, workers in ((1, 0), (2, 2), (3, 1)):
-        per_rank = [loader_order(EvalStream(shards, "val", 32, 4, max_batches=5, rank=r, world_size=world), workers)
-                    for r in range(world)]
+        per_rank = [
+            loader_order(EvalStream(shards, "val", 32, 4, max_batches=5, rank=r, world_size=world), workers)
+            for r in range(world)
+        ]
         batches = [b for r in per_rank for b in r]
         assert len(batches) == 5, (world, workers)
         labels = torch.cat([b["label"] for b in batches])
@@ -200,7 +217,7 @@ def _corrupt_images(root: Path, split: str, label: str, every: int) -> int:
             pngs = [(m.offset_data, m.size) for m in tf if m.name.endswith(".png")]
         data = bytearray(tar.read_bytes())
         for off, size in pngs[::every]:
-            data[off:off + size] = b"\xff" * size
+            data[off : off + size] = b"\xff" * size
             n += 1
         tar.write_bytes(bytes(data))
     return n
@@ -221,8 +238,9 @@ def test_corrupt_samples_are_replaced_counted_and_balance_holds(shards: Path, tm
         assert sum(t.total() for t in tally) > 0
         for g in range(len(per_rank[0])):
             assert int(per_rank[0][g]["label"].sum() + per_rank[1][g]["label"].sum()) == 3
-        assert all(m in ("real", *(methods or ("Deepfakes", "FaceSwap"))) for r in per_rank for b in r
-                   for m in b["method"])
+        assert all(
+            m in ("real", *(methods or ("Deepfakes", "FaceSwap"))) for r in per_rank for b in r for m in b["method"]
+        )
 
 
 def test_eval_skips_counted_and_the_report_warns(shards: Path, tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ runner = CliRunner()
 
 def _shards(root: Path, dataset: str, quality: str, methods: tuple[str, ...] = ("Deepfakes", "FaceSwap")) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "dataset.json").write_text(json.dumps(
-        {"dataset": dataset, "quality": quality, "methods": {"train": {m: 10 for m in methods}}}))
+    (root / "dataset.json").write_text(
+        json.dumps({"dataset": dataset, "quality": quality, "methods": {"train": {m: 10 for m in methods}}})
+    )
     return root
 
 
@@ -39,9 +40,16 @@ def _run(folder: Path, shards: Path, reports: dict[int, dict], claim: bool = Tru
     for stage, body in reports.items():
         out = folder / f"stage{stage}" / f"eval-{info['dataset']}-{info['quality']}-test"
         out.mkdir(parents=True)
-        rep = {"checkpoint": str(folder / f"stage{stage}" / "best.pt"), "stage": stage, "split": "test",
-               "dataset": info["dataset"], "quality": info["quality"], "perturbations": [],
-               "methods": {m: {"auc": body.get("auc", 0.5)} for m in next(iter(info["methods"].values()))}, **body}
+        rep = {
+            "checkpoint": str(folder / f"stage{stage}" / "best.pt"),
+            "stage": stage,
+            "split": "test",
+            "dataset": info["dataset"],
+            "quality": info["quality"],
+            "perturbations": [],
+            "methods": {m: {"auc": body.get("auc", 0.5)} for m in next(iter(info["methods"].values()))},
+            **body,
+        }
         rep["frame"] = {"acc": body.get("acc", 0.5), "auc": body.get("auc", 0.5)}
         (out / "report.json").write_text(json.dumps(rep))
     return folder
@@ -100,9 +108,12 @@ def test_columns_follow_the_data_and_the_demo_stands_in(tmp_path: Path) -> None:
     _, cells, stand = tb.build_table("X", tb.load_runs(tmp_path / "runs"))
     assert stand == {}
     model = [c for c in cells if c.row == "Model"]
-    assert [(c.column, c.ours) for c in model] == [("FF++ (C23) ACC", pytest.approx(93.0)),
-                                                   ("FF++ (C23) AUC", pytest.approx(98.0)),
-                                                   ("FF++ (C40) ACC", None), ("FF++ (C40) AUC", None)]
+    assert [(c.column, c.ours) for c in model] == [
+        ("FF++ (C23) ACC", pytest.approx(93.0)),
+        ("FF++ (C23) AUC", pytest.approx(98.0)),
+        ("FF++ (C40) ACC", None),
+        ("FF++ (C40) AUC", None),
+    ]
     assert _cell(cells, "Model + LRCL (Ours, K = 5, S = 2, N = 8)", "FF++ (C23) AUC").ours == pytest.approx(99.0)
     # the same run is not a K=3 row
     assert _cell(cells, "Model + LRCL (Ours, K = 3, S = 3, N = 8)", "FF++ (C23) AUC").ours is None
@@ -120,8 +131,12 @@ def test_cross_manipulation_rows_use_the_training_methods(tmp_path: Path) -> Non
     folder = _run(tmp_path / "runs" / "df", c23, {2: {"auc": 0.8}}, train_methods=["Deepfakes"])
     rp = next(folder.rglob("report.json"))
     rep = json.loads(rp.read_text())
-    rep["methods"] = {"Deepfakes": {"auc": 0.99}, "Face2Face": {"auc": 0.6}, "FaceSwap": {"auc": 0.3},
-                      "NeuralTextures": {"auc": 0.7}}
+    rep["methods"] = {
+        "Deepfakes": {"auc": 0.99},
+        "Face2Face": {"auc": 0.6},
+        "FaceSwap": {"auc": 0.3},
+        "NeuralTextures": {"auc": 0.7},
+    }
     rp.write_text(json.dumps(rep))
     _, cells, _ = tb.build_table("II", tb.load_runs(tmp_path / "runs"))
     df = [c for c in cells if c.row == "DF -> Ours"]
@@ -154,16 +169,27 @@ def test_one_stage_one_run_serves_the_l_d_rows_and_evaluate_fills_the_table(tmp_
     from hilif.train.trainer import train
 
     shards = make_shards(tmp_path / "shards", dataset="ffpp")
-    base = dict(shards=str(shards), preset="tiny", stage1_epochs=1, stage2_epochs=1, batch_size=4, workers=0,
-                steps_per_epoch=2, val_batch_size=16, shuffle_buffer=20)
+    base = dict(
+        shards=str(shards),
+        preset="tiny",
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        workers=0,
+        steps_per_epoch=2,
+        val_batch_size=16,
+        shuffle_buffer=20,
+    )
     runs = tmp_path / "runs"
     model = runs / "model"
     assert [r.stage for r in train(TrainConfig(out=str(model), ablation="eff+dftm+ddafm", **base))] == [1]
     shutil.copytree(model, runs / "k3s3n1")
-    assert [r.stage for r in train(TrainConfig(out=str(runs / "k3s3n1"), ablation="ld-k3s3n1", stage="2",
-                                               **base))] == [2]
-    res = runner.invoke(eval_app, ["table", "--runs", str(runs), "--table", "X", "--evaluate", "--workers", "0",
-                                   "--device", "cpu"])
+    assert [r.stage for r in train(TrainConfig(out=str(runs / "k3s3n1"), ablation="ld-k3s3n1", stage="2", **base))] == [
+        2
+    ]
+    res = runner.invoke(
+        eval_app, ["table", "--runs", str(runs), "--table", "X", "--evaluate", "--workers", "0", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     key = tb.data_key("ffpp", "c40")
     _, cells, _ = tb.build_table("X", tb.load_runs(runs))
