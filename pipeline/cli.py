@@ -12,6 +12,7 @@ from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, se
 
 from .demo import DemoConfig
 from .extract import ExtractConfig
+from .inspect import InspectOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -76,16 +77,10 @@ def extract(options: Options[ExtractConfig], verbose: bool = VERBOSE) -> None:
 
 
 @app.command("inspect")
+@config_options(InspectOptions)
 def inspect_cmd(
+    options: Options[InspectOptions],
     folder: Path = typer.Argument(..., help="A folder written by extract, e.g. shards/ffpp_c40."),
-    sheet: Path = typer.Option(None, "--sheet", help="Contact sheet PNG (default: <folder>/contact_sheet.png)."),
-    faces: int = typer.Option(48, "--faces", help="Faces on the contact sheet."),
-    check: int = typer.Option(200, "--check", help="Samples to check in depth."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sample choice."),
-    sbi: int = typer.Option(0, "--sbi", help="Also draw N (real, self-blended fake, mask) triplets from train reals."),
-    sbi_sheet_path: Path = typer.Option(
-        None, "--sbi-sheet", help="SBI contact sheet PNG (default: <folder>/sbi_sheet.png)."
-    ),
 ) -> None:
     """Counts per split/label/method, sample checks, a contact sheet of random faces (and of SBI triplets)."""
     from rich.console import Console
@@ -95,13 +90,14 @@ def inspect_cmd(
     from .schema import SchemaError
 
     console = Console()
-    if sbi < 0:
-        raise fail(f"--sbi {sbi}: give the number of triplets (>= 1), or 0 for none")
+    opts = options.build()
+    sheet = Path(opts.sheet) if opts.sheet else folder / "contact_sheet.png"
     try:
-        rep = inspect_shards(folder, sheet or folder / "contact_sheet.png", n_faces=faces, check=check, seed=seed)
+        rep = inspect_shards(folder, sheet, n_faces=opts.faces, check=opts.check, seed=opts.seed)
         sbi_made = None
-        if sbi and rep.shards:
-            sbi_made = sbi_sheet(folder, sbi_sheet_path or folder / "sbi_sheet.png", sbi, seed)
+        if opts.sbi and rep.shards:
+            sbi_path = Path(opts.sbi_sheet) if opts.sbi_sheet else folder / "sbi_sheet.png"
+            sbi_made = sbi_sheet(folder, sbi_path, opts.sbi, opts.seed)
     except SchemaError as exc:
         raise fail(str(exc)) from None
     if not rep.shards:

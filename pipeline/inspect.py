@@ -12,7 +12,22 @@ from typing import Any
 
 import numpy as np
 
+from hilif.common.options import option
+
 from . import schema
+
+
+@dataclass
+class InspectOptions:
+    """Options of `hilif-prep inspect` (the shard folder is its argument); each field is the option of the same
+    name."""
+
+    sheet: str | None = option("Contact sheet PNG (default: <folder>/contact_sheet.png).", None, type=Path)
+    faces: int = option("Faces on the contact sheet.", 48, min=1)
+    check: int = option("Samples to check in depth.", 200, min=0)
+    seed: int = option("Seed of the sample choice.", 0)
+    sbi: int = option("Also draw N (real, self-blended fake, mask) triplets from train reals.", 0, min=0)
+    sbi_sheet: str | None = option("SBI contact sheet PNG (default: <folder>/sbi_sheet.png).", None, type=Path)
 
 
 @dataclass

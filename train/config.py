@@ -265,10 +265,13 @@ def parse_level(spec: str) -> tuple[str, tuple[float, ...]]:
 class EvalOptions:
     """One evaluation; each field is the hilif-eval option of the same name (perturb_levels: --perturb-level)."""
 
+    # checkpoint and shards: required for an evaluation but not for the subcommands, so the command checks them
     checkpoint: str = option(
-        "A checkpoint written by hilif-train (e.g. RUN/stage2/best.pt).", type=Path, required=False
+        "Required: a checkpoint written by hilif-train (e.g. RUN/stage2/best.pt).", type=Path, required=False
     )
-    shards: str = option("Shard folder of any dataset (cross-dataset: Table III).", type=Path, required=False)
+    shards: str = option(
+        "Required: the shard folder of any dataset (cross-dataset: Table III).", type=Path, required=False
+    )
     split: str = option("train | val | test.", "test")
     # None: <checkpoint folder>/eval-<dataset>-<quality>-<split> (default_out_dir)
     out: str | None = option("Report folder (default: next to the checkpoint).", None, type=Path)

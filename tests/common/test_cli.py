@@ -16,6 +16,7 @@ from hilif.pipeline import cli as prep_cli
 from hilif.pipeline.datasets import DATASETS
 from hilif.pipeline.demo import DemoConfig
 from hilif.pipeline.extract import ExtractConfig
+from hilif.pipeline.inspect import InspectOptions
 from hilif.train.cli import eval_app, train_app
 from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOptions, TrainConfig
 
@@ -30,6 +31,7 @@ COMMANDS = {
     "hilif-eval info": (InfoOptions, set(), set()),
     "hilif-prep extract": (ExtractConfig, {"verbose"}, {"command", "track", "decode_backend", "full_every"}),
     "hilif-prep demo": (DemoConfig, {"verbose"}, {"methods"}),
+    "hilif-prep inspect": (InspectOptions, {"folder"}, set()),
 }
 
 
@@ -77,6 +79,7 @@ REQUIRED = {
     "hilif-eval info": [],
     "hilif-prep extract": ["--dataset", "ffpp", "--root", "r"],
     "hilif-prep demo": ["--out", "o"],
+    "hilif-prep inspect": ["f"],
 }
 REQUIRED_VALUES = {
     "hilif-train": dict(shards="s"),
@@ -86,6 +89,7 @@ REQUIRED_VALUES = {
     "hilif-eval info": {},
     "hilif-prep extract": dict(dataset="ffpp", root="r"),
     "hilif-prep demo": dict(out=Path("o")),
+    "hilif-prep inspect": {},
 }
 
 
