@@ -1,8 +1,10 @@
-"""Tiny synthetic shard folders for the train tests, written with webdataset.ShardWriter + schema.encode_sample."""
+"""Tiny synthetic shard folders for the train tests, written with webdataset.ShardWriter + schema.encode_sample,
+and the tiny training config the tests run on them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -117,3 +119,23 @@ def make_shards(
         methods=methods,
     ).save(root)
     return root
+
+
+def tiny_train_config(shards: Path, out: Path, **overrides: Any):
+    """A TrainConfig of the tiny preset that trains in seconds on CPU (2 + 1 epochs of 2 steps, batch 4, no loader
+    workers); ``overrides`` replace any field."""
+    from hilif.train.config import TrainConfig
+
+    base: dict[str, Any] = dict(
+        shards=str(shards),
+        out=str(out),
+        preset="tiny",
+        stage1_epochs=2,
+        stage2_epochs=1,
+        batch_size=4,
+        workers=0,
+        steps_per_epoch=2,
+        val_batch_size=16,
+        shuffle_buffer=20,
+    )
+    return TrainConfig(**{**base, **overrides})

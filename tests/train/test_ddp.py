@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ranks_fixture import become_rank, free_port
 from shards_fixture import make_shards
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)
     from hilif.train import distributed as dist_util
     from hilif.train.config import TrainConfig
     from hilif.train.trainer import Trainer
@@ -78,7 +62,7 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
 def test_two_ranks_same_steps_identical_weights(tmp_path: Path) -> None:
     shards = make_shards(tmp_path / "shards")
     out = tmp_path / "run"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(shards), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(2, free_port(), str(shards), str(out)), nprocs=2, join=True)
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
     # 16 real / 16 fake train samples, global batch 4: 8 steps per epoch on each rank, two stages

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shards_fixture import make_shards
+from ranks_fixture import become_rank, free_port
+from shards_fixture import make_shards, tiny_train_config
 from torch.utils.data import DataLoader
 
 from hilif.train import evaluate as ev
@@ -97,24 +98,8 @@ def test_eval_folders_carry_dataset_quality_and_split(shards: Path) -> None:
 
 
 def _cfg(shards: Path, out: Path, **kw):
-    from hilif.train.config import TrainConfig
-
-    base = dict(
-        shards=str(shards),
-        out=str(out),
-        preset="tiny",
-        stage="1",
-        stage1_epochs=2,
-        stage2_epochs=1,
-        batch_size=4,
-        workers=0,
-        threads=1,
-        steps_per_epoch=3,
-        val_batch_size=16,
-        save_every_steps=2,
-        log_every=1,
-    )
-    return TrainConfig(**{**base, **kw})
+    base = dict(stage="1", threads=1, steps_per_epoch=3, save_every_steps=2, log_every=1)
+    return tiny_train_config(shards, out, **{**base, **kw})
 
 
 class _KillAtStep:
@@ -232,18 +217,7 @@ def test_sync_batchnorm_conversion_keeps_the_model() -> None:
 
 
 def _rank_losses(rank: int, world: int, port: int, shards: str, out: str) -> None:
-    import os
-
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)
     from hilif.train import distributed as dist_util
     from hilif.train.trainer import Trainer
 
@@ -265,15 +239,10 @@ def _rank_losses(rank: int, world: int, port: int, shards: str, out: str) -> Non
 
 @pytest.mark.slow
 def test_logged_loss_is_the_mean_over_ranks(shards: Path, tmp_path: Path) -> None:
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "run"
-    mp.spawn(_rank_losses, args=(2, port, str(shards), str(out)), nprocs=2, join=True)
+    mp.spawn(_rank_losses, args=(2, free_port(), str(shards), str(out)), nprocs=2, join=True)
     l0, l1 = (torch.load(out / f"losses{r}.pt", weights_only=True) for r in (0, 1))
     assert len(l0) == len(l1) == 3 and not torch.equal(l0, l1)  # the ranks saw different samples
     (row,) = _rows(out)

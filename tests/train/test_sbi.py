@@ -226,22 +226,11 @@ def test_reals_only_stream_fills_every_fake_slot_with_sbi(shards):
     "extra", [dict(synth_fakes="sbi", synth_ratio=0.5), dict(synth_fakes="sbi", train_methods=["none"])]
 )
 def test_synth_fakes_train_a_tiny_preset_for_a_step(shards, tmp_path, extra):
-    from hilif.train.config import TrainConfig
+    from shards_fixture import tiny_train_config
+
     from hilif.train.trainer import train
 
-    cfg = TrainConfig(
-        shards=str(shards),
-        out=str(tmp_path / "run"),
-        preset="tiny",
-        stage1_epochs=1,
-        stage2_epochs=0,
-        batch_size=4,
-        workers=0,
-        steps_per_epoch=1,
-        val_batch_size=16,
-        shuffle_buffer=20,
-        **extra,
-    )
+    cfg = tiny_train_config(shards, tmp_path / "run", stage1_epochs=1, stage2_epochs=0, steps_per_epoch=1, **extra)
     results = train(cfg)
     assert results and results[0].stage == 1 and np.isfinite(results[0].best_auc)
     assert (tmp_path / "run" / "stage1" / "best.pt").is_file()

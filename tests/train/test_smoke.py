@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from shards_fixture import make_shards
+from shards_fixture import make_shards, tiny_train_config
 from typer.testing import CliRunner
 
 from hilif.train import checkpoint as ck
@@ -24,19 +24,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(shards: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        shards=str(shards),
-        out=str(out),
-        preset="tiny",
-        stage1_epochs=2,
-        stage2_epochs=1,
-        batch_size=4,
-        workers=0,
-        steps_per_epoch=2,
-        val_batch_size=16,
-        shuffle_buffer=20,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(shards, out, **kw)
 
 
 @pytest.fixture(scope="module")

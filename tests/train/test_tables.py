@@ -164,29 +164,18 @@ def test_one_stage_one_run_serves_the_l_d_rows_and_evaluate_fills_the_table(tmp_
     that folder (L_d's settings do not touch stage 1); `table --evaluate` evaluates both and files them."""
     import shutil
 
-    from shards_fixture import make_shards
+    from shards_fixture import make_shards, tiny_train_config
 
     from hilif.train.trainer import train
 
     shards = make_shards(tmp_path / "shards", dataset="ffpp")
-    base = dict(
-        shards=str(shards),
-        preset="tiny",
-        stage1_epochs=1,
-        stage2_epochs=1,
-        batch_size=4,
-        workers=0,
-        steps_per_epoch=2,
-        val_batch_size=16,
-        shuffle_buffer=20,
-    )
     runs = tmp_path / "runs"
     model = runs / "model"
-    assert [r.stage for r in train(TrainConfig(out=str(model), ablation="eff+dftm+ddafm", **base))] == [1]
+    stage1 = tiny_train_config(shards, model, stage1_epochs=1, ablation="eff+dftm+ddafm")
+    assert [r.stage for r in train(stage1)] == [1]
     shutil.copytree(model, runs / "k3s3n1")
-    assert [r.stage for r in train(TrainConfig(out=str(runs / "k3s3n1"), ablation="ld-k3s3n1", stage="2", **base))] == [
-        2
-    ]
+    stage2 = tiny_train_config(shards, runs / "k3s3n1", stage1_epochs=1, ablation="ld-k3s3n1", stage="2")
+    assert [r.stage for r in train(stage2)] == [2]
     res = runner.invoke(
         eval_app, ["table", "--runs", str(runs), "--table", "X", "--evaluate", "--workers", "0", "--device", "cpu"]
     )
