@@ -8,13 +8,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from ranks_fixture import become_rank, free_port
-from shards_fixture import make_shards
+from shards_fixture import make_shards, tiny_train_config
 
 
 def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
     become_rank(rank, world, port)
     from hilif.train import distributed as dist_util
-    from hilif.train.config import TrainConfig
     from hilif.train.trainer import Trainer
 
     class Count:
@@ -30,19 +29,8 @@ def _rank_main(rank: int, world: int, port: int, shards: str, out: str) -> None:
         def end_epoch(self, row) -> None:
             Count.rows.append(row)
 
-    cfg = TrainConfig(
-        shards=shards,
-        out=out,
-        preset="tiny",
-        stage="both",
-        stage1_epochs=1,
-        stage2_epochs=1,
-        batch_size=4,
-        workers=0,
-        steps_per_epoch=0,
-        val_batch_size=8,
-        shuffle_buffer=10,
-        device="cpu",
+    cfg = tiny_train_config(
+        shards, out, stage="both", stage1_epochs=1, steps_per_epoch=0, val_batch_size=8, shuffle_buffer=10, device="cpu"
     )
     trainer = Trainer(cfg, reporter=Count())
     trainer.run()
