@@ -133,6 +133,12 @@ class TrainConfig:
         type=str,
         parse=comma_numbers(int, "5,25", count=2),
     )
+    pair_twins: bool = option(
+        "Pair every fake with its real twin in the step (the target video's same frame): the two differ only where "
+        "the face was manipulated.",
+        False,
+        flags=("--pair-twins/--no-pair-twins",),
+    )
     backbone_weights: str | None = option("Local ImageNet weights file for the backbones.", None, type=Path)
     pretrained: bool | None = option(
         "ImageNet backbones (default: the preset's choice).", None, flags=("--pretrained/--no-pretrained",)

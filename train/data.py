@@ -422,6 +422,51 @@ def _method_mask(index: ShardIndex, wanted: set[str]) -> tuple[np.ndarray, int]:
     return keep, dropped
 
 
+def twin_video(dataset: str, video_id: str) -> str | None:
+    """The real video a fake was made from (its target: same camera, background and frames), where the dataset's
+    names say it: FF++ and the demo ``t_s`` -> ``t``; Celeb-DF ``Celeb-synthesis_idA_idB_NNNN`` ->
+    ``Celeb-real_idA_NNNN``. None where the names do not tell (DFDC, WildDeepfake, folders)."""
+    if dataset in ("ffpp", "demo"):
+        target, sep, _ = video_id.partition("_")
+        return target if sep else None
+    if dataset == "celebdf" and video_id.startswith("Celeb-synthesis_"):
+        parts = video_id.split("_")
+        return f"Celeb-real_{parts[1]}_{parts[-1]}" if len(parts) == 4 else None
+    return None
+
+
+def twin_map(reals: ShardIndex, fakes: ShardIndex) -> np.ndarray:
+    """For every fake of `fakes`, the index in `reals` of its real twin: the target video's sample nearest in
+    frame index (the same frame where both were sampled alike), or -1 where the fake has none (unknown target,
+    target not in the split, unreadable metadata)."""
+    frames: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with _Reader() as reader:
+        per_video: dict[str, list[tuple[int, int]]] = {}
+        for i, meta in _metas(reader, reals):
+            per_video.setdefault(meta.video_id, []).append((meta.frame_index, i))
+        for video, pairs in per_video.items():
+            pairs.sort()
+            frames[video] = (np.array([f for f, _ in pairs]), np.array([i for _, i in pairs]))
+        out = np.full(len(fakes), -1, np.int64)
+        for i, meta in _metas(reader, fakes):
+            target = twin_video(meta.dataset, meta.video_id)
+            if target in frames:
+                fi, idx = frames[target]
+                j = int(np.clip(np.searchsorted(fi, meta.frame_index), 1, len(fi) - 1)) if len(fi) > 1 else 0
+                if len(fi) > 1 and abs(fi[j - 1] - meta.frame_index) <= abs(fi[j] - meta.frame_index):
+                    j -= 1
+                out[i] = idx[j]
+    return out
+
+
+def _metas(reader: "_Reader", index: ShardIndex) -> Iterator[tuple[int, schema.SampleMeta]]:
+    for i in range(len(index)):
+        try:
+            yield i, schema.SampleMeta.from_json(reader.read(index, i, members=("json",))["json"])
+        except _SAMPLE_ERRORS:
+            continue  # counted where the sample itself is read
+
+
 class _Reader:
     """Random access to indexed samples: one pread per sample; keeps at most `max_open` files open (per process)."""
 
@@ -645,6 +690,7 @@ class BalancedTrainStream(IterableDataset):
         sbi: Any = None,
         dataset_fakes: bool = True,
         info: schema.DatasetInfo | None = None,
+        twins: bool = False,
     ) -> None:
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.global_batch = int(global_batch)
@@ -668,6 +714,13 @@ class BalancedTrainStream(IterableDataset):
         else:
             self.margin = 1.3
         self.index = _stream_index(root, split, methods, self.dataset_fakes)
+        # the real slot of a step holds the twin of the fake beside it (-1: the real sequence's own sample)
+        self.twins: np.ndarray | None = None
+        if twins and self.dataset_fakes:
+            self.twins = twin_map(self.index[schema.REAL], self.index[schema.FAKE])
+            if not (self.twins >= 0).any():
+                raise DataError(f"{root}: no fake of the {split} split has a known real twin; drop --pair-twins")
+            log.info("twins: %d of %d fakes paired with their target's frame", (self.twins >= 0).sum(), len(self.twins))
         self.counts = (len(self.index[schema.REAL]), len(self.index[schema.FAKE]))
         self.steps = natural_steps(*self.counts, self.global_batch) if steps is None else max(1, int(steps))
         self.per_epoch = self.steps * self.half
@@ -703,7 +756,12 @@ class BalancedTrainStream(IterableDataset):
         return self._perms[key]
 
     def sample_at(self, label: int, position: int) -> int:
-        """Index (into ``self.index[label]``) of the sample at `position` of the class's sequence."""
+        """Index (into ``self.index[label]``) of the sample at `position` of the class's sequence; with twins, the
+        real at a position is the twin of the fake there."""
+        if label == schema.REAL and self.twins is not None:
+            twin = int(self.twins[self.sample_at(schema.FAKE, position)])
+            if twin >= 0:
+                return twin
         cycle, offset = divmod(int(position), self.cycle[label])
         return int(self._perm(label, cycle)[offset % len(self.index[label])])
 

@@ -498,6 +498,7 @@ class Trainer:
             sbi=cfg.sbi_config(),
             dataset_fakes=cfg.dataset_fakes,
             info=self.info,
+            twins=cfg.pair_twins,
         )
         st.loader = make_loader(st.stream, cfg.workers, pin_memory=self.device.type == "cuda")
         if st.number == 2:
