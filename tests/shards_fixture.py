@@ -4,7 +4,7 @@ and the tiny training config the tests run on them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -38,8 +38,10 @@ def write_split(
     dataset: str,
     rng: np.random.Generator,
     maxcount: int,
+    video_id: Callable[[int], str] = "{:03d}".format,
 ) -> tuple[int, dict[str, int]]:
-    """Write `methods[m]` videos x `frames` faces per method into shards of one split/label."""
+    """Write `methods[m]` videos x `frames` faces per method into shards of one split/label; video v of a method is
+    named `video_id(v)`."""
     d = schema.shard_dir(root, split, label)
     d.mkdir(parents=True, exist_ok=True)
     pattern = str(d / "000-%05d.tar")
@@ -54,7 +56,7 @@ def write_split(
                         label=label,
                         method=method,
                         quality="c40",
-                        video_id=f"{v:03d}",
+                        video_id=video_id(v),
                         frame_index=f,
                         frame_count=frames,
                         fps=25.0,
@@ -91,8 +93,10 @@ def make_shards(
     seed: int = 0,
     maxcount: int = 8,
     layout: dict[str, tuple[int, dict[str, int]]] | None = None,
+    twin_names: bool = False,
 ) -> Path:
-    """A shard folder with dataset.json. layout: split -> (real videos, {fake method: videos})."""
+    """A shard folder with dataset.json. layout: split -> (real videos, {fake method: videos}). With `twin_names`,
+    fake v of a split with n reals is named FF++-style ``t_s`` with target t = v mod n (its real twin)."""
     rng = np.random.default_rng(seed)
     layout = layout or {
         "train": (4, {"Deepfakes": 2, "FaceSwap": 2}),
@@ -104,7 +108,8 @@ def make_shards(
     methods: dict[str, dict[str, int]] = {}
     for split, (n_real, fakes) in layout.items():
         nr, cr = write_split(root, split, schema.REAL, {schema.REAL_METHOD: n_real}, frames, dataset, rng, maxcount)
-        nf, cf = write_split(root, split, schema.FAKE, fakes, frames, dataset, rng, maxcount)
+        names = (lambda v, n=n_real: f"{v % n:03d}_{(v + 1) % n:03d}") if twin_names else "{:03d}".format
+        nf, cf = write_split(root, split, schema.FAKE, fakes, frames, dataset, rng, maxcount, names)
         samples[split] = {"real": nr, "fake": nf}
         videos[split] = {"real": n_real, "fake": sum(fakes.values())}
         methods[split] = {**cr, **cf}

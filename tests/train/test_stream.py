@@ -27,6 +27,7 @@ from hilif.train.data import (
     local_batch_size,
     make_loader,
     plan_epoch,
+    twin_video,
 )
 from hilif.train.evaluate import sample_counts
 
@@ -265,3 +266,68 @@ def test_truncated_shard_samples_counted_as_missing(shards: Path, tmp_path: Path
     s = BalancedTrainStream(root, "train", 32, 6, rank=0, world_size=1)
     assert s.missing >= 1 and s.counts[1] == 8 * FRAMES - s.missing
     assert sum(int(b["label"].sum()) for b in s.batches()) == 3 * s.steps
+
+
+# ---- twins: each fake beside its target video's same frame
+
+
+def test_twin_video_follows_each_datasets_names() -> None:
+    assert twin_video("ffpp", "000_003") == "000" and twin_video("demo", "012_004") == "012"
+    assert twin_video("ffpp", "000") is None  # a real has no twin
+    assert twin_video("celebdf", "Celeb-synthesis_id0_id16_0003") == "Celeb-real_id0_0003"
+    assert twin_video("celebdf", "Celeb-real_id0_0003") is None
+    assert twin_video("dfdc", "abcdefghij") is None and twin_video("folder", "a_b") is None
+
+
+@pytest.mark.parametrize("global_batch,world,workers", [(6, 1, 0), (8, 2, 2)])
+def test_twins_pair_every_fake_with_its_targets_same_frame(
+    tmp_path: Path, global_batch: int, world: int, workers: int
+) -> None:
+    layout = {split: (3, {"Deepfakes": 3, "FaceSwap": 3}) for split in ("train", "val", "test")}
+    root = make_shards(tmp_path, dataset="ffpp", frames=4, layout=layout, maxcount=5, twin_names=True)
+    per_rank = [
+        loader_order(
+            _set(BalancedTrainStream(root, "train", 32, global_batch, rank=r, world_size=world, twins=True)), workers
+        )
+        for r in range(world)
+    ]
+    reals: Counter = Counter()
+    fakes: Counter = Counter()
+    for batches in per_rank:
+        for b in batches:
+            for j in range(0, len(b["key"]), 2):  # real, fake, real, fake, ...: a fake's twin sits just before it
+                (real_video, real_key), (fake_video, fake_key) = (
+                    (b["video"][j], b["key"][j]),
+                    (b["video"][j + 1], b["key"][j + 1]),
+                )
+                assert b["label"][j] == schema.REAL and b["label"][j + 1] == schema.FAKE
+                assert real_video.rsplit("/", 1)[1] == fake_video.rsplit("/", 1)[1].split("_")[0]  # its target
+                assert real_key.rsplit("_f", 1)[1] == fake_key.rsplit("_f", 1)[1]  # the same frame
+                reals[real_key] += 1
+                fakes[fake_key] += 1
+    # every fake once; every real as often as the fakes made from it (here 2 per frame): balance by the pairing
+    assert len(fakes) == 24 and set(fakes.values()) == {1}
+    assert len(reals) == 12 and set(reals.values()) == {2}
+
+
+def _set(stream: BalancedTrainStream) -> BalancedTrainStream:
+    stream.set_epoch(0)
+    return stream
+
+
+def test_twins_fall_back_to_the_real_sequence_and_refuse_nameless_datasets(shards: Path, tmp_path: Path) -> None:
+    layout = {split: (2, {"Deepfakes": 2}) for split in ("train", "val", "test")}  # fakes 000_001 and 001_000
+    root = make_shards(tmp_path, dataset="ffpp", frames=3, layout=layout, maxcount=3, twin_names=True)
+    real_dir = schema.shard_dir(root, "train", schema.REAL)
+    for path in sorted(real_dir.glob("000-00001.*")):  # real video 001 (one shard per video) is gone
+        path.unlink()
+    s = _set(BalancedTrainStream(root, "train", 32, 4, twins=True, rank=0, world_size=1))
+    fake_videos = [b["video"][j] for b in s.batches() for j in range(1, len(b["key"]), 2)]
+    real_videos = [b["video"][j] for b in s.batches() for j in range(0, len(b["key"]), 2)]
+    # fakes of target 000 sit beside real 000; those of the missing target 001 beside the real sequence's sample
+    assert all(r.endswith("/000") for r in real_videos)  # the only real left
+    assert sorted(set(fake_videos)) == ["ffpp/Deepfakes/000_001", "ffpp/Deepfakes/001_000"]
+    assert sorted(s.twins.tolist()).count(-1) == 3  # 001_000's three frames have no twin
+    # a dataset whose names do not tell the target: a one-line error naming the folder
+    with pytest.raises(DataError, match="no fake of the train split has a known real twin"):
+        BalancedTrainStream(shards, "train", 32, 4, twins=True, rank=0, world_size=1)
