@@ -18,7 +18,7 @@ LR_SCHEDULES = ("cosine", "constant", "linear")
 
 #: Training augmentations: "paper" = random crop + horizontal flip (section V-B); "colour" adds a per-sample
 #: photometric jitter (brightness, contrast, saturation, white balance; hilif.train.data.colour_jitter).
-AUGMENTS = ("paper", "colour")
+AUGMENTS = ("paper", "colour", "strong")
 
 #: Synthetic fakes made on the fly from the train reals: "none", or "sbi" = self-blended images (hilif.train.sbi).
 SYNTH_FAKES = ("none", "sbi")

@@ -101,18 +101,45 @@ def _resize(img: np.ndarray, side: int) -> np.ndarray:
 def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator, augment: str = "paper") -> np.ndarray:
     """The paper's training augmentation: random crop (224 of 256) + horizontal flip; ``augment="colour"`` adds
     `colour_jitter`."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
     img = _resize(img, face_resize(img_size))
+    if augment == "strong":
+        img = random_affine(img, rng)
     h, w = img.shape[:2]
     y = int(rng.integers(0, h - img_size + 1))
     x = int(rng.integers(0, w - img_size + 1))
     img = img[y : y + img_size, x : x + img_size]
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    if augment == "colour":
+    if augment in ("colour", "strong"):
         img = colour_jitter(img, rng)
-    elif augment != "paper":
-        raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
+    if augment == "strong":
+        img = blur_and_compress(img, rng)
     return img
+
+
+def random_affine(img: np.ndarray, rng: np.random.Generator, degrees: float = 8.0, scale: float = 0.08) -> np.ndarray:
+    """A small random rotation and zoom of the whole face about its centre (mirrored border): the same photograph
+    never lands on the same pixels twice, so its exact texture cannot be memorised."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-degrees, degrees)), float(rng.uniform(1 - scale, 1 + scale)))
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def blur_and_compress(
+    img: np.ndarray, rng: np.random.Generator, p_blur: float = 0.3, p_jpeg: float = 0.5, quality: tuple[int, int] = (60, 95)
+) -> np.ndarray:
+    """Whole-image degradations of the field's standard recipe: Gaussian blur (probability `p_blur`) and JPEG
+    re-compression (`p_jpeg`, quality drawn from `quality`). Applied to the whole image, as colour jitter: a
+    blending trace is a difference between the face and its surroundings, which a global operation keeps."""
+    if rng.random() < p_blur:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 0.8)))
+    if rng.random() < p_jpeg:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(quality[0], quality[1] + 1))])
+        if ok:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(img)
 
 
 def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
