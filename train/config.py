@@ -17,7 +17,8 @@ from hilif.common.options import auto_or_count, comma_numbers, option
 LR_SCHEDULES = ("cosine", "constant", "linear")
 
 #: Training augmentations: "paper" = random crop + horizontal flip (section V-B); "colour" adds a per-sample
-#: photometric jitter (brightness, contrast, saturation, white balance; hilif.train.data.colour_jitter).
+#: photometric jitter (brightness, contrast, saturation, white balance; hilif.train.data.colour_jitter); "strong"
+#: adds a small rotation and zoom, Gaussian blur and JPEG re-compression (the field's usual set), all global.
 AUGMENTS = ("paper", "colour", "strong")
 
 #: Synthetic fakes made on the fly from the train reals: "none", or "sbi" = self-blended images (hilif.train.sbi).
@@ -52,7 +53,14 @@ RUNTIME_FIELDS = frozenset(
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(
-        stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4, augment="paper"
+        stage1_epochs=20,
+        stage2_epochs=20,
+        batch_size=12,
+        lr=2e-4,
+        steps_per_epoch=None,
+        workers=4,
+        augment="paper",
+        pair_twins=False,
     ),
     "demo": dict(
         stage1_epochs=8,
@@ -63,9 +71,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         steps_per_epoch=40,
         workers=1,
         augment="colour",
+        pair_twins=False,
     ),
     "tiny": dict(
-        stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0, augment="paper"
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        steps_per_epoch=2,
+        workers=0,
+        augment="paper",
+        pair_twins=False,
     ),
 }
 
@@ -114,7 +130,9 @@ class TrainConfig:
         factory=list,
     )
     augment: str | None = option(
-        "paper (random crop + flip, the paper's) | colour (+ photometric jitter). Default: the preset's.", None
+        "paper (random crop + flip, the paper's) | colour (+ photometric jitter) | strong (+ rotation, zoom, blur, "
+        "JPEG). Default: the preset's.",
+        None,
     )
     # made in the loader workers
     synth_fakes: str = option("none | sbi: self-blended fakes made from the train reals in the loader.", "none")
@@ -133,10 +151,11 @@ class TrainConfig:
         type=str,
         parse=comma_numbers(int, "5,25", count=2),
     )
-    pair_twins: bool = option(
-        "Pair every fake with its real twin in the step (the target video's same frame): the two differ only where "
-        "the face was manipulated.",
-        False,
+    # FF++, the demo and Celeb-DF name each fake's target; elsewhere every real comes from the real sequence
+    pair_twins: bool | None = option(
+        "Put every fake beside its real twin in the step (its target video's same frame; they differ only where "
+        "the face was manipulated). Default: the preset's (demo: on).",
+        None,
         flags=("--pair-twins/--no-pair-twins",),
     )
     backbone_weights: str | None = option("Local ImageNet weights file for the backbones.", None, type=Path)

@@ -123,12 +123,18 @@ def random_affine(img: np.ndarray, rng: np.random.Generator, degrees: float = 8.
     """A small random rotation and zoom of the whole face about its centre (mirrored border): the same photograph
     never lands on the same pixels twice, so its exact texture cannot be memorised."""
     h, w = img.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-degrees, degrees)), float(rng.uniform(1 - scale, 1 + scale)))
+    m = cv2.getRotationMatrix2D(
+        (w / 2, h / 2), float(rng.uniform(-degrees, degrees)), float(rng.uniform(1 - scale, 1 + scale))
+    )
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
 def blur_and_compress(
-    img: np.ndarray, rng: np.random.Generator, p_blur: float = 0.3, p_jpeg: float = 0.5, quality: tuple[int, int] = (60, 95)
+    img: np.ndarray,
+    rng: np.random.Generator,
+    p_blur: float = 0.3,
+    p_jpeg: float = 0.5,
+    quality: tuple[int, int] = (60, 95),
 ) -> np.ndarray:
     """Whole-image degradations of the field's standard recipe: Gaussian blur (probability `p_blur`) and JPEG
     re-compression (`p_jpeg`, quality drawn from `quality`). Applied to the whole image, as colour jitter: a
@@ -136,7 +142,11 @@ def blur_and_compress(
     if rng.random() < p_blur:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 0.8)))
     if rng.random() < p_jpeg:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(quality[0], quality[1] + 1))])
+        ok, buf = cv2.imencode(
+            ".jpg",
+            np.ascontiguousarray(img[..., ::-1]),
+            [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(quality[0], quality[1] + 1))],
+        )
         if ok:
             img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
     return np.ascontiguousarray(img)

@@ -6,6 +6,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from shards_fixture import make_shards
@@ -158,3 +159,28 @@ def test_colour_augment_is_global_seeded_and_optional() -> None:
     with pytest.raises(ValueError, match="augment"):
         TrainConfig(shards="x", augment="mixup")
     assert TrainConfig(shards="x").augment == "paper"
+
+
+def test_strong_augment_is_seeded_and_keeps_a_local_change_local() -> None:
+    """Rotation, zoom, blur and JPEG act on the whole face: two faces that differ only in a central patch (a
+    manipulated region) still differ only around that patch, so the augmentation cannot hide or fake a seam."""
+    import numpy as np
+
+    from hilif.train.data import train_augment
+
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), (0, 0), 2)
+    other = base.copy()
+    other[104:152, 104:152] = 255 - other[104:152, 104:152]  # the "manipulated" patch: 48 px at the centre
+    for seed in range(12):
+        a = train_augment(base, 96, np.random.default_rng(seed), "strong")
+        assert a.shape == (96, 96, 3) and a.dtype == np.uint8 and a.flags.c_contiguous
+        assert np.array_equal(a, train_augment(base, 96, np.random.default_rng(seed), "strong"))  # seeded
+        diff = np.abs(a.astype(int) - train_augment(other, 96, np.random.default_rng(seed), "strong")).max(-1)
+        window = np.zeros_like(diff, bool)
+        window[20:76, 20:76] = True  # the patch after zoom, rotation and crop offset, plus JPEG's 16-px blocks
+        # outside: only the quantisation of the jitter's global contrast shift; another seed moves it all
+        assert diff[~window].mean() <= 1.0, seed
+        other_seed = train_augment(base, 96, np.random.default_rng(seed + 100), "strong")
+        assert np.abs(a.astype(int) - other_seed).max(-1)[~window].mean() > 10, seed
+        assert diff[38:58, 38:58].mean() > 8, seed  # inside: the change survives
