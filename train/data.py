@@ -15,6 +15,9 @@ h fakes per step, T steps per epoch and L = T * h samples of each class per epoc
   larger class (each sample exactly once, up to h - 1 repeats); the smaller class runs on through its cycles, so it is
   repeated evenly (FF++ reals ~4x per epoch, every real k or k + 1 times). With ``steps`` set (``--steps-per-epoch``),
   the epochs simply continue along both sequences;
+- with twins (``twins=True``, ``--pair-twins``) the real at position p is the real twin of the fake at position p
+  (its target video's same frame, `twin_map`) where the fake has one, so reals are read as often as the fakes
+  made from them;
 - the B samples of a global step are laid out real, fake, real, fake, ...; rank r takes slots [r * b, (r + 1) * b)
   (b = B / world size). With an odd b, consecutive ranks start on complementary classes, so every global step holds
   exactly h reals and h fakes; b = 1 is refused (L_d needs a real and a fake on every rank);
