@@ -103,7 +103,7 @@ def _resize(img: np.ndarray, side: int) -> np.ndarray:
 
 def train_augment(img: np.ndarray, img_size: int, rng: np.random.Generator, augment: str = "paper") -> np.ndarray:
     """The paper's training augmentation: random crop (224 of 256) + horizontal flip; ``augment="colour"`` adds
-    `colour_jitter`."""
+    `colour_jitter`; ``"strong"`` also `random_affine` before the crop and `blur_and_compress` after the jitter."""
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augment {augment!r}: choose from {AUGMENTS}")
     img = _resize(img, face_resize(img_size))
@@ -451,15 +451,16 @@ def _file_key(path: str) -> tuple[str, int, int] | None:
 def _method_mask(index: ShardIndex, wanted: set[str]) -> tuple[np.ndarray, int]:
     """(which samples of `index` are of a `wanted` method, how many could not be read)."""
     keep = np.zeros(len(index), bool)
-    dropped = 0
+    dropped = []
+
+    def unreadable(i: int, exc: BaseException) -> None:
+        dropped.append(i)
+        log.warning("skipped an unreadable sample of %s: %s", index.shards[index.shard[i]], exc)
+
     with _Reader() as reader:
-        for i in range(len(index)):
-            try:
-                keep[i] = schema.SampleMeta.from_json(reader.read(index, i, members=("json",))["json"]).method in wanted
-            except _SAMPLE_ERRORS as exc:
-                dropped += 1
-                log.warning("skipped an unreadable sample of %s: %s", index.shards[index.shard[i]], exc)
-    return keep, dropped
+        for i, meta in _metas(reader, index, unreadable):
+            keep[i] = meta.method in wanted
+    return keep, len(dropped)
 
 
 def twin_video(dataset: str, video_id: str) -> str | None:
@@ -492,19 +493,23 @@ def twin_map(reals: ShardIndex, fakes: ShardIndex) -> np.ndarray:
             target = twin_video(meta.dataset, meta.video_id)
             if target in frames:
                 fi, idx = frames[target]
-                j = int(np.clip(np.searchsorted(fi, meta.frame_index), 1, len(fi) - 1)) if len(fi) > 1 else 0
-                if len(fi) > 1 and abs(fi[j - 1] - meta.frame_index) <= abs(fi[j] - meta.frame_index):
-                    j -= 1
-                out[i] = idx[j]
+                out[i] = idx[int(np.abs(fi - meta.frame_index).argmin())]  # a tie goes to the earlier frame
     return out
 
 
-def _metas(reader: "_Reader", index: ShardIndex) -> Iterator[tuple[int, schema.SampleMeta]]:
+def _metas(
+    reader: "_Reader", index: ShardIndex, unreadable: Callable[[int, BaseException], None] | None = None
+) -> Iterator[tuple[int, schema.SampleMeta]]:
+    """(i, metadata) of every sample of `index` whose metadata reads; the others go to `unreadable` (default:
+    skipped, as they are counted where the sample itself is read)."""
     for i in range(len(index)):
         try:
-            yield i, schema.SampleMeta.from_json(reader.read(index, i, members=("json",))["json"])
-        except _SAMPLE_ERRORS:
-            continue  # counted where the sample itself is read
+            meta = schema.SampleMeta.from_json(reader.read(index, i, members=("json",))["json"])
+        except _SAMPLE_ERRORS as exc:
+            if unreadable is not None:
+                unreadable(i, exc)
+            continue
+        yield i, meta
 
 
 class _Reader:
