@@ -127,13 +127,17 @@ def save_checkpoint(
     epoch_step: int = 0,
     running: torch.Tensor | None = None,
     plan: dict[str, int] | None = None,
+    train_model: torch.nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename.
 
     ``epoch_step`` > 0 marks a mid-epoch checkpoint (steps taken in epoch ``epoch``), with the epoch's ``running``
     loss sums; ``plan`` records the data plan (steps per epoch, world size, ...) a resume must match.
 
-    ``extract``: how the training shards' faces were found (:func:`extract_settings`), for hilif-eval detect."""
+    ``extract``: how the training shards' faces were found (:func:`extract_settings`), for hilif-eval detect.
+
+    ``model`` holds the weights that were validated (the moving average with --ema-decay); ``train_model``, when
+    given, the optimiser's own weights, which --resume continues (last.pt of an EMA run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
@@ -152,6 +156,8 @@ def save_checkpoint(
         "plan": json.dumps(plan or {}, sort_keys=True),
         "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
     }
+    if train_model is not None:
+        payload["train_model"] = {k: v.detach().cpu() for k, v in unwrap(train_model).state_dict().items()}
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -236,13 +242,14 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     lacks (written before the field existed) counts as its default, so older runs stay resumable."""
     import dataclasses
 
-    from hilif.train.config import RUNTIME_FIELDS, TrainConfig
+    from hilif.train.config import PRE_FIELD_VALUES, RUNTIME_FIELDS, TrainConfig
 
     defaults = {
         f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
         for f in dataclasses.fields(TrainConfig)
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
+    defaults.update(PRE_FIELD_VALUES)
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     for k in identity:
         if k not in have and k in defaults:

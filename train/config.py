@@ -44,6 +44,9 @@ RUNTIME_FIELDS = frozenset(
     }
 )
 
+#: What a run saved before a field existed had, where the field's default (None: the preset's) says otherwise.
+PRE_FIELD_VALUES: dict[str, Any] = {"ema_decay": 0.0}
+
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
 #: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU: 440 steps of
@@ -55,7 +58,14 @@ RUNTIME_FIELDS = frozenset(
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(
-        stage1_epochs=20, stage2_epochs=20, batch_size=12, lr=2e-4, steps_per_epoch=None, workers=4, augment="paper"
+        stage1_epochs=20,
+        stage2_epochs=20,
+        batch_size=12,
+        lr=2e-4,
+        steps_per_epoch=None,
+        workers=4,
+        augment="paper",
+        ema_decay=0.0,
     ),
     "demo": dict(
         stage1_epochs=8,
@@ -66,9 +76,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         steps_per_epoch=40,
         workers=1,
         augment="strong",
+        ema_decay=0.0,
     ),
     "tiny": dict(
-        stage1_epochs=1, stage2_epochs=1, batch_size=4, lr=1e-3, steps_per_epoch=2, workers=0, augment="paper"
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        steps_per_epoch=2,
+        workers=0,
+        augment="paper",
+        ema_decay=0.0,
     ),
 }
 
@@ -119,6 +137,12 @@ class TrainConfig:
     augment: str | None = option(
         "paper (random crop + flip, the paper's) | colour (+ photometric jitter) | strong (+ rotation, zoom, blur, "
         "JPEG). Default: the preset's.",
+        None,
+    )
+    # the paper trains without one; an average damps the step-to-step wander a small, noisy split cannot rank
+    ema_decay: float | None = option(
+        "Exponential moving average of the weights: decay per step, with warm-up (0: off, the paper's). Validation, "
+        "best.pt and stage 2's start use the averaged weights.",
         None,
     )
     # made in the loader workers
@@ -222,6 +246,8 @@ class TrainConfig:
             if self.synth_fakes == "none":
                 raise ValueError(f"--train-methods {NO_METHODS} leaves no fakes to train on: add --synth-fakes sbi")
         self.sbi_config()  # the SBI ranges are valid
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.save_every_steps is not None and self.save_every_steps < 0:
             raise ValueError("--save-every-steps must be >= 0 (0: checkpoints at epoch ends only)")
 

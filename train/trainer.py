@@ -115,6 +115,12 @@ class _Stage:
     stream: Any = None  # the BalancedTrainStream
     loader: Any = None
     lrc: Any = None  # stage 2's constraint loss
+    ema: Any = None  # timm ModelEmaV3 of `model` with --ema-decay: validated and saved as the checkpoints' model
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation, best.pt and stage 2's start use: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 @dataclass
@@ -425,7 +431,7 @@ class Trainer:
             ep = self.train_one_epoch(st, epoch)
             self.end_epoch(st, ep)
             ran += 1
-        self.model = st.model
+        self.model = st.eval_model
         return StageResult(stage, ckpt_io.best_path(self.out, stage), st.best_auc, st.best_epoch, ran, self.plan.steps)
 
     def _setup_stage(self, stage: int, epochs: int, init: Path | None) -> _Stage:
@@ -444,6 +450,12 @@ class Trainer:
             ckpt_io.last_path(self.out, stage),
             save_every=cfg.save_every_steps,
         )
+        if cfg.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            # warm-up: the average starts short and lengthens towards 1 / (1 - decay) steps, so early epochs are not
+            # pulled back to the stage's starting weights; power 3/4 is timm's suggestion for short runs
+            st.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True, warmup_power=3 / 4)
         if cfg.resume and st.last.is_file():
             self._resume(st)
         return st
@@ -451,7 +463,11 @@ class Trainer:
     def _resume(self, st: _Stage) -> None:
         """Continue from the stage's last.pt (checked by _check_resume before anything was written)."""
         ck = ckpt_io.load_checkpoint(st.last, map_location=self.device)
-        ckpt_io.unwrap(st.model).load_state_dict(ck["model"])
+        if st.ema is not None:  # last.pt of an EMA run: `model` is the average, `train_model` the optimiser's
+            st.ema.module.load_state_dict(ck["model"])
+            ckpt_io.unwrap(st.model).load_state_dict(ck["train_model"])
+        else:
+            ckpt_io.unwrap(st.model).load_state_dict(ck["model"])
         st.optimizer.load_state_dict(ck["optimizer"])
         st.scheduler.load_state_dict(ck["scheduler"])
         st.epochs_done, st.step = ck["epoch"], ck["step"]
@@ -552,6 +568,8 @@ class Trainer:
         st.optimizer.step()
         st.scheduler.step()
         st.step += 1
+        if st.ema is not None:
+            st.ema.update(st.model, step=st.step)
         ep.n_steps += 1
         st.steps_run += 1
         ep.sums[:3] += torch.stack([loss.detach(), ce.detach(), ld.detach()]).float()
@@ -597,7 +615,9 @@ class Trainer:
         # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
         # take rank 0's, so that validation and the checkpoint see one model on every rank
         dist_util.broadcast_buffers(st.model)
-        val = self.validate(st.model)
+        if st.ema is not None:  # the average of each rank's own BN statistics: rank 0's too
+            dist_util.broadcast_buffers(st.ema.module)
+        val = self.validate(st.eval_model)
         improved = val.auc > st.best_auc
         if improved:
             st.best_auc, st.best_epoch = val.auc, ep.number
@@ -646,9 +666,11 @@ class Trainer:
         """A checkpoint of the stage after `epochs_done` epochs; `training_state`: with optimiser, schedule and RNG
         (last.pt, which --resume continues), else the weights only (best.pt)."""
         state = dict(optimizer=st.optimizer, scheduler=st.scheduler) if training_state else dict(with_rng=False)
+        if training_state and st.ema is not None:
+            state["train_model"] = st.model
         ckpt_io.save_checkpoint(
             path,
-            model=st.model,
+            model=st.eval_model,
             model_config=self.mcfg_dict,
             train_config=self.cfg.to_dict(),
             stage=st.number,

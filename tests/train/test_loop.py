@@ -160,6 +160,40 @@ def test_resume_mid_epoch_is_bit_identical(shards: Path, whole: Path, tmp_path: 
         assert ra[1][key] == rb[1][key], key
 
 
+def test_ema_validates_saves_and_resumes_the_average(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ema-decay: validation, best.pt and last.pt's `model` are the moving average; last.pt also keeps the
+    optimiser's own weights (`train_model`), and a run killed mid-epoch resumes both bit-identically."""
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import Trainer, train
+
+    validated: list[dict[str, torch.Tensor]] = []
+    plain_validate = Trainer.validate
+
+    def validate(self, model):
+        validated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return plain_validate(self, model)
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train(_cfg(shards, whole, ema_decay=0.9, save_every_steps=0))
+    a = ck.load_checkpoint(ck.last_path(whole, 1))
+    assert all(torch.equal(validated[-1][k], a["model"][k]) for k in a["model"])
+    floats = [k for k, v in a["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(a["model"][k], a["train_model"][k]) for k in floats)  # an average, not a copy
+    best = ck.load_checkpoint(ck.best_path(whole, 1))
+    assert "train_model" not in best
+    assert all(torch.equal(validated[best["best_epoch"] - 1][k], best["model"][k]) for k in best["model"])
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(shards, cut, ema_decay=0.9), reporter=_KillAtStep(5)).run()
+    train(_cfg(shards, cut, ema_decay=0.9, resume=True))
+    b = ck.load_checkpoint(ck.last_path(cut, 1))
+    for part in ("model", "train_model"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
 def test_refused_resume_writes_nothing(shards: Path, whole: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -169,7 +203,7 @@ def test_refused_resume_writes_nothing(shards: Path, whole: Path, tmp_path: Path
     run = tmp_path / "run"
     shutil.copytree(whole, run)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    for change in (dict(lr=5e-4), dict(steps_per_epoch=4), dict(seed=1), dict(sync_bn=True)):
+    for change in (dict(lr=5e-4), dict(steps_per_epoch=4), dict(seed=1), dict(sync_bn=True), dict(ema_decay=0.9)):
         with pytest.raises((TrainError, CheckpointError), match="differs in"):
             Trainer(_cfg(shards, run, resume=True, stage1_epochs=3, **change)).run()
     with pytest.raises((TrainError, CheckpointError), match="model config"):

@@ -149,6 +149,12 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
     assert res.exit_code == 2 and "NeuralTextures" in res.output
     res = runner.invoke(train_app, ["--shards", str(shards), "--preset", "huge", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "huge" in res.output
+    for decay in ("1", "-0.5"):  # an average needs 0 <= decay < 1
+        res = runner.invoke(
+            train_app,
+            ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--ema-decay", decay],
+        )
+        assert res.exit_code == 2 and "--ema-decay" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing written on bad input
     # ImageNet weights from a file that is not there: the backbone's one-line error, not a traceback
     res = runner.invoke(
