@@ -108,6 +108,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- save / load
 
 
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -135,9 +139,8 @@ def save_checkpoint(
     loss sums; ``plan`` records the data plan (steps per epoch, world size, ...) a resume must match.
 
     ``extract``: how the training shards' faces were found (:func:`extract_settings`), for hilif-eval detect.
-
-    ``model`` holds the weights that were validated (the moving average with --ema-decay); ``train_model``, when
-    given, the optimiser's own weights, which --resume continues (last.pt of an EMA run)."""
+    ``model``: the validated weights (the moving average with --ema-decay); ``train_model``: the optimiser's own
+    weights, which --resume continues (last.pt of an EMA run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
@@ -154,10 +157,10 @@ def save_checkpoint(
         "extract": json.dumps(extract or {}, sort_keys=True),
         "epoch_step": int(epoch_step),
         "plan": json.dumps(plan or {}, sort_keys=True),
-        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "model": _weights(model),
     }
     if train_model is not None:
-        payload["train_model"] = {k: v.detach().cpu() for k, v in unwrap(train_model).state_dict().items()}
+        payload["train_model"] = _weights(train_model)
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -166,13 +169,18 @@ def save_checkpoint(
         payload["running"] = running.detach().cpu()
     if with_rng:
         payload["rng"] = rng_state()
+    _write_atomic(payload, path)
+    return path
+
+
+def _write_atomic(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename: a kill never leaves half a file."""
     tmp = schema.tmp_path(path)
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return path
 
 
 def extract_settings(info: schema.DatasetInfo) -> dict[str, Any]:
