@@ -12,8 +12,9 @@ mkdir -p "$D"
 start=$(date +%s)
 stamp() { echo "[demo] $(( $(date +%s) - start ))s: $*"; }
 
-stamp "1/4 making the demo dataset (FF++ layout, libx264 CRF 23/40) in $D/data"
-hilif-prep demo --out "$D/data" --overwrite
+stamp "1/4 making the demo dataset (FF++ layout, libx264, $Q only) in $D/data"
+# only the quality trained on: its videos are byte-identical to those of a run that encodes both
+hilif-prep demo --out "$D/data" --quality "$Q" --overwrite
 
 stamp "2/4 extracting aligned faces ($Q, dlib) into $D/shards"
 hilif-prep extract --dataset demo --root "$D/data" --quality "$Q" --out "$D/shards" --workers "$WORKERS" --overwrite

@@ -53,7 +53,7 @@ def prepare(out: Path, quality: str, workers: int) -> Path:
     data, shards = out / "data", out / "shards"
     log = out / "prepare.log"
     if not (data / "demo.json").exists():
-        sh(["hilif-prep", "demo", "--out", str(data), "--overwrite"], log)
+        sh(["hilif-prep", "demo", "--out", str(data), "--quality", quality, "--overwrite"], log)
     if not (shards / "dataset.json").exists():
         sh(
             [
