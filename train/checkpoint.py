@@ -250,14 +250,13 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     lacks (written before the field existed) counts as its default, so older runs stay resumable."""
     import dataclasses
 
-    from hilif.train.config import PRE_FIELD_VALUES, RUNTIME_FIELDS, TrainConfig
+    from hilif.train.config import RUNTIME_FIELDS, TrainConfig
 
     defaults = {
         f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
         for f in dataclasses.fields(TrainConfig)
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
-    defaults.update(PRE_FIELD_VALUES)
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     for k in identity:
         if k not in have and k in defaults:

@@ -44,9 +44,6 @@ RUNTIME_FIELDS = frozenset(
     }
 )
 
-#: What a run saved before a field existed had, where the field's default (None: the preset's) says otherwise.
-PRE_FIELD_VALUES: dict[str, Any] = {"ema_decay": 0.0}
-
 
 #: Training recipe per model preset; explicit options override. "paper" is section V-B (20 + 20 epochs of the
 #: whole train split, batch 12, lr 2e-4). "demo" is sized for the quick start on a 2-core CPU: 440 steps of
@@ -65,7 +62,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         steps_per_epoch=None,
         workers=4,
         augment="paper",
-        ema_decay=0.0,
     ),
     "demo": dict(
         stage1_epochs=8,
@@ -76,7 +72,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         steps_per_epoch=40,
         workers=1,
         augment="strong",
-        ema_decay=0.0,
     ),
     "tiny": dict(
         stage1_epochs=1,
@@ -86,7 +81,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         steps_per_epoch=2,
         workers=0,
         augment="paper",
-        ema_decay=0.0,
     ),
 }
 
@@ -140,10 +134,10 @@ class TrainConfig:
         None,
     )
     # the paper trains without one; an average damps the step-to-step wander a small, noisy split cannot rank
-    ema_decay: float | None = option(
+    ema_decay: float = option(
         "Exponential moving average of the weights: decay per step, with warm-up (0: off, the paper's). Validation, "
         "best.pt and stage 2's start use the averaged weights.",
-        None,
+        0.0,
     )
     # made in the loader workers
     synth_fakes: str = option("none | sbi: self-blended fakes made from the train reals in the loader.", "none")
