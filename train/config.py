@@ -51,7 +51,10 @@ RUNTIME_FIELDS = frozenset(
 #: and a restart at 1e-3 undid most of what stage 1 had learnt within one epoch, hence 1e-4 there;
 #: "strong" augmentation (rotation, zoom, blur, JPEG on top of colour jitter) keeps the model from memorising the
 #: exact pixels of its 5 training identities' faces, which the demo films from one photograph each: it lifted the
-#: worst measured seed more than any other change (docs/demo.md).
+#: worst measured seed more than any other change (docs/demo.md). The demo loads its small faces in the main
+#: process (workers=0) so that torch gets every core: on a small CPU a step is much faster than with one loader
+#: worker beside one torch thread, and loading is a small share of it. (Workers never change the figures: the
+#: plan and the augmentation are seeded per sample; the thread count does, being float arithmetic.)
 #: "tiny" is for tests.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(
@@ -70,7 +73,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         lr=1e-3,
         stage2_lr=1e-4,
         steps_per_epoch=40,
-        workers=1,
+        workers=0,
         augment="strong",
     ),
     "tiny": dict(
@@ -172,7 +175,7 @@ class TrainConfig:
     precision: str = option("auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.", "auto")
     # NHWC: faster convolutions on CUDA and on CPU (oneDNN) alike
     channels_last: bool = option("NHWC memory format (faster on CUDA and CPU).", True)
-    workers: int | None = option("Data-loading processes per rank (paper preset: 4, demo: 1).", None)
+    workers: int | None = option("Data-loading processes per rank (paper preset: 4, demo: 0 = the main process).", None)
     # None = cores left after the workers (at least 1)
     threads: int | None = option("CPU: torch threads (default: cores left after --workers).", None)
     shuffle_buffer: int = 2000  # samples per class stream
