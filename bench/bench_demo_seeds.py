@@ -139,18 +139,15 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
 def per_person(checkpoint: Path, shards: Path, data: Path) -> dict[str, tuple[float, float, float]]:
     """{test person: (AUC of fakes on their videos vs their reals, mean fake prob. of reals, of fakes)}."""
     import numpy as np
-    import torch
     from sklearn.metrics import roc_auc_score
 
     from hilif.pipeline.schema import FAKE
-    from hilif.train.data import EvalStream, make_loader
-    from hilif.train.evaluate import load_model, predict
+    from hilif.train.config import EvalOptions
+    from hilif.train.evaluate import _Session
 
-    torch.set_num_threads(1)  # as hilif-eval with its one loader worker on 2 cores, in the same memory format
     person = {s["vid"]: s["identity"] for s in json.loads((data / "demo.json").read_text())["sources"]}
-    model, mcfg, _ = load_model(checkpoint, "cpu")
-    model.to(memory_format=torch.channels_last)
-    pred = predict(model, make_loader(EvalStream(shards, "test", mcfg.img_size, 64), 0), "cpu", channels_last=True)
+    # hilif-eval's own session (threads, memory format, precision), so the scores are the ones its report ranked
+    pred = _Session(EvalOptions(checkpoint=str(checkpoint), shards=str(shards), split="test")).predict(None)
     labels, scores = np.asarray(pred.labels), np.asarray(pred.scores)
     # a demo video is "TTT" (real) or "TTT_SSS" (fake made on target TTT's video): the person filmed is TTT's
     target = np.array([person[Path(v).name.split("_")[0]] for v in pred.videos])
