@@ -23,7 +23,7 @@ def create_backbone(name: str, pretrained: bool, weights: str | None = None) -> 
     ``pretrained`` the weights come from timm's hub download.
     """
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm backbone {name!r} (try efficientnet_b4 or efficientnet_b0)")
+        raise ValueError(f"unknown timm backbone {name!r} (try efficientnet_b4, efficientnet_b0 or mobilenetv2_050)")
     kwargs: dict = dict(num_classes=0, global_pool="")
     if weights is not None:
         path = Path(weights)
@@ -62,6 +62,50 @@ def _stage_stride(stage: nn.Module) -> int:
     return int(conv.stride[0])
 
 
+def _cumulative_strides(net: nn.Module) -> list[int]:
+    """Output stride of each stage of a timm EfficientNet-class model."""
+    stride = int(net.conv_stem.stride[0])
+    strides = []
+    for stage in net.blocks:
+        stride *= _stage_stride(stage)
+        strides.append(stride)
+    return strides
+
+
+def stage_cuts(net: nn.Module, name: str) -> tuple[int, int, int]:
+    """Indices of the last stage at stride 4 and the first and last at stride 16 of a timm EfficientNet-class model.
+
+    Raises ValueError naming the backbone when it is not built by that class or lacks that layout."""
+    if not all(hasattr(net, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+        raise ValueError(
+            f"backbone {name!r} is not built by timm's EfficientNet class, whose stages HiLIF cuts; use one that "
+            f"is (efficientnet_b*, tf_efficientnetv2_b*, mobilenetv2_*)"
+        )
+    strides = _cumulative_strides(net)
+    try:
+        a = max(i for i, s in enumerate(strides) if s == 4)
+        b = min(i for i, s in enumerate(strides) if s == 16)
+        c = max(i for i, s in enumerate(strides) if s == 16)
+    except ValueError:
+        a = b = c = -1
+    if not (0 <= a < b < c < len(strides) - 1):
+        raise ValueError(
+            f"backbone {name!r} does not have the EfficientNet stage layout HiLIF cuts "
+            f"(stage strides {strides}); use an efficientnet_b* or mobilenetv2_* model"
+        )
+    return a, b, c
+
+
+def check_backbone(name: str) -> None:
+    """Raises ValueError when ``name`` is not a timm backbone HiLIF can cut; builds it on the meta device (no memory,
+    no weights), so a bad --backbone fails before anything is written."""
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm backbone {name!r} (try efficientnet_b4, efficientnet_b0 or mobilenetv2_050)")
+    with torch.device("meta"):
+        net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    stage_cuts(net, name)
+
+
 class EfficientNetStream(nn.Module):
     """A timm EfficientNet split at the ends of its stages:
 
@@ -74,22 +118,7 @@ class EfficientNetStream(nn.Module):
         super().__init__()
         self.net = create_backbone(name, pretrained, weights)
         net = self.net
-        stride = int(net.conv_stem.stride[0])
-        strides = []
-        for stage in net.blocks:
-            stride *= _stage_stride(stage)
-            strides.append(stride)
-        try:
-            a = max(i for i, s in enumerate(strides) if s == 4)
-            b = min(i for i, s in enumerate(strides) if s == 16)
-            c = max(i for i, s in enumerate(strides) if s == 16)
-        except ValueError:
-            a = b = c = -1
-        if not (0 <= a < b < c < len(strides) - 1):
-            raise ValueError(
-                f"backbone {name!r} does not have the EfficientNet stage layout HiLIF cuts "
-                f"(stage strides {strides}); use an efficientnet_b* model"
-            )
+        a, b, c = stage_cuts(net, name)
         self.cut_stages = (a, b, c)
         self.channels = {
             "a": _out_channels(net.blocks[a]),
@@ -97,7 +126,7 @@ class EfficientNetStream(nn.Module):
             "c": _out_channels(net.blocks[c]),
             "d": int(net.num_features),
         }
-        self.strides = {"a": 4, "b": 16, "c": 16, "d": strides[-1]}
+        self.strides = {"a": 4, "b": 16, "c": 16, "d": _cumulative_strides(net)[-1]}
 
     def forward_a(self, x: torch.Tensor) -> torch.Tensor:
         x = self.net.bn1(self.net.conv_stem(x))

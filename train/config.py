@@ -170,6 +170,11 @@ class TrainConfig:
     pretrained: bool | None = option(
         "ImageNet backbones (default: the preset's choice).", None, flags=("--pretrained/--no-pretrained",)
     )
+    # any timm model built by its EfficientNet class (EfficientNet, EfficientNetV2, MobileNetV2 ...): the streams
+    # are cut at its stage strides
+    backbone: str | None = option(
+        "timm backbone of both streams, e.g. efficientnet_b4, mobilenetv2_050 (default: the preset's).", None
+    )
     img_size: int | None = option("Input size (default: the preset's).", None)
     compile: bool = option("torch.compile the model.", False)
     precision: str = option("auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.", "auto")
@@ -216,6 +221,13 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.steps_per_epoch == 0:
             self.steps_per_epoch = None
+        if self.backbone is not None:  # before anything is written (a meta-device build: no memory, no weights)
+            from hilif.model.backbone import check_backbone
+
+            try:
+                check_backbone(self.backbone)
+            except ValueError as e:
+                raise ValueError(f"--backbone: {e}") from None
         if self.stage not in ("1", "2", "both"):
             raise ValueError(f"stage must be 1, 2 or both, got {self.stage!r}")
         if self.augment not in AUGMENTS:

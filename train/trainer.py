@@ -149,6 +149,8 @@ def model_config(cfg: TrainConfig) -> Any:
     over: dict[str, Any] = {}
     if cfg.img_size is not None:
         over["img_size"] = cfg.img_size
+    if cfg.backbone is not None:
+        over["backbone"] = cfg.backbone
     if cfg.pretrained is not None:
         over["pretrained"] = cfg.pretrained
     if cfg.backbone_weights is not None:

@@ -245,3 +245,21 @@ def test_other_input_sizes_build_and_run(size: int) -> None:
         logits, f_all = model(torch.randn(1, 3, size, size), return_lrc=True)
     assert logits.shape == (1, 2) and f_all.shape[-2:] == (14, 14)
     assert model.dftm.fem.lem.patch_sizes == cfg.lem_patch_sizes
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_050", "tf_efficientnetv2_b0"])
+def test_other_efficientnet_class_backbones_are_cut_at_strides_4_16_16(name: str) -> None:
+    cfg = dataclasses.replace(TINY, backbone=name)
+    model = build_model(cfg).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _, _, levels = model.forward_features(x)
+        logits = model(x)
+    sides = {k: a.shape[-1] for k, (a, _) in levels.items()}
+    assert sides["a"] == 64 // 4 and sides["b"] == sides["c"] == 64 // 16, sides
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_backbone_outside_the_efficientnet_class_is_named() -> None:
+    with pytest.raises(ValueError, match="resnet18.*EfficientNet class"):
+        build_model(dataclasses.replace(TINY, backbone="resnet18"))

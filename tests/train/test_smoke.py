@@ -155,6 +155,13 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
             ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--ema-decay", decay],
         )
         assert res.exit_code == 2 and "--ema-decay" in res.output and len(res.output.strip().splitlines()) == 1
+    for name, msg in (("resnet18", "EfficientNet class"), ("effnet_b9", "unknown timm backbone")):
+        res = runner.invoke(
+            train_app,
+            ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--backbone", name],
+        )
+        assert res.exit_code == 2 and "--backbone" in res.output and msg in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
     assert not (tmp_path / "o").exists()  # nothing written on bad input
     # ImageNet weights from a file that is not there: the backbone's one-line error, not a traceback
     res = runner.invoke(
