@@ -136,18 +136,21 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
     }
 
 
-def per_person(checkpoint: Path, shards: Path, data: Path) -> dict[str, tuple[float, float, float]]:
+def per_person(folder: Path, shards: Path, data: Path) -> dict[str, tuple[float, float, float]]:
     """{test person: (AUC of fakes on their videos vs their reals, mean fake prob. of reals, of fakes)}."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
     from hilif.pipeline.schema import FAKE
     from hilif.train.config import EvalOptions
-    from hilif.train.evaluate import _Session
+    from hilif.train.evaluate import SCORES_CSV, _Session, read_scores_csv
 
     person = {s["vid"]: s["identity"] for s in json.loads((data / "demo.json").read_text())["sources"]}
-    # hilif-eval's own session (threads, memory format, precision), so the scores are the ones its report ranked
-    pred = _Session(EvalOptions(checkpoint=str(checkpoint), shards=str(shards), split="test")).predict(None)
+    if (folder / "eval" / SCORES_CSV).is_file():  # the scores hilif-eval's report was computed from
+        pred = read_scores_csv(folder / "eval" / SCORES_CSV)
+    else:  # a run evaluated before hilif-eval wrote them: score again in its own session (threads, memory format)
+        checkpoint = folder / "run" / "stage2" / "best.pt"
+        pred = _Session(EvalOptions(checkpoint=str(checkpoint), shards=str(shards), split="test")).predict(None)
     labels, scores = np.asarray(pred.labels), np.asarray(pred.scores)
     # a demo video is "TTT" (real) or "TTT_SSS" (fake made on target TTT's video): the person filmed is TTT's
     target = np.array([person[Path(v).name.split("_")[0]] for v in pred.videos])
@@ -236,7 +239,7 @@ def main() -> None:
         print("\nper test person: AUC of the fakes on their videos vs their reals (mean fake prob. real / fake)")
         for r in results:
             folder = args.out / "runs" / r["run"].name
-            people = per_person(folder / "run" / "stage2" / "best.pt", shards, args.out / "data")
+            people = per_person(folder, shards, args.out / "data")
             print(
                 f"{r['run'].name}: "
                 + "; ".join(f"{k} {a:.3f} ({p0:.2f} / {p1:.2f})" for k, (a, p0, p1) in people.items())

@@ -137,7 +137,7 @@ def train(
 
     Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4);
     --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3 then 1e-4 in stage 2,
-    colour jitter, 1 loader worker)."""
+    strong augmentation, faces loaded in the main process)."""
     setup_logging(verbose)
     from hilif.train import distributed as dist_util
     from hilif.train.trainer import train as run_training
@@ -202,7 +202,7 @@ def print_report(report: EvalReport) -> None:
         for p in report.perturbations:
             t.add_row(p.name, f"{p.level:g}", _fmt(p.acc), _fmt(p.d_acc), _fmt(p.auc), _fmt(p.d_auc))
         console.print(t)
-    for k in ("report_json", "roc_png"):
+    for k in ("report_json", "roc_png", "scores_csv"):
         if getattr(report, k) is not None:
             console.print(f"{k.replace('_', ' ')}: {getattr(report, k)}")
     for p in report.gradcam or []:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPORT_JSON = "report.json"
 ROC_PNG = "roc.png"
+SCORES_CSV = "scores.csv"
 
 
 # --------------------------------------------------------------------------- predictions
@@ -250,6 +251,7 @@ class EvalReport:
     perturbations: list[PerturbationResult] = field(default_factory=list)
     roc_png: str | None = None
     gradcam: list[str] | None = None  # PNG grids, with --gradcam
+    scores_csv: str | None = None  # one row per scored sample (clean condition)
     report_json: str | None = None  # set once written
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,7 +265,13 @@ class EvalReport:
             methods={m: v.to_dict() for m, v in self.methods.items()},
             perturbations=[p.to_dict() for p in self.perturbations],
         )
-        d.update({k: getattr(self, k) for k in ("roc_png", "gradcam", "report_json") if getattr(self, k) is not None})
+        d.update(
+            {
+                k: getattr(self, k)
+                for k in ("roc_png", "gradcam", "scores_csv", "report_json")
+                if getattr(self, k) is not None
+            }
+        )
         return d
 
 
@@ -348,15 +356,51 @@ def evaluate(opts: EvalOptions) -> EvalReport:
         if m.n_real and m.n_fake and name == "jpeg":
             curves[f"JPEG {level:g}"] = (*roc_points(pred.labels, pred.margins), m.auc)
     if sess.dinfo.is_master:
-        _write(report, curves, sess, Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split))
+        out = Path(opts.out) if opts.out else default_out_dir(opts.checkpoint, info, opts.split)
+        _write(report, curves, sess, out, clean)
     return report
 
 
-def _write(report: EvalReport, curves: dict[str, Any], sess: _Session, out: Path) -> None:
-    """roc.png, the Grad-CAM grids and report.json under ``out``; their paths go into ``report``."""
+def write_scores_csv(pred: Predictions, path: Path) -> None:
+    """One row per scored sample: key, video, method, label (0 real, 1 fake), fake probability, logit margin.
+
+    What the report's metrics were computed from, so that a reader can re-group them (per person, per source video,
+    per threshold) without scoring the split again. Written whole under a temporary name, then renamed."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("key", "video", "method", "label", "fake_prob", "margin"))
+    for row in zip(pred.keys, pred.videos, pred.methods, pred.labels, pred.scores, pred.margins):
+        k, v, m, lab, p, mar = row
+        w.writerow((k, v, m, int(lab), f"{p:.6g}", f"{mar:.6g}"))
+    schema.atomic_write_text(path, buf.getvalue())
+
+
+def read_scores_csv(path: Path) -> Predictions:
+    """The predictions a scores.csv holds (the inverse of :func:`write_scores_csv`, to its 6 significant digits)."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return Predictions(
+        labels=np.asarray([int(r["label"]) for r in rows], dtype=np.int64),
+        scores=np.asarray([float(r["fake_prob"]) for r in rows]),
+        margins=np.asarray([float(r["margin"]) for r in rows]),
+        keys=[r["key"] for r in rows],
+        videos=[r["video"] for r in rows],
+        methods=[r["method"] for r in rows],
+    )
+
+
+def _write(report: EvalReport, curves: dict[str, Any], sess: _Session, out: Path, clean: Predictions) -> None:
+    """roc.png, scores.csv, the Grad-CAM grids and report.json under ``out``; their paths go into ``report``."""
     from hilif.train.plots import plot_roc
 
     out.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(clean, out / SCORES_CSV)
+    report.scores_csv = str(out / SCORES_CSV)
     if curves:
         plot_roc(curves, out / ROC_PNG, title=f"{report.dataset} {report.split}")
         report.roc_png = str(out / ROC_PNG)

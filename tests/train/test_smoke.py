@@ -85,6 +85,19 @@ def test_checkpoint_reloads_and_eval_runs(run: Path, shards: Path, tmp_path: Pat
     assert set(report["methods"]) == {"Deepfakes", "FaceSwap"}
     assert [(p["name"], p["level"]) for p in report["perturbations"]] == [("jpeg", 50.0)]
     assert (tmp_path / "roc.png").is_file() and (tmp_path / "gradcam-00.png").is_file()
+    # the per-sample scores the report was computed from: one row per sample, the same metrics when re-computed
+    from hilif.train.evaluate import read_scores_csv
+    from hilif.train.metrics import binary_metrics, video_metrics
+
+    assert report["scores_csv"] == str(tmp_path / "scores.csv")
+    pred = read_scores_csv(tmp_path / "scores.csv")
+    assert len(pred.keys) == len(set(pred.keys)) == 16 and set(pred.methods) == {"real", "Deepfakes", "FaceSwap"}
+    assert all((m == "real") == (lab == 0) for m, lab in zip(pred.methods, pred.labels))
+    again = binary_metrics(pred.labels, pred.scores, ranking=pred.margins)
+    assert again.auc == pytest.approx(report["frame"]["auc"], abs=1e-4)
+    assert again.acc == pytest.approx(report["frame"]["acc"])
+    vids = video_metrics(pred.videos, pred.labels, pred.scores, pred.margins)
+    assert vids.auc == pytest.approx(report["video"]["auc"], abs=1e-4)
 
 
 class _Kill:
