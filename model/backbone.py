@@ -72,8 +72,9 @@ def _cumulative_strides(net: nn.Module) -> list[int]:
     return strides
 
 
-def stage_cuts(net: nn.Module, name: str) -> tuple[int, int, int]:
-    """Indices of the last stage at stride 4 and the first and last at stride 16 of a timm EfficientNet-class model.
+def stage_cuts(net: nn.Module, name: str) -> tuple[tuple[int, int, int], list[int]]:
+    """Indices of the last stage at stride 4 and the first and last at stride 16 of a timm EfficientNet-class model,
+    and the output stride of every stage.
 
     Raises ValueError naming the backbone when it is not built by that class or lacks that layout."""
     if not all(hasattr(net, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
@@ -93,16 +94,14 @@ def stage_cuts(net: nn.Module, name: str) -> tuple[int, int, int]:
             f"backbone {name!r} does not have the EfficientNet stage layout HiLIF cuts "
             f"(stage strides {strides}); use an efficientnet_b* or mobilenetv2_* model"
         )
-    return a, b, c
+    return (a, b, c), strides
 
 
 def check_backbone(name: str) -> None:
     """Raises ValueError when ``name`` is not a timm backbone HiLIF can cut; builds it on the meta device (no memory,
     no weights), so a bad --backbone fails before anything is written."""
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm backbone {name!r} (try efficientnet_b4, efficientnet_b0 or mobilenetv2_050)")
     with torch.device("meta"):
-        net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+        net = create_backbone(name, pretrained=False)
     stage_cuts(net, name)
 
 
@@ -118,7 +117,7 @@ class EfficientNetStream(nn.Module):
         super().__init__()
         self.net = create_backbone(name, pretrained, weights)
         net = self.net
-        a, b, c = stage_cuts(net, name)
+        (a, b, c), strides = stage_cuts(net, name)
         self.cut_stages = (a, b, c)
         self.channels = {
             "a": _out_channels(net.blocks[a]),
@@ -126,7 +125,7 @@ class EfficientNetStream(nn.Module):
             "c": _out_channels(net.blocks[c]),
             "d": int(net.num_features),
         }
-        self.strides = {"a": 4, "b": 16, "c": 16, "d": _cumulative_strides(net)[-1]}
+        self.strides = {"a": 4, "b": 16, "c": 16, "d": strides[-1]}
 
     def forward_a(self, x: torch.Tensor) -> torch.Tensor:
         x = self.net.bn1(self.net.conv_stem(x))

@@ -372,8 +372,7 @@ def write_scores_csv(pred: Predictions, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(("key", "video", "method", "label", "fake_prob", "margin"))
-    for row in zip(pred.keys, pred.videos, pred.methods, pred.labels, pred.scores, pred.margins):
-        k, v, m, lab, p, mar = row
+    for k, v, m, lab, p, mar in zip(pred.keys, pred.videos, pred.methods, pred.labels, pred.scores, pred.margins):
         w.writerow((k, v, m, int(lab), f"{p:.6g}", f"{mar:.6g}"))
     schema.atomic_write_text(path, buf.getvalue())
 
