@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from .depthwise import use_small_map_depthwise
+
 log = logging.getLogger(__name__)
 
 
@@ -113,10 +115,14 @@ class EfficientNetStream(nn.Module):
     For efficientnet_b4 at 224 that is A 32x56x56, B 112x14x14, C 160x14x14, D 1792x7x7.
     """
 
-    def __init__(self, name: str, pretrained: bool = False, weights: str | None = None) -> None:
+    def __init__(
+        self, name: str, pretrained: bool = False, weights: str | None = None, small_map_depthwise: bool = True
+    ) -> None:
         super().__init__()
         self.net = create_backbone(name, pretrained, weights)
         net = self.net
+        if small_map_depthwise:
+            use_small_map_depthwise(net)
         (a, b, c), strides = stage_cuts(net, name)
         self.cut_stages = (a, b, c)
         self.channels = {

@@ -40,6 +40,9 @@ class HiLIFConfig:
     img_size: int = 224
     pretrained: bool = True
     backbone_weights: str | None = None  # local timm checkpoint file; used for both streams
+    # depthwise convs on maps smaller than their kernel run as matrix products on CPU (model/depthwise.py): the
+    # same function, a faster backward; False keeps PyTorch's convolution everywhere
+    small_map_depthwise: bool = True
     # --- DFTM (Table VI-VIII switches) ---
     dftm: bool = True
     # Table VII "EfficientNet + Self-Attention": a plain transformer block (global self-attention over every cut-A

@@ -80,12 +80,14 @@ class MultiScaleChannelAttention(nn.Module):
         means = []
         for i in sizes:
             r = i // 2
-            padded = F.pad(integral, (r, r, r, r), mode="replicate")  # clamps the box to the map
-            rows = padded[..., 2 * r + 1 : 2 * r + 1 + h, :] - padded[..., :h, :]
-            box = rows[..., 2 * r + 1 : 2 * r + 1 + w] - rows[..., :w]
-            count = ((ys + r + 1).clamp(max=h) - (ys - r).clamp(min=0))[:, None] * (
-                (xs + r + 1).clamp(max=w) - (xs - r).clamp(min=0)
-            )[None, :]
+            # the box's last and first integral rows / columns, clamped to the map (what a replicate pad of the
+            # integral would give, without the pad: torch.compile's CPU backward of replication_pad2d mis-strides
+            # channels_last maps)
+            y1, y0 = (ys + r + 1).clamp(max=h), (ys - r).clamp(min=0)
+            x1, x0 = (xs + r + 1).clamp(max=w), (xs - r).clamp(min=0)
+            rows = integral.index_select(2, y1) - integral.index_select(2, y0)
+            box = rows.index_select(3, x1) - rows.index_select(3, x0)
+            count = (y1 - y0)[:, None] * (x1 - x0)[None, :]
             means.append(box / count.to(box.dtype))
         return means
 

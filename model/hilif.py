@@ -93,8 +93,9 @@ class HiLIF(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.rgb = EfficientNetStream(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
-        self.noise = EfficientNetStream(cfg.backbone, cfg.pretrained, cfg.backbone_weights)
+        streams = (cfg.backbone, cfg.pretrained, cfg.backbone_weights, cfg.small_map_depthwise)
+        self.rgb = EfficientNetStream(*streams)
+        self.noise = EfficientNetStream(*streams)
         self.srm = SRMConv(cfg.srm_truncation)
         ch = self.rgb.channels
         self.dftm: DFTM | None = None

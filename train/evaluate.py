@@ -373,12 +373,13 @@ def write_scores_csv(pred: Predictions, path: Path) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(("key", "video", "method", "label", "fake_prob", "margin"))
     for k, v, m, lab, p, mar in zip(pred.keys, pred.videos, pred.methods, pred.labels, pred.scores, pred.margins):
-        w.writerow((k, v, m, int(lab), f"{p:.6g}", f"{mar:.6g}"))
+        # shortest exact repr: rounded digits would flip scores next to the 0.5 threshold (Acc) or tie margins
+        w.writerow((k, v, m, int(lab), repr(float(p)), repr(float(mar))))
     schema.atomic_write_text(path, buf.getvalue())
 
 
 def read_scores_csv(path: Path) -> Predictions:
-    """The predictions a scores.csv holds (the inverse of :func:`write_scores_csv`, to its 6 significant digits)."""
+    """The predictions a scores.csv holds (the exact inverse of :func:`write_scores_csv`)."""
     import csv
 
     with open(path, newline="") as fh:

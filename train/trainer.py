@@ -170,8 +170,9 @@ def model_config(cfg: TrainConfig) -> Any:
 def make_optimizer(
     params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW; on CUDA the fused kernel (one launch per step instead of PyTorch's default multi-tensor loop)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
+    """AdamW with PyTorch's fused kernel on CUDA and CPU: one call per step for all parameters, where the default
+    loops over them (one Python step per tensor on CPU, a few times slower than the fused one there)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type in ("cuda", "cpu") or None)
 
 
 def make_scheduler(
