@@ -6,6 +6,8 @@
    its sub-modules, DDAFM, head, L_d projections + loss, AdamW on the added parameters), timed alone on maps of the
    shapes the model feeds it, as a share of the two-backbone step, with its FLOPs and achieved GFLOP/s next to a
    plain matmul of the head's shape (what this device's GEMM reaches).
+   On CPU, the step with and without each CPU path hilif-train takes (depthwise convs on maps smaller than their
+   kernel as matrix products; fused AdamW), side by side.
 2. Block-DCT high-pass: the separable (default) and conv formulations against the unfold one, forward + backward.
 3. Parameters and FLOPs per module (torch.utils.flop_counter).
 4. Memory of the training step: activations saved for backward (counted with autograd's saved-tensor hooks, so
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 
 from hilif.model import HiLIFConfig, LocalRelationLoss, build_model
 from hilif.model.dct import BlockDCTHighPass
+from hilif.model.depthwise import use_small_map_depthwise
 from hilif.model.profile import flop_counter, profile_model
 from hilif.train.precision import autocast
 from hilif.train.trainer import forward_loss, make_optimizer
@@ -97,10 +100,24 @@ def parse_modes(ap: argparse.ArgumentParser, text: str) -> list[str]:
     return modes
 
 
-def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
-    cfg = HiLIFConfig(backbone=args.backbone, img_size=args.size, pretrained=False)
+def hilif_step_fn(
+    args: argparse.Namespace,
+    device: torch.device,
+    mode: str = "fp32",
+    small_map_depthwise: bool = True,
+    fused_adamw: bool = True,
+) -> Callable[[], None]:
+    """HiLIF's training step as hilif-train runs it; the two switches give the CPU paths it replaced (PyTorch's
+    convolution for depthwise convs on maps smaller than their kernel; AdamW's per-tensor loop)."""
+    cfg = HiLIFConfig(
+        backbone=args.backbone, img_size=args.size, pretrained=False, small_map_depthwise=small_map_depthwise
+    )
     model = build_model(cfg).to(device).train()
-    opt = make_optimizer(list(model.parameters()), 2e-4, 1e-2, device)  # hilif-train's optimizer
+    params = list(model.parameters())
+    if fused_adamw:
+        opt = make_optimizer(params, 2e-4, 1e-2, device)  # hilif-train's optimizer
+    else:
+        opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-2, fused=False, foreach=False)
     crit = LocalRelationLoss(cfg.lrc_k, cfg.lrc_s, cfg.lrc_n)
     fwd, x = _prepare(model, torch.randn(args.batch, 3, args.size, args.size, device=device), mode)
     y = torch.arange(args.batch, device=device) % 2
@@ -117,6 +134,8 @@ def hilif_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "f
 
 def backbones_step_fn(args: argparse.Namespace, device: torch.device, mode: str = "fp32") -> Callable[[], None]:
     nets = [timm.create_model(args.backbone, pretrained=False, num_classes=2).to(device).train() for _ in range(2)]
+    for n in nets:
+        use_small_map_depthwise(n)  # the streams' own CPU path, so the ratio compares like with like
     opts = [make_optimizer(list(n.parameters()), 2e-4, 1e-2, device) for n in nets]
     x0 = torch.randn(args.batch, 3, args.size, args.size, device=device)
     fwds = [_prepare(n, x0, mode) for n in nets]
@@ -301,7 +320,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--dct-channels", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: step,parts,dct,flops,memory")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: step,paths,parts,dct,flops,memory")
     ap.add_argument("--modes", default="fp32", help=f"comma list of training-step modes: {', '.join(MODES)}")
     args = ap.parse_args(argv)
     return args, parse_modes(ap, args.modes)
@@ -384,6 +403,33 @@ def print_steps(args: argparse.Namespace, device: torch.device, modes: list[str]
     return baseline
 
 
+#: the CPU paths of the training step, old and new, timed side by side: (small_map_depthwise, fused AdamW)
+CPU_PATHS = {
+    "before (PyTorch convs, AdamW loop)": (False, False),
+    "small-map depthwise only": (True, False),
+    "fused AdamW only": (False, True),
+    "both (hilif-train's path)": (True, True),
+}
+
+
+def print_cpu_paths(args: argparse.Namespace, device: torch.device) -> None:
+    """HiLIF's training step (mode fp32-cl, hilif-train's on CPU) with and without each CPU path, interleaved so
+    that load drifts hit every variant alike."""
+    steps = {name: hilif_step_fn(args, device, "fp32-cl", *sw) for name, sw in CPU_PATHS.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for fn in steps.values():
+        median_time(fn, 1, args.warmup, device)
+    for _ in range(args.repeats):
+        for name, fn in steps.items():
+            times[name].append(median_time(fn, 1, 0, device))
+    base = statistics.median(times[next(iter(times))])
+    print(f"\n## CPU paths of the training step (mode fp32-cl), batch {args.batch}, {args.size} px")
+    print(f"{'':<38}{'wall s':>8}{'speed-up':>10}   all wall times")
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"{name:<38}{m:8.3f}{base / m:9.2f}x   " + " ".join(f"{x:.3f}" for x in t))
+
+
 def print_memory(args: argparse.Namespace, device: torch.device) -> None:
     print(f"\n## Memory of the training step, batch {args.batch}")
     print(f"{'':<30}{'activations MiB':>16}{'params+grads+AdamW MiB':>24}")
@@ -415,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     if "dct" not in skip:
         print_dct(args, device)
     baseline = print_steps(args, device, modes) if "step" not in skip else None
+    if "paths" not in skip and device.type == "cpu":
+        print_cpu_paths(args, device)
     if "parts" not in skip:
         print_breakdown(args, device, baseline)
     if "memory" not in skip:
