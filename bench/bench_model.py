@@ -70,6 +70,7 @@ MODES: dict[str, tuple[torch.dtype | None, bool, bool]] = {
     "fp32-cl": (None, True, False),
     "bf16-cl": (torch.bfloat16, True, False),  # hilif-train's default on CUDA
     "bf16-cl-compile": (torch.bfloat16, True, True),
+    "fp32-cl-compile": (None, True, True),  # CPU: inductor (minutes to compile)
 }
 
 
