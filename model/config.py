@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 DFTMAttention = Literal["both", "fem", "fsfm"]
 LEMMode = Literal["local", "token_mix"]
@@ -43,6 +43,8 @@ class HiLIFConfig:
     # depthwise convs on maps smaller than their kernel run as matrix products on CPU (model/depthwise.py): the
     # same function, a faster backward; False keeps PyTorch's convolution everywhere
     small_map_depthwise: bool = True
+    #: fields that choose how the model is computed, not what it computes: a checkpoint loads whatever they were
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"small_map_depthwise"})
     # --- DFTM (Table VI-VIII switches) ---
     dftm: bool = True
     # Table VII "EfficientNet + Self-Attention": a plain transformer block (global self-attention over every cut-A

@@ -245,6 +245,17 @@ def config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(want) | set(have) if want.get(k, "<missing>") != have.get(k, "<missing>"))
 
 
+def model_config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    """`config_mismatch` of two HiLIFConfig dicts without the execution-only fields (`HiLIFConfig.EXECUTION_FIELDS`):
+    a run or checkpoint written before one existed, or with another value, holds the same model."""
+    from hilif.model.config import HiLIFConfig
+
+    drop = HiLIFConfig.EXECUTION_FIELDS
+    return config_mismatch(
+        {k: v for k, v in want.items() if k not in drop}, {k: v for k, v in have.items() if k not in drop}
+    )
+
+
 def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, Any]) -> list[str]:
     """Identity fields (TrainConfig.identity()) that differ from a saved TrainConfig dict. A field the saved config
     lacks (written before the field existed) counts as its default, so older runs stay resumable."""
@@ -271,7 +282,7 @@ def check_config(
     train_identity: dict[str, Any] | None = None,
 ) -> None:
     """Refuse a checkpoint whose model config (or, when given, training identity) differs from this run's."""
-    diff = config_mismatch(model_config, ckpt["model_config"])
+    diff = model_config_mismatch(model_config, ckpt["model_config"])
     if diff:
         raise CheckpointError(
             f"{path}: written for another model config (differs in {', '.join(diff)}); "

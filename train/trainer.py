@@ -319,7 +319,7 @@ class Trainer:
         saved = self.out / CONFIG_JSON
         if saved.exists():
             old = json.loads(saved.read_text())
-            diff = ckpt_io.config_mismatch(self.mcfg_dict, old.get("model", {}))
+            diff = ckpt_io.model_config_mismatch(self.mcfg_dict, old.get("model", {}))
             if diff:
                 raise TrainError(
                     f"{saved}: this run was made with another model config (differs in "

@@ -93,8 +93,24 @@ def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
         ck.check_config(p, got, {"backbone": "b0", "img_size": 96})
     # runtime-only fields (workers) may differ on resume; the lr may not
     ck.check_config(p, got, {"backbone": "b0", "img_size": 64}, {"lr": 1e-3})
+    # an execution-only field (how, not what, the model computes) is not compared, present or missing
+    ck.check_config(p, got, {"backbone": "b0", "img_size": 64, "small_map_depthwise": True})
+    ck.check_config(
+        p,
+        {**got, "model_config": {**got["model_config"], "small_map_depthwise": False}},
+        {"backbone": "b0", "img_size": 64, "small_map_depthwise": True},
+    )
     with pytest.raises(ck.CheckpointError, match="lr"):
         ck.check_config(p, got, {"backbone": "b0", "img_size": 64}, {"lr": 2e-4})
+
+
+def test_model_config_mismatch_skips_execution_fields() -> None:
+    """A run written before small_map_depthwise existed (or with it off) resumes; a real difference still counts."""
+    new = {"backbone": "b0", "img_size": 96, "small_map_depthwise": True}
+    assert ck.model_config_mismatch(new, {"backbone": "b0", "img_size": 96}) == []
+    assert ck.model_config_mismatch(new, {**new, "small_map_depthwise": False}) == []
+    assert ck.model_config_mismatch(new, {"backbone": "b0", "img_size": 64}) == ["img_size"]
+    assert ck.config_mismatch(new, {"backbone": "b0", "img_size": 96}) == ["small_map_depthwise"]
 
 
 def test_rng_state_restores_python_numpy_torch() -> None:
