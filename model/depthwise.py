@@ -2,8 +2,8 @@
 
 EfficientNet's last stages run 5 x 5 depthwise convolutions; at the demo's 96-px input their maps are 3 x 3 (the
 kernel is wider than the map). oneDNN, PyTorch's CPU convolution, computes the backward of exactly these convs
-one to two orders of magnitude slower than their forward (bench/bench_model.py --modes fp32-cl shows it per
-conv), and they were a tenth of a b0 HiLIF training step. On such a map the convolution is a linear map from
+tens of times slower than their forward, and they were a tenth of a b0 HiLIF training step (bench/bench_model.py's
+"CPU paths" section times the step with and without this path). On such a map the convolution is a linear map from
 the H*W inputs to the Ho*Wo outputs of each channel, a matrix built from the kernel's weights (each weight lands
 where its offset joins an output to an input, zero where it falls on the padding), so forward and backward are
 a batched matrix product. Same result up to float rounding (the sums run in another order); other convs, and
