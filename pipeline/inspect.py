@@ -191,7 +191,8 @@ def sbi_sheet(
     """A PNG of ``n`` (real, self-blended fake, mask) triplets made from random train reals of ``root``.
 
     The real face shows the landmarks SBI used (green: dense, orange: the five points of a
-    version-1 sample) and the outline of the hull; captions give the blend ratio. Each
+    version-1 sample) and the outline of the mask region drawn for that fake; captions give the region type and
+    the blend ratio. Each
     triplet's generator is seeded by (``seed``, its position), so a sheet repeats. Returns the
     path and the number of triplets drawn.
     """
@@ -218,8 +219,8 @@ def sbi_sheet(
         lm = sbi.sample_landmarks(meta, img.shape[0], margin)
         parts = sbi.generate(img, lm, np.random.default_rng([seed, i]))
         real = img.copy()
-        hull = sbi.hull_polygon(lm)
-        cv2.polylines(real, [hull], True, (255, 255, 0), 1, cv2.LINE_AA)
+        outline, _ = cv2.findContours(parts.hull, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.polylines(real, list(outline), True, (255, 255, 0), 1, cv2.LINE_AA)
         dot = (0, 255, 0) if len(lm) > 5 else (255, 140, 0)
         for x, y in lm:
             cv2.circle(real, (int(round(x)), int(round(y))), 2, dot, -1, cv2.LINE_AA)
@@ -230,7 +231,7 @@ def sbi_sheet(
             sheet.paste(Image.fromarray(im).resize((thumb, thumb), Image.BILINEAR), (x0 + j * thumb, y0 + cap))
         pts = f"{len(lm)} pts" if len(lm) > 5 else "5 pts (v1)"
         draw.text((x0 + 2, y0 + 1), f"{meta.method} {meta.video_id}  {pts}", fill=(0, 110, 0))
-        draw.text((x0 + thumb + 2, y0 + 1), f"SBI  r={parts.ratio:g}", fill=(190, 0, 0))
+        draw.text((x0 + thumb + 2, y0 + 1), f"SBI {parts.region} r={parts.ratio:g}", fill=(190, 0, 0))
         draw.text((x0 + 2 * thumb + 2, y0 + 1), "mask", fill=(60, 60, 60))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

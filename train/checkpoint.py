@@ -258,7 +258,9 @@ def model_config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[st
 
 def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, Any]) -> list[str]:
     """Identity fields (TrainConfig.identity()) that differ from a saved TrainConfig dict. A field the saved config
-    lacks (written before the field existed) counts as its default, so older runs stay resumable."""
+    lacks (written before the field existed) counts as its default, so older runs stay resumable - except where the
+    default changed what such a run computed: a self-blending run saved before ``sbi_regions`` existed drew every
+    mask from the face hull alone, so it resumes only with ``--sbi-regions face``."""
     import dataclasses
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
@@ -269,6 +271,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
+    if have.get("synth_fakes", "none") != "none":
+        defaults["sbi_regions"] = ["face"]
     for k in identity:
         if k not in have and k in defaults:
             have[k] = defaults[k]

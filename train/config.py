@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hilif.common.options import auto_or_count, comma_numbers, option
+from hilif.common.options import auto_or_count, comma_names, comma_numbers, option
 
 #: Learning-rate schedules within one stage (stepped per optimiser step).
 LR_SCHEDULES = ("cosine", "constant", "linear")
@@ -159,6 +159,13 @@ class TrainConfig:
         type=str,
         parse=comma_numbers(int, "5,25", count=2),
     )
+    sbi_regions: list[str] = option(
+        "SBI mask regions, one drawn per fake (repeats weight the draw): face (landmark hull), extended (with the "
+        "forehead), components (union of the face's parts; needs 68 landmarks). The SBI code's mix.",
+        factory=lambda: ["face", "face", "extended", "components"],
+        type=str,
+        parse=comma_names,
+    )
     # FF++, the demo and Celeb-DF name each fake's target; elsewhere every real comes from the real sequence
     pair_twins: bool = option(
         "Put every fake beside its real twin in the step (its target video's same frame; they differ only where "
@@ -273,9 +280,10 @@ class TrainConfig:
             return SBIConfig(
                 blend_ratios=tuple(float(r) for r in self.sbi_blend_ratios),
                 blur_kernel=tuple(int(k) for k in self.sbi_mask_blur),
+                hull_types=tuple(self.sbi_regions),
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur: {exc}") from None
+            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur / --sbi-regions: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

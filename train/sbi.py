@@ -28,6 +28,23 @@ import numpy as np
 #: corner
 _EYE_L, _EYE_R, _NOSE, _MOUTH_L, _MOUTH_R = range(5)
 
+#: Mask region types (:func:`region_mask`). "face": the convex hull of every landmark; "extended": the same with the
+#: brows lifted towards the hairline, so the forehead joins; "components": the union of the convex hulls of the
+#: face's parts (each eye with its brow, the nose, the mouth, each cheek, the chin), a non-convex region whose
+#: boundary also runs inside the face.
+HULL_TYPES = ("face", "extended", "components")
+
+#: The parts of "components" as dlib 68-point indices (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67).
+_PARTS_68 = (
+    (*range(17, 22), *range(36, 42)),  # one brow and its eye
+    (*range(22, 27), *range(42, 48)),  # the other brow and eye
+    tuple(range(27, 36)),  # nose bridge and base
+    tuple(range(48, 60)),  # outer lips
+    (1, 2, 3, 4, 5, 31, 48, 40, 41),  # cheek: jaw, nose base, mouth corner, lower eyelid
+    (11, 12, 13, 14, 15, 35, 54, 46, 47),  # the other cheek
+    (*range(5, 12), 48, 54, *range(55, 60)),  # chin below the lips
+)
+
 
 @dataclass(frozen=True)
 class SBIConfig:
@@ -62,6 +79,11 @@ class SBIConfig:
     blur_kernel: tuple[int, int] = (5, 25)  # odd Gaussian kernel sizes for both blurs, inclusive (code)
     blur_sigma: tuple[float, float] = (5.0, 45.0)  # sigma of the second (boundary) blur (code)
     blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # paper
+    # mask region, one drawn per fake (repeats weight the draw). The public SBI code draws one of four region types
+    # of Face X-ray's blending generator, equally likely: two whole-face hulls, one with the forehead, one made of
+    # the face's parts (code); here the two whole-face ones are the same hull.
+    hull_types: tuple[str, ...] = ("face", "face", "extended", "components")  # (code)
+    forehead: float = 0.4  # "extended": the brows lifted by this many eye distances (ours: about to the hairline)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -78,6 +100,11 @@ class SBIConfig:
             raise ValueError(f"SBI down-scale factors must be >= 1, got {list(self.downscale_factors)}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"SBI source scale must be 0 < lo <= hi, got {list(self.scale)}")
+        bad = [t for t in self.hull_types if t not in HULL_TYPES]
+        if not self.hull_types or bad:
+            raise ValueError(f"SBI mask regions must be among {', '.join(HULL_TYPES)}, got {list(self.hull_types)}")
+        if self.forehead < 0:
+            raise ValueError(f"SBI forehead lift must be >= 0 eye distances, got {self.forehead}")
 
 
 @dataclass
@@ -88,9 +115,10 @@ class SBIParts:
     mask: np.ndarray  # HxW float32 in [0, 1]: the blend weight of the source
     source: np.ndarray  # HxWx3 uint8, after the generator and the resize / shift
     target: np.ndarray  # HxWx3 uint8
-    hull: np.ndarray  # HxW uint8 {0, 1}: the landmark hull the mask came from
+    hull: np.ndarray  # HxW uint8 {0, 1}: the landmark region the mask came from (see ``region``)
     hard: np.ndarray  # HxW uint8 {0, 1}: the deformed, eroded mask before the boundary blur
     ratio: float
+    region: str = "face"  # the region type drawn (HULL_TYPES); "face" where the landmarks allow no other
 
 
 # --------------------------------------------------------------------------- landmarks -> hull
@@ -150,6 +178,40 @@ def hull_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     hull = hull_polygon(landmarks)
     mask = np.zeros(shape[:2], dtype=np.uint8)
     cv2.fillConvexPoly(mask, hull, 1)
+    return mask
+
+
+def extended_points(landmarks: np.ndarray, forehead: float) -> np.ndarray:
+    """Dense 68 points with the brows (17-26) lifted by ``forehead`` eye distances, away from the mouth."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2).copy()
+    eye_l, eye_r = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+    d = float(np.hypot(*(eye_r - eye_l)))
+    up = (eye_l + eye_r) / 2 - lm[48:60].mean(axis=0)
+    n = float(np.hypot(*up))
+    if d < 1e-6 or n < 1e-6:
+        return lm
+    lm[17:27] += forehead * d * up / n
+    return lm
+
+
+def region_mask(landmarks: np.ndarray, shape: tuple[int, int], kind: str, forehead: float = 0.4) -> np.ndarray:
+    """HxW uint8 {0, 1}: the mask region ``kind`` (one of :data:`HULL_TYPES`) of the landmarks.
+
+    "extended" and "components" need dlib's 68 points; with any other count (five points, insightface's 106) every
+    kind is the "face" hull, :func:`hull_mask`.
+    """
+    import cv2
+
+    if kind not in HULL_TYPES:
+        raise ValueError(f"unknown SBI mask region {kind!r}; use one of {', '.join(HULL_TYPES)}")
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    if kind == "face" or len(lm) != 68:
+        return hull_mask(lm, shape)
+    if kind == "extended":
+        return hull_mask(extended_points(lm, forehead), shape)
+    mask = np.zeros(shape[:2], dtype=np.uint8)
+    for part in _PARTS_68:
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm[list(part)]).astype(np.int32)), 1)
     return mask
 
 
@@ -246,17 +308,20 @@ def elastic_deform(mask: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) -
 
 def blend_mask(
     landmarks: np.ndarray, shape: tuple[int, int], cfg: SBIConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(hull, hard, mask, ratio): the landmark hull, the deformed and eroded mask (inside the hull),
-    and the blurred blend mask times the ratio.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
+    """(hull, hard, mask, ratio, region): the landmark region (a type drawn from ``cfg.hull_types``), the deformed
+    and eroded mask (inside the region), the blurred blend mask times the ratio, and the region type.
 
-    The elastically warped hull is cut to the hull and eroded by the first blur (a Gaussian of
+    The elastically warped region is cut to the hull and eroded by the first blur (a Gaussian of
     random odd size; only pixels whose whole neighbourhood is in the mask stay), so the hard mask
     lies inside the hull; the second blur (random size and sigma) makes the boundary soft.
     """
     import cv2
 
-    hull = hull_mask(landmarks, shape)
+    region = str(rng.choice(cfg.hull_types))
+    if len(np.asarray(landmarks).reshape(-1, 2)) != 68:
+        region = "face"  # the other regions need dlib's 68 points
+    hull = region_mask(landmarks, shape, region, cfg.forehead)
     hard = elastic_deform(hull, cfg, rng) & hull
     k1 = _odd(rng, *cfg.blur_kernel)
     first = cv2.GaussianBlur(hard.astype(np.float32), (k1, k1), 0)
@@ -267,7 +332,7 @@ def blend_mask(
     top = float(soft.max())
     soft = np.clip(soft / top, 0.0, 1.0) if top > 0 else soft
     ratio = float(rng.choice(cfg.blend_ratios))
-    return hull, hard, (soft * ratio).astype(np.float32), ratio
+    return hull, hard, (soft * ratio).astype(np.float32), ratio, region
 
 
 def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -285,8 +350,8 @@ def generate(
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"SBI needs an HxWx3 uint8 image, got {img.dtype} {img.shape}")
     source, target = source_target(img, cfg, rng)
-    hull, hard, mask, ratio = blend_mask(landmarks, img.shape[:2], cfg, rng)
-    return SBIParts(blend(source, target, mask), mask, source, target, hull, hard, ratio)
+    hull, hard, mask, ratio, region = blend_mask(landmarks, img.shape[:2], cfg, rng)
+    return SBIParts(blend(source, target, mask), mask, source, target, hull, hard, ratio, region)
 
 
 def self_blend(

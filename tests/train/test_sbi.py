@@ -35,7 +35,7 @@ def face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_blend_is_the_source_where_m_is_1_and_the_target_where_m_is_0(face, points, seed):
     img, dense, five = face
     lm = dense if points == "dense" else five
-    full = sbi.SBIConfig(blend_ratios=(1.0,))
+    full = sbi.SBIConfig(blend_ratios=(1.0,), hull_types=("face",))  # a wide region: thousands of pixels at M = 1
     p = sbi.generate(img, lm, np.random.default_rng(seed), full)
     one, zero = p.mask == 1.0, p.mask == 0.0
     assert one.sum() > 1000 and zero.sum() > 1000
@@ -62,7 +62,7 @@ def test_mask_lies_inside_the_face_hull_before_blurring(face, points):
     lm = dense if points == "dense" else five
     hull = sbi.hull_mask(lm, img.shape[:2])
     for seed in range(10):
-        p = sbi.generate(img, lm, np.random.default_rng(seed))
+        p = sbi.generate(img, lm, np.random.default_rng(seed), sbi.SBIConfig(hull_types=("face",)))
         assert np.array_equal(p.hull, hull)
         assert not (p.hard & (1 - hull)).any(), "deformed mask leaves the hull"
         assert p.hard.sum() > 0.4 * hull.sum()  # deformed and eroded, not gone
@@ -71,6 +71,37 @@ def test_mask_lies_inside_the_face_hull_before_blurring(face, points):
 
         grown = cv2.dilate(hull, np.ones((27, 27), np.uint8))
         assert p.mask[grown == 0].max() == 0.0
+
+
+def test_mask_regions_nest_and_the_mask_stays_inside_the_drawn_one(face):
+    """components (the parts) lie inside the face hull, which lies inside the extended (forehead) hull; whatever region
+    is drawn, the hard mask lies inside it and the blurred mask spreads at most a kernel beyond; the default mix
+    draws all three; five points have only the face hull."""
+    import cv2
+
+    img, dense, five = face
+    shape = img.shape[:2]
+    regions = {k: sbi.region_mask(dense, shape, k) for k in sbi.HULL_TYPES}
+    face_, ext, comp = (regions[k].astype(bool) for k in ("face", "extended", "components"))
+    assert not (comp & ~face_).any() and not (face_ & ~ext).any()
+    assert 0.5 * face_.sum() < comp.sum() < face_.sum() and ext.sum() > 1.1 * face_.sum()
+    # the extension is the forehead: the added pixels lie above the eyes
+    added_rows = np.nonzero(ext & ~face_)[0]
+    assert np.median(added_rows) < dense[36:48, 1].mean()
+    drawn = set()
+    for seed in range(24):
+        p = sbi.generate(img, dense, np.random.default_rng(seed))
+        drawn.add(p.region)
+        assert np.array_equal(p.hull, regions[p.region])
+        assert not (p.hard & (1 - p.hull)).any(), f"{p.region}: deformed mask leaves the region"
+        assert p.hard.any()
+        assert p.mask[cv2.dilate(p.hull, np.ones((27, 27), np.uint8)) == 0].max() == 0.0
+    assert drawn == set(sbi.HULL_TYPES)
+    for seed in range(6):
+        p = sbi.generate(img, five, np.random.default_rng(seed), sbi.SBIConfig(hull_types=("components",)))
+        assert p.region == "face" and np.array_equal(p.hull, sbi.hull_mask(five, shape))
+    with pytest.raises(ValueError, match="mask region"):
+        sbi.region_mask(dense, shape, "ears")
 
 
 def test_same_seed_same_image_other_seed_other_image(face):
@@ -128,6 +159,8 @@ def test_sample_landmarks_v2_dense_then_aligned_five_then_v1_frame_points(face):
         (dict(blur_kernel=(4, 25)), "blur kernel"),
         (dict(p_rgb_shift=1.5), "p_rgb_shift"),
         (dict(blur_sigma=(0.0, 3.0)), "sigma"),
+        (dict(hull_types=("face", "ears")), "mask regions"),
+        (dict(hull_types=()), "mask regions"),
     ],
 )
 def test_bad_sbi_config_is_an_error(kw, msg):
@@ -147,6 +180,7 @@ def test_bad_sbi_config_is_an_error(kw, msg):
         (["--synth-fakes", "sbi", "--sbi-blend-ratios", "half"], "--sbi-blend-ratios"),
         (["--synth-fakes", "sbi", "--sbi-mask-blur", "4,25"], "blur kernel"),
         (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
+        (["--synth-fakes", "sbi", "--sbi-regions", "face,ears"], "--sbi-regions"),
     ],
 )
 def test_bad_synth_options_are_one_line_errors_exit_2(tmp_path, args, msg):
@@ -170,6 +204,7 @@ def test_train_config_synth_defaults_and_sbi_config():
     assert cfg.sbi_config() == sbi.SBIConfig()  # the options' defaults are the generator's (the SBI paper's)
     reals_only = TrainConfig(preset="tiny", train_methods=["none"], synth_fakes="sbi", sbi_mask_blur=[7, 15])
     assert not reals_only.dataset_fakes and reals_only.sbi_config().blur_kernel == (7, 15)
+    assert TrainConfig(preset="tiny", sbi_regions=["components"]).sbi_config().hull_types == ("components",)
 
 
 # --------------------------------------------------------------------------- in the training stream
@@ -248,3 +283,9 @@ def test_runs_saved_before_the_synth_options_stay_resumable():
     assert identity_mismatch(cfg.identity(), old) == []
     changed = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_mask_blur=[7, 9])
     assert set(identity_mismatch(changed.identity(), old)) >= {"synth_fakes", "sbi_mask_blur"}
+    # a self-blending run saved before --sbi-regions drew every mask from the face hull: it resumes only with that
+    sbi_run = TrainConfig(preset="tiny", synth_fakes="sbi")
+    old_sbi = {k: v for k, v in sbi_run.to_dict().items() if k != "sbi_regions"}
+    assert identity_mismatch(sbi_run.identity(), old_sbi) == ["sbi_regions"]
+    face_only = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_regions=["face"])
+    assert identity_mismatch(face_only.identity(), old_sbi) == []
