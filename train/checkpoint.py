@@ -259,8 +259,9 @@ def model_config_mismatch(want: dict[str, Any], have: dict[str, Any]) -> list[st
 def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, Any]) -> list[str]:
     """Identity fields (TrainConfig.identity()) that differ from a saved TrainConfig dict. A field the saved config
     lacks (written before the field existed) counts as its default, so older runs stay resumable - except where the
-    default changed what such a run computed: a self-blending run saved before ``sbi_regions`` existed drew every
-    mask from the face hull alone, so it resumes only with ``--sbi-regions face``."""
+    default changed what such a run computed: a self-blending run saved before ``sbi_regions`` / ``sbi_size``
+    existed drew every mask from the face hull alone, on the stored crop, so it resumes only with ``--sbi-regions
+    face --sbi-size crop``."""
     import dataclasses
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
@@ -272,7 +273,7 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     }
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     if have.get("synth_fakes", "none") != "none":
-        defaults["sbi_regions"] = ["face"]
+        defaults.update(sbi_regions=["face"], sbi_size="crop")
     for k in identity:
         if k not in have and k in defaults:
             have[k] = defaults[k]

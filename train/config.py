@@ -166,6 +166,11 @@ class TrainConfig:
         type=str,
         parse=comma_names,
     )
+    sbi_size: str = option(
+        "Where SBI blends: input (the face resized to the network's input scale first, so its traces survive the "
+        "resize) or crop (the stored face as it is).",
+        "input",
+    )
     # FF++, the demo and Celeb-DF name each fake's target; elsewhere every real comes from the real sequence
     pair_twins: bool = option(
         "Put every fake beside its real twin in the step (its target video's same frame; they differ only where "
@@ -281,9 +286,10 @@ class TrainConfig:
                 blend_ratios=tuple(float(r) for r in self.sbi_blend_ratios),
                 blur_kernel=tuple(int(k) for k in self.sbi_mask_blur),
                 hull_types=tuple(self.sbi_regions),
+                size=self.sbi_size,
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur / --sbi-regions: {exc}") from None
+            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur / --sbi-regions / --sbi-size: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

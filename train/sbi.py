@@ -20,7 +20,7 @@ them in the face's own frame (see :func:`five_point_hull`), a coarser inner-face
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -33,6 +33,9 @@ _EYE_L, _EYE_R, _NOSE, _MOUTH_L, _MOUTH_R = range(5)
 #: face's parts (each eye with its brow, the nose, the mouth, each cheek, the chin), a non-convex region whose
 #: boundary also runs inside the face.
 HULL_TYPES = ("face", "extended", "components")
+
+#: Where the blend happens (SBIConfig.size): on the face at the network's input scale, or on the stored crop.
+SBI_SIZES = ("input", "crop")
 
 #: The parts of "components" as dlib 68-point indices (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67).
 _PARTS_68 = (
@@ -84,6 +87,11 @@ class SBIConfig:
     # the face's parts (code); here the two whole-face ones are the same hull.
     hull_types: tuple[str, ...] = ("face", "face", "extended", "components")  # (code)
     forehead: float = 0.4  # "extended": the brows lifted by this many eye distances (ours: about to the hairline)
+    # where the blend happens: "input" = on the face resized to the side the training crop is cut from, so every
+    # trace is at the scale the network sees (a 2x down-scale made on a 256-px face and then shrunk to a 96-px input
+    # would vanish); "crop" = on the stored face as it is. The pixel ranges above are for a 256-px face and scale
+    # with the side (`scaled`). (ours: the SBI code blends on the face crop at about its input size)
+    size: str = "input"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,8 +111,25 @@ class SBIConfig:
         bad = [t for t in self.hull_types if t not in HULL_TYPES]
         if not self.hull_types or bad:
             raise ValueError(f"SBI mask regions must be among {', '.join(HULL_TYPES)}, got {list(self.hull_types)}")
+        if self.size not in SBI_SIZES:
+            raise ValueError(f"SBI size must be one of {', '.join(SBI_SIZES)}, got {self.size!r}")
         if self.forehead < 0:
             raise ValueError(f"SBI forehead lift must be >= 0 eye distances, got {self.forehead}")
+
+    def scaled(self, factor: float) -> "SBIConfig":
+        """The same generator for a face ``factor`` times the side the pixel ranges were set for: the elastic warp
+        and both mask blurs scale (kernels stay odd and >= 3); fractions, probabilities and ratios stay."""
+
+        def odd(k: int) -> int:
+            return max(3, int(round(k * factor)) | 1)
+
+        return replace(
+            self,
+            elastic_alpha=self.elastic_alpha * factor,
+            elastic_sigma=max(self.elastic_sigma * factor, 1.0),
+            blur_kernel=(odd(self.blur_kernel[0]), odd(self.blur_kernel[1])),
+            blur_sigma=(self.blur_sigma[0] * factor, self.blur_sigma[1] * factor),
+        )
 
 
 @dataclass
