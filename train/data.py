@@ -271,14 +271,8 @@ class _Decoder:
 
             if label != schema.REAL:
                 raise schema.SchemaError(f"sample {key!r}: self-blended fakes are made from reals, got label {label}")
-            cfg = self.sbi or sbi.SBIConfig()
             points = sbi.sample_landmarks(meta, img.shape[0], self.margin)
-            side = face_resize(self.img_size)
-            if cfg.size == "input" and img.shape[0] != side:
-                # blend at the scale the network sees (SBIConfig.size); the crop is then cut from this side
-                factor = side / img.shape[0]
-                img, points, cfg = _resize(img, side), (points + 0.5) * factor - 0.5, cfg.scaled(factor)
-            img = sbi.self_blend(img, points, blend_rng, cfg)[0]
+            img = sbi.self_blend_sized(img, points, face_resize(self.img_size), blend_rng, self.sbi)
             label, key, video, method = schema.FAKE, f"{key}_sbi", f"{video}/{SBI_METHOD}", SBI_METHOD
         img = (
             train_augment(img, self.img_size, rng if rng is not None else self.rng, self.augment)

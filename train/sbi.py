@@ -387,6 +387,27 @@ def self_blend(
     return parts.fake, parts.mask
 
 
+def self_blend_sized(
+    img: np.ndarray, landmarks: np.ndarray, side: int, rng: np.random.Generator, cfg: SBIConfig | None = None
+) -> np.ndarray:
+    """The fake of :func:`self_blend` for a network whose input crop is cut from a ``side``-px face.
+
+    With ``cfg.size == "input"`` the face and its landmarks are resized to ``side`` first and the pixel ranges
+    scaled (:meth:`SBIConfig.scaled`), so the traces are made at the scale the network sees; with ``"crop"`` the
+    blend happens on ``img`` as it is. Returns the fake at the side it was made at.
+    """
+    import cv2
+
+    cfg = cfg or SBIConfig()
+    points = np.asarray(landmarks, dtype=np.float64)
+    if cfg.size == "input" and img.shape[:2] != (side, side):
+        factor = side / img.shape[0]
+        interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (side, side), interpolation=interp)
+        points, cfg = (points + 0.5) * factor - 0.5, cfg.scaled(factor)
+    return self_blend(img, points, rng, cfg)[0]
+
+
 def sample_landmarks(meta, size: int = 256, margin: float = 1.3) -> np.ndarray:
     """The landmarks SBI uses for a shard sample, in aligned-face pixels.
 

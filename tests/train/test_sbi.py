@@ -104,6 +104,49 @@ def test_mask_regions_nest_and_the_mask_stays_inside_the_drawn_one(face):
         sbi.region_mask(dense, shape, "ears")
 
 
+def test_scaled_config_scales_pixel_ranges_only():
+    base = sbi.SBIConfig()
+    half = base.scaled(110 / 256)
+    assert half.elastic_alpha == pytest.approx(50 * 110 / 256) and half.blur_sigma[1] == pytest.approx(45 * 110 / 256)
+    assert all(k % 2 == 1 and k >= 3 for k in half.blur_kernel) and half.blur_kernel == (3, 11)
+    same = ("blend_ratios", "hull_types", "downscale_factors", "shift_x", "scale", "p_rgb_shift", "size")
+    assert all(getattr(half, f) == getattr(base, f) for f in same)
+    assert base.scaled(1.0) == base
+
+
+def _edge_energy(img: np.ndarray, where: np.ndarray) -> float:
+    import cv2
+
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[where].mean())
+
+
+def test_input_size_blend_keeps_the_downscale_trace_that_a_crop_size_blend_loses(face):
+    """A 2x down-scale made on the 256-px crop is erased when the face is shrunk to a small input; made at the input
+    scale it survives: inside the mask the fake loses much more of the real's fine detail."""
+    import cv2
+
+    img, dense, _ = face
+    side = 110  # face_resize(96): the demo's input crop is cut from this side
+    cfg = dict(
+        blend_ratios=(1.0,), hull_types=("face",), p_downscale=1.0, downscale_factors=(2,),
+        p_rgb_shift=0.0, p_hsv_shift=0.0, p_brightness_contrast=0.0, scale=(1.0, 1.0), shift_x=0.0, shift_y=0.0,
+    )  # fmt: skip
+    real = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    loss = {}
+    for size in sbi.SBI_SIZES:
+        losses = []
+        for seed in range(6):
+            fake = sbi.self_blend_sized(img, dense, side, np.random.default_rng(seed), sbi.SBIConfig(size=size, **cfg))
+            if fake.shape[0] != side:
+                fake = cv2.resize(fake, (side, side), interpolation=cv2.INTER_AREA)
+            inner = cv2.erode(sbi.hull_mask((dense + 0.5) * side / 256 - 0.5, (side, side)), np.ones((9, 9))) > 0
+            # only the copy that got the change is blurred: the source or the target, each half of the time
+            losses.append(abs(1 - _edge_energy(fake, inner) / _edge_energy(real, inner)))
+        loss[size] = max(losses)
+    assert loss["input"] > 0.25 and loss["crop"] < 0.6 * loss["input"], loss  # measured: 0.36 and 0.14
+
+
 def test_same_seed_same_image_other_seed_other_image(face):
     img, dense, _ = face
     a = sbi.self_blend(img, dense, np.random.default_rng(7))
@@ -181,6 +224,7 @@ def test_bad_sbi_config_is_an_error(kw, msg):
         (["--synth-fakes", "sbi", "--sbi-mask-blur", "4,25"], "blur kernel"),
         (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
         (["--synth-fakes", "sbi", "--sbi-regions", "face,ears"], "--sbi-regions"),
+        (["--synth-fakes", "sbi", "--sbi-size", "half"], "--sbi-size"),
     ],
 )
 def test_bad_synth_options_are_one_line_errors_exit_2(tmp_path, args, msg):
@@ -283,9 +327,10 @@ def test_runs_saved_before_the_synth_options_stay_resumable():
     assert identity_mismatch(cfg.identity(), old) == []
     changed = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_mask_blur=[7, 9])
     assert set(identity_mismatch(changed.identity(), old)) >= {"synth_fakes", "sbi_mask_blur"}
-    # a self-blending run saved before --sbi-regions drew every mask from the face hull: it resumes only with that
+    # a self-blending run saved before --sbi-regions / --sbi-size drew every mask from the face hull, on the stored
+    # crop: it resumes only with those
     sbi_run = TrainConfig(preset="tiny", synth_fakes="sbi")
-    old_sbi = {k: v for k, v in sbi_run.to_dict().items() if k != "sbi_regions"}
-    assert identity_mismatch(sbi_run.identity(), old_sbi) == ["sbi_regions"]
-    face_only = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_regions=["face"])
+    old_sbi = {k: v for k, v in sbi_run.to_dict().items() if k not in ("sbi_regions", "sbi_size")}
+    assert identity_mismatch(sbi_run.identity(), old_sbi) == ["sbi_regions", "sbi_size"]
+    face_only = TrainConfig(preset="tiny", synth_fakes="sbi", sbi_regions=["face"], sbi_size="crop")
     assert identity_mismatch(face_only.identity(), old_sbi) == []
