@@ -143,7 +143,7 @@ class SBIParts:
     hull: np.ndarray  # HxW uint8 {0, 1}: the landmark region the mask came from (see ``region``)
     hard: np.ndarray  # HxW uint8 {0, 1}: the deformed, eroded mask before the boundary blur
     ratio: float
-    region: str = "face"  # the region type drawn (HULL_TYPES); "face" where the landmarks allow no other
+    region: str  # the region type drawn (HULL_TYPES); "face" where the landmarks allow no other
 
 
 # --------------------------------------------------------------------------- landmarks -> hull
@@ -190,7 +190,7 @@ def hull_points(landmarks: np.ndarray) -> np.ndarray:
 
 
 def hull_polygon(landmarks: np.ndarray) -> np.ndarray:
-    """The integer convex-hull polygon of :func:`hull_points` (what the mask fills and the SBI sheet outlines)."""
+    """The integer convex-hull polygon of :func:`hull_points` (what :func:`hull_mask` fills)."""
     import cv2
 
     return cv2.convexHull(np.round(hull_points(landmarks)).astype(np.int32))
@@ -219,6 +219,11 @@ def extended_points(landmarks: np.ndarray, forehead: float) -> np.ndarray:
     return lm
 
 
+def usable_region(kind: str, n_points: int) -> str:
+    """``kind`` where the landmarks allow it: "extended" and "components" need dlib's 68 points, else "face"."""
+    return kind if n_points == 68 else "face"
+
+
 def region_mask(landmarks: np.ndarray, shape: tuple[int, int], kind: str, forehead: float = 0.4) -> np.ndarray:
     """HxW uint8 {0, 1}: the mask region ``kind`` (one of :data:`HULL_TYPES`) of the landmarks.
 
@@ -230,7 +235,8 @@ def region_mask(landmarks: np.ndarray, shape: tuple[int, int], kind: str, forehe
     if kind not in HULL_TYPES:
         raise ValueError(f"unknown SBI mask region {kind!r}; use one of {', '.join(HULL_TYPES)}")
     lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    if kind == "face" or len(lm) != 68:
+    kind = usable_region(kind, len(lm))
+    if kind == "face":
         return hull_mask(lm, shape)
     if kind == "extended":
         return hull_mask(extended_points(lm, forehead), shape)
@@ -343,9 +349,8 @@ def blend_mask(
     """
     import cv2
 
-    region = str(rng.choice(cfg.hull_types))
-    if len(np.asarray(landmarks).reshape(-1, 2)) != 68:
-        region = "face"  # the other regions need dlib's 68 points
+    # drawn whatever the landmarks, so the generator's stream does not depend on how many there are
+    region = usable_region(str(rng.choice(cfg.hull_types)), len(np.asarray(landmarks).reshape(-1, 2)))
     hull = region_mask(landmarks, shape, region, cfg.forehead)
     hard = elastic_deform(hull, cfg, rng) & hull
     k1 = _odd(rng, *cfg.blur_kernel)

@@ -133,6 +133,7 @@ def test_input_size_blend_keeps_the_downscale_trace_that_a_crop_size_blend_loses
         p_rgb_shift=0.0, p_hsv_shift=0.0, p_brightness_contrast=0.0, scale=(1.0, 1.0), shift_x=0.0, shift_y=0.0,
     )  # fmt: skip
     real = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    inner = cv2.erode(sbi.hull_mask((dense + 0.5) * side / 256 - 0.5, (side, side)), np.ones((9, 9))) > 0
     loss = {}
     for size in sbi.SBI_SIZES:
         losses = []
@@ -140,7 +141,6 @@ def test_input_size_blend_keeps_the_downscale_trace_that_a_crop_size_blend_loses
             fake = sbi.self_blend_sized(img, dense, side, np.random.default_rng(seed), sbi.SBIConfig(size=size, **cfg))
             if fake.shape[0] != side:
                 fake = cv2.resize(fake, (side, side), interpolation=cv2.INTER_AREA)
-            inner = cv2.erode(sbi.hull_mask((dense + 0.5) * side / 256 - 0.5, (side, side)), np.ones((9, 9))) > 0
             # only the copy that got the change is blurred: the source or the target, each half of the time
             losses.append(abs(1 - _edge_energy(fake, inner) / _edge_energy(real, inner)))
         loss[size] = max(losses)
