@@ -37,7 +37,8 @@ from hilif.model.dct import BlockDCTHighPass
 from hilif.model.depthwise import use_small_map_depthwise
 from hilif.model.profile import flop_counter, profile_model
 from hilif.train.precision import autocast
-from hilif.train.trainer import forward_loss, make_optimizer
+from hilif.train.step import forward_loss
+from hilif.train.trainer import make_optimizer
 
 
 def _sync(device: torch.device) -> None:

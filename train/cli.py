@@ -51,7 +51,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 class RichReporter:
-    """The training progress bar: stage, epoch, step, loss, lr, images/s (rank 0 only)."""
+    """The training progress bar: stage, epoch, step, loss, lr, images/s, the epoch's time left and the whole
+    run's (rank 0 only)."""
 
     def __init__(self) -> None:
         from rich.progress import (
@@ -70,9 +71,11 @@ class RichReporter:
             TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("run {task.fields[run_left]}"),
             console=Console(stderr=True),
         )
         self.task: Any = None
+        self.run_left = "-"  # until the trainer has measured a step rate
 
     def __enter__(self) -> "RichReporter":
         return self  # the bar starts with the first epoch, after the run's set-up has logged
@@ -85,11 +88,21 @@ class RichReporter:
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(
-            f"stage {stage} epoch {epoch}/{epochs}", total=steps, loss=float("nan"), lr=0.0, ips=0.0
+            f"stage {stage} epoch {epoch}/{epochs}",
+            total=steps,
+            loss=float("nan"),
+            lr=0.0,
+            ips=0.0,
+            run_left=self.run_left,
         )
 
     def step(self, stage: int, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
-        self.progress.update(self.task, completed=step, loss=loss, lr=lr, ips=images_per_s)
+        self.progress.update(self.task, completed=step, loss=loss, lr=lr, ips=images_per_s, run_left=self.run_left)
+
+    def remaining(self, seconds: float) -> None:
+        from hilif.train.trainer import format_duration
+
+        self.run_left = f"~{format_duration(seconds)} left"
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         self.progress.console.print(

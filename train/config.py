@@ -35,6 +35,7 @@ RUNTIME_FIELDS = frozenset(
         "workers",
         "tensorboard",
         "compile",
+        "cuda_graphs",
         "stage",
         "device",
         "log_every",
@@ -189,6 +190,12 @@ class TrainConfig:
     )
     img_size: int | None = option("Input size (default: the preset's).", None)
     compile: bool = option("torch.compile the model.", False)
+    # None: on for one CUDA process without --compile (hilif.train.cuda_graphs; measured in docs/performance.md)
+    cuda_graphs: bool | None = option(
+        "Replay the training step as a CUDA graph (default: on for one CUDA process without --compile).",
+        None,
+        flags=("--cuda-graphs/--no-cuda-graphs",),
+    )
     precision: str = option("auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32.", "auto")
     # NHWC: faster convolutions on CUDA and on CPU (oneDNN) alike
     channels_last: bool = option("NHWC memory format (faster on CUDA and CPU).", True)

@@ -63,8 +63,7 @@ def predict(
     was_training = model.training
     model.eval()
     labels: list[int] = []
-    scores: list[float] = []
-    margins: list[float] = []
+    logit_batches: list[torch.Tensor] = []  # on the device: one read at the end, no host sync per batch
     keys: list[str] = []
     videos: list[str] = []
     methods: list[str] = []
@@ -72,15 +71,18 @@ def predict(
     for batch in loader:
         x = normalize(batch["image"], device, channels_last)
         with ctx:
-            logits = model(x)
-        logits = logits.float()
-        scores += torch.softmax(logits, dim=1)[:, schema.FAKE].cpu().tolist()
-        margins += (logits[:, schema.FAKE] - logits[:, schema.REAL]).cpu().tolist()
+            logit_batches.append(model(x).float())
         labels += batch["label"].tolist()
         keys += batch["key"]
         videos += batch["video"]
         methods += batch["method"]
     model.train(was_training)
+    scores: list[float] = []
+    margins: list[float] = []
+    if logit_batches:
+        logits = torch.cat(logit_batches)
+        scores = torch.softmax(logits, dim=1)[:, schema.FAKE].cpu().tolist()
+        margins = (logits[:, schema.FAKE] - logits[:, schema.REAL]).cpu().tolist()
     parts = dist_util.all_gather_objects((labels, scores, margins, keys, videos, methods))
     out = Predictions(np.zeros(0, np.int64), np.zeros(0))
     lab, sco, mar = [], [], []

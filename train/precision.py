@@ -19,6 +19,9 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """torch.autocast at `dtype`, or a no-op context when `dtype` is None."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True) -> contextlib.AbstractContextManager:
+    """torch.autocast at `dtype`, or a no-op context when `dtype` is None. ``cache=False`` turns off autocast's cache
+    of cast weights, which a CUDA graph capture must not use (hilif.train.cuda_graphs)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)

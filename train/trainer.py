@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from hilif.common.jsonable import finite_values
@@ -26,6 +25,7 @@ from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
 from hilif.train.config import TrainConfig
+from hilif.train.cuda_graphs import GraphedTrainStep, graphs_supported
 from hilif.train.data import (
     BalancedTrainStream,
     DataError,
@@ -34,12 +34,12 @@ from hilif.train.data import (
     class_counts,
     load_info,
     make_loader,
-    normalize,
     plan_epoch,
 )
 from hilif.train.evaluate import predict
 from hilif.train.metrics import binary_metrics
-from hilif.train.precision import amp_dtype, autocast
+from hilif.train.precision import amp_dtype
+from hilif.train.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ SKIPPED = RUNNING_SUMS.index("skipped")
 #: measured on steps AUTO_SAVE_PROBE[0]..[1] of each stage (rank 0's rate, broadcast so that all ranks agree).
 AUTO_SAVE_SECONDS = 1800.0
 AUTO_SAVE_PROBE = (5, 25)
+#: --cuda-graphs when not given: on wherever the step can be graphed (one CUDA process, no --compile); the graphed
+#: step was measured faster on an H200 at batch 12 and 48 (docs/performance.md).
+CUDA_GRAPHS_DEFAULT = True
 
 
 class TrainError(ValueError):
@@ -61,7 +64,10 @@ class TrainError(ValueError):
 
 class Reporter(Protocol):
     """What the trainer tells a UI (the CLI's rich progress bar); every method is optional to act on.
-    Epochs are numbered from 1, as in the log and metrics.jsonl."""
+    Epochs are numbered from 1, as in the log and metrics.jsonl. ``step``'s loss is the last one read on the host:
+    each step's on a CPU, the mean since the last log line on a GPU (reading a GPU loss every step would stall
+    the device). A reporter may also have ``remaining(seconds)``: the run's estimated time left, given at each
+    step log line once a step rate is measured."""
 
     def start_epoch(self, stage: int, epoch: int, epochs: int, steps: int) -> None: ...
 
@@ -116,6 +122,8 @@ class _Stage:
     loader: Any = None
     lrc: Any = None  # stage 2's constraint loss
     ema: Any = None  # timm ModelEmaV3 of `model` with --ema-decay: validated and saved as the checkpoints' model
+    graphed: GraphedTrainStep | None = None  # the step as a CUDA graph (--cuda-graphs)
+    log_lines: int = 0  # step log lines of this stage in this call (the second one prints the time estimate)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -136,6 +144,9 @@ class _Epoch:
     logged: tuple[int, torch.Tensor]  # n_steps and loss sums at the last log line
     t0: float
     t_last: float
+    t_logged: float = 0.0  # time of the last log line (the step rate of the time estimate)
+    loss: float = math.nan  # the loss the progress bar shows: the last one read on the host
+    ips: float = 0.0  # images/s the progress bar shows
 
 
 # --------------------------------------------------------------------------- setup helpers
@@ -193,20 +204,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[cfg.warmup_steps])
 
 
-def forward_loss(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lrc: torch.nn.Module | None, lambda_d: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training forward: (loss, CE, L_d). Stage 1 passes ``lrc=None`` (CE only); stage 2 adds
-    ``lambda_d * L_d`` on the features the same forward returns. Losses are computed in float32."""
-    if lrc is None:
-        ce = F.cross_entropy(model(x).float(), y)
-        return ce, ce, torch.zeros((), device=x.device)
-    logits, f_all = model(x, return_lrc=True)
-    ce = F.cross_entropy(logits.float(), y)
-    ld = lrc(f_all.float(), y)
-    return ce + lambda_d * ld, ce, ld
-
-
 def set_lrc_trainable(model: torch.nn.Module, trainable: bool) -> None:
     """The constraint loss's 1x1 convs only get gradients in stage 2; freezing them in stage 1 keeps DDP
     free of unused parameters (no find_unused_parameters)."""
@@ -255,6 +252,10 @@ class Trainer:
         self.amp = amp_dtype(cfg.precision, self.device)
         self.channels_last = cfg.channels_last
         self.sync_bn = self._use_sync_bn()  # decided (an impossible --sync-bn refused) before anything is written
+        self.cuda_graphs = self._use_cuda_graphs()  # likewise --cuda-graphs
+        # losses are read on the host each step on a CPU, every log_every steps on a GPU (a read waits for the device)
+        self.read_every = 1 if self.device.type == "cpu" else cfg.log_every  # 0: at epoch ends only
+        self.val_s = 0.0  # the last validation's duration (the time estimate)
         self.plan = plan_epoch(
             *self.counts,
             global_batch=cfg.batch_size,
@@ -368,11 +369,18 @@ class Trainer:
             self.cfg.batch_size,
             self.dist.world_size,
         )
+        stages = [(n, e) for n, e in ((1, self.cfg.stage1_epochs), (2, self.cfg.stage2_epochs)) if self._runs(n)]
+        log.info(
+            "plan: %s = %d optimiser steps%s",
+            " + ".join(f"stage {n}: {e} epochs x {self.plan.steps} steps" for n, e in stages),
+            sum(e for _, e in stages) * self.plan.steps,
+            "; CUDA graphs on" if self.cuda_graphs else "",
+        )
         results = []
         try:
-            if self.cfg.stage in ("1", "both"):
+            if self._runs(1):
                 results.append(self.run_stage(1, self.cfg.stage1_epochs, init=None))
-            if self.cfg.stage in ("2", "both"):
+            if self._runs(2):
                 init = ckpt_io.best_path(self.out, 1)
                 if not init.is_file():
                     raise TrainError(
@@ -384,6 +392,18 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
         return results
+
+    def _runs(self, stage: int) -> bool:
+        return self.cfg.stage in (str(stage), "both")
+
+    def _use_cuda_graphs(self) -> bool:
+        """--cuda-graphs: on by default where the step can be graphed; asked for where it cannot, refused."""
+        why = graphs_supported(self.device, self.dist.distributed, self.cfg.compile)
+        if why is not None:
+            if self.cfg.cuda_graphs:
+                raise TrainError(f"--cuda-graphs: {why}; drop --cuda-graphs")
+            return False
+        return CUDA_GRAPHS_DEFAULT if self.cfg.cuda_graphs is None else self.cfg.cuda_graphs
 
     # ---- one stage
 
@@ -524,6 +544,11 @@ class Trainer:
             from hilif.model.loss import make_lrc_loss
 
             st.lrc = make_lrc_loss(self.mcfg)  # eq. 27, or Li et al.'s original with lrc_loss="li"
+        if self.cuda_graphs:
+            st.graphed = GraphedTrainStep(
+                st.train_model, st.optimizer, st.lrc, self.cfg.lambda_d, self.amp, self.channels_last
+            )
+        st.log_lines = 0
 
     # ---- one epoch
 
@@ -554,45 +579,64 @@ class Trainer:
                 sums[:SKIPPED].copy_(st.running[:SKIPPED].to(sums.dtype))
             carried_skips = int(st.running[SKIPPED])
         t0 = time.perf_counter()
-        return _Epoch(epoch, skip, sums, carried_skips, SkipTally(), skip, (skip, sums[:3].clone()), t0, t0)
+        return _Epoch(epoch, skip, sums, carried_skips, SkipTally(), skip, (skip, sums[:3].clone()), t0, t0, t0)
 
     def _train_step(self, st: _Stage, ep: _Epoch, batch: dict[str, Any]) -> tuple[float, int]:
-        """One optimiser step on `batch`, its losses added to the epoch's sums: (this rank's loss, batch size)."""
-        x = normalize(batch["image"], self.device, self.channels_last)
-        y = batch["label"].to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
-            loss, ce, ld = forward_loss(st.train_model, x, y, st.lrc, self.cfg.lambda_d)
-        if st.lrc is not None:  # the loss's own class means of M (eq. 25), no recomputation
-            both = st.lrc.stats["both"].float()
-            ld_sums = ep.sums[3:6]
-            ld_sums += torch.stack([st.lrc.stats["m_fake"] * both, st.lrc.stats["m_real"] * both, both])
-        st.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        st.optimizer.step()
+        """One optimiser step on `batch`, its losses added to the epoch's sums on the device: (the loss last read on
+        the host, batch size). No host sync on a GPU except every `read_every` steps."""
+        if st.graphed is not None:
+            out = st.graphed(batch["image"], batch["label"])
+        else:
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            out = train_step(
+                st.train_model, st.optimizer, images, labels, st.lrc, self.cfg.lambda_d, self.amp, self.channels_last
+            )
         st.scheduler.step()
         st.step += 1
         if st.ema is not None:
             st.ema.update(st.model, step=st.step)
         ep.n_steps += 1
         st.steps_run += 1
-        ep.sums[:3] += torch.stack([loss.detach(), ce.detach(), ld.detach()]).float()
-        lv = float(loss.detach())  # this rank's loss: the NaN check and the progress bar
-        if not math.isfinite(lv):
-            raise FloatingPointError(f"stage {st.number} epoch {ep.number} step {st.step}: loss is {lv}; lower --lr")
-        return lv, len(y)
+        ep.sums[:3] += torch.stack([out.loss, out.ce, out.ld])
+        if st.lrc is not None:  # the loss's own class means of M (eq. 25), no recomputation
+            ep.sums[3:6] += torch.stack([out.m_fake * out.both, out.m_real * out.both, out.both])
+        if self.read_every == 1:  # this rank's loss: the NaN check and the progress bar
+            ep.loss = float(out.loss)
+            self._check_finite(ep.loss, st, ep, ep.n_steps)
+        return ep.loss, len(batch["label"])
+
+    @staticmethod
+    def _check_finite(loss: float, st: _Stage, ep: _Epoch, first_step: int) -> None:
+        """A NaN / inf loss stops the run, naming the epoch's steps it came from (one step when read each step)."""
+        if math.isfinite(loss):
+            return
+        steps = f"step {ep.n_steps}" if first_step >= ep.n_steps else f"steps {first_step}-{ep.n_steps}"
+        raise FloatingPointError(
+            f"stage {st.number} epoch {ep.number} {steps} (stage step {st.step}): loss is {loss}; lower --lr"
+        )
 
     def _after_step(self, st: _Stage, ep: _Epoch, loss: float, batch_size: int) -> None:
-        """Progress report, the periodic log line and the mid-epoch checkpoint after a step."""
+        """Progress report, the periodic log line (with the time estimate) and the mid-epoch checkpoint after a step.
+        Images/s: of this step on a CPU; on a GPU, where the host runs ahead of the device, of the last log window."""
         now = time.perf_counter()
-        ips = batch_size * self.dist.world_size / max(now - ep.t_last, 1e-9)
+        if self.read_every == 1:
+            ep.ips = batch_size * self.dist.world_size / max(now - ep.t_last, 1e-9)
         ep.t_last = now
         lr = st.optimizer.param_groups[0]["lr"]
-        self.reporter.step(st.number, ep.number, ep.n_steps, loss, lr, ips)
         if self.cfg.log_every and ep.n_steps % self.cfg.log_every == 0:
-            # mean over the ranks and the steps since the last log line (one all_reduce per log line)
+            # mean over the ranks and the steps since the last log line (one all_reduce per log line); on a GPU
+            # this read is where the host waits for the device, so the window's time is the device's
             window = dist_util.all_reduce_sum(ep.sums[:3] - ep.logged[1])
-            mean = float(window[0]) / (self.dist.world_size * (ep.n_steps - ep.logged[0]))
-            ep.logged = (ep.n_steps, ep.sums[:3].clone())
+            n_window = ep.n_steps - ep.logged[0]
+            mean = float(window[0]) / (self.dist.world_size * n_window)
+            self._check_finite(mean, st, ep, ep.logged[0] + 1)
+            now = time.perf_counter()
+            per_step = (now - ep.t_logged) / n_window
+            if self.read_every != 1:
+                ep.loss, ep.ips = mean, batch_size * self.dist.world_size / max(per_step, 1e-9)
+            self._estimate(st, ep, per_step)
+            ep.logged, ep.t_logged = (ep.n_steps, ep.sums[:3].clone()), now
             log.log(
                 self.step_log_level,
                 "stage %d epoch %d step %d/%d loss %.4f lr %.2e %.1f img/s",
@@ -602,12 +646,50 @@ class Trainer:
                 self.plan.steps,
                 mean,
                 lr,
-                ips,
+                ep.ips,
             )
+        self.reporter.step(st.number, ep.number, ep.n_steps, ep.loss, lr, ep.ips)
         if st.save_every is None:
             st.save_every, st.t_probe = self._probe_save_every(st.steps_run, st.t_probe)
         if st.save_every and st.step % st.save_every == 0 and ep.n_steps < self.plan.steps:
             self._save_mid_epoch(st, ep)
+
+    def _steps_left(self, st: _Stage, ep: _Epoch) -> tuple[int, int]:
+        """(optimiser steps, validations) left in this call after the current step: this stage's, then stage 2's
+        when stage 1 of a two-stage run is training."""
+        epochs_after = st.epochs - ep.number
+        steps = epochs_after * self.plan.steps + self.plan.steps - ep.n_steps
+        vals = epochs_after + 1
+        if st.number == 1 and self.cfg.stage == "both":
+            steps += self.cfg.stage2_epochs * self.plan.steps
+            vals += self.cfg.stage2_epochs
+        return steps, vals
+
+    def _estimate(self, st: _Stage, ep: _Epoch, per_step: float) -> None:
+        """The run's time left from the step rate of the last log window (and the last validation's duration), for
+        the progress bar; logged once per stage, at its second log line (the first window holds the warm-up:
+        cuDNN's autotuning, the CUDA graph's capture, the loader's start)."""
+        st.log_lines += 1
+        if st.log_lines < 2:
+            return
+        steps, vals = self._steps_left(st, ep)
+        seconds = steps * per_step + vals * self.val_s
+        remaining = getattr(self.reporter, "remaining", None)
+        if remaining is not None:
+            remaining(seconds)
+        if st.log_lines == 2:
+            log.info(
+                "stage %d: %.3f s per step (%.1f img/s): an epoch of %d steps takes about %s; the run's %d steps "
+                "left about %s%s",
+                st.number,
+                per_step,
+                self.cfg.batch_size / max(per_step, 1e-9),
+                self.plan.steps,
+                format_duration(self.plan.steps * per_step),
+                steps,
+                format_duration(seconds),
+                f" with {vals} validations" if self.val_s else " plus validation (not yet timed)",
+            )
 
     def end_epoch(self, st: _Stage, ep: _Epoch) -> None:
         """Sum the epoch over the ranks, validate, then log it and write the stage's checkpoints."""
@@ -620,7 +702,9 @@ class Trainer:
         dist_util.broadcast_buffers(st.model)
         if st.ema is not None:  # the average of each rank's own BN statistics: rank 0's too
             dist_util.broadcast_buffers(st.ema.module)
+        t_val = time.perf_counter()
         val = self.validate(st.eval_model)
+        self.val_s = time.perf_counter() - t_val
         improved = val.auc > st.best_auc
         if improved:
             st.best_auc, st.best_epoch = val.auc, ep.number
@@ -712,6 +796,8 @@ class Trainer:
     def _probe_save_every(self, done: int, t_probe: float) -> tuple[int | None, float]:
         """The default checkpoint interval: (None, start time) while probing, then the steps of ~AUTO_SAVE_SECONDS."""
         first, last = AUTO_SAVE_PROBE
+        if done in (first, last) and self.device.type == "cuda":  # the host runs ahead of the device: wait for it
+            torch.cuda.synchronize(self.device)
         if done == first:
             return None, time.perf_counter()
         if done < last:
@@ -777,6 +863,18 @@ class Trainer:
             plot_curves(self.out / METRICS_JSONL, self.out / "plots" / "curves.png")
         except Exception as exc:  # a plot must never stop training
             log.warning("could not draw the training curves: %s", exc)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: "45 s", "12 min 5 s", "3 h 20 min", "2 d 4 h"."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> list[StageResult]:

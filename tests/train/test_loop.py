@@ -299,3 +299,77 @@ def test_sync_bn_default_and_cpu_refusal(shards: Path, tmp_path: Path) -> None:
     assert not use(None, 2, "cpu")
     with pytest.raises(TrainError, match="--sync-bn needs CUDA"):
         use(True, 2, "cpu")
+
+
+# --------------------------------------------------------------------------- losses read on the host, time estimate
+
+
+def _nan_from_step(monkeypatch: pytest.MonkeyPatch, bad: int) -> None:
+    """Make the trainer's step return a NaN loss from its `bad`-th call on (the model still trains)."""
+    from hilif.train import trainer as tr
+
+    real, calls = tr.train_step, [0]
+
+    def step(*a, **kw):
+        out = real(*a, **kw)
+        calls[0] += 1
+        if calls[0] >= bad:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(tr, "train_step", step)
+
+
+def test_a_nan_loss_stops_the_run_at_its_step_on_a_cpu(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hilif.train.trainer import Trainer
+
+    _nan_from_step(monkeypatch, 2)
+    with pytest.raises(FloatingPointError, match=r"stage 1 epoch 1 step 2 \(stage step 2\): loss is nan; lower --lr"):
+        Trainer(_cfg(shards, tmp_path / "run", save_every_steps=0)).run()
+
+
+def test_read_every_log_line_a_nan_loss_names_the_window(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU losses stay on the device between log lines: the check then names the steps of the window."""
+    from hilif.train.trainer import Trainer
+
+    _nan_from_step(monkeypatch, 4)
+    trainer = Trainer(_cfg(shards, tmp_path / "run", save_every_steps=0, log_every=3, steps_per_epoch=6))
+    trainer.read_every = 3  # what a CUDA device gets
+    with pytest.raises(FloatingPointError, match=r"stage 1 epoch 1 steps 4-6 \(stage step 6\): loss is nan"):
+        trainer.run()
+
+
+def test_the_run_time_left_is_estimated_and_shrinks(
+    shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hilif.train.trainer import Trainer, format_duration
+
+    class Left:
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def start_epoch(self, *a) -> None: ...
+
+        def step(self, *a) -> None: ...
+
+        def end_epoch(self, row: dict) -> None: ...
+
+        def remaining(self, seconds: float) -> None:
+            self.seconds.append(seconds)
+
+    rep = Left()
+    cfg = _cfg(shards, tmp_path / "run", stage="both", stage1_epochs=2, stage2_epochs=1, save_every_steps=0)
+    with caplog.at_level("INFO", logger="hilif.train.trainer"):
+        Trainer(cfg, reporter=rep).run()
+    # 3 steps per epoch, log line every step, the first line of each stage unestimated: 9 - 2 estimates
+    assert len(rep.seconds) == 7 and all(s >= 0 for s in rep.seconds)
+    assert rep.seconds[-1] < rep.seconds[0]
+    text = caplog.text
+    assert "plan: stage 1: 2 epochs x 3 steps + stage 2: 1 epochs x 3 steps = 9 optimiser steps" in text
+    assert "s per step" in text and "the run's 7 steps left about" in text  # stage 1, after its second step
+    assert format_duration(42) == "42 s" and format_duration(3725) == "1 h 2 min"
+    assert format_duration(725) == "12 min 5 s" and format_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
