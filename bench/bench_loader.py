@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -70,8 +71,11 @@ def write_synthetic(root: Path, n: int) -> Path:
                 )
                 ok, png = cv2.imencode(".png", cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
                 sink.write(schema.encode_sample(meta, png.tobytes()))
-        for tar in d.glob("*.tar"):
-            schema.write_stats(tar, schema.ShardStats(tar.name, "train", label, 0, 0, tar.stat().st_size))
+        for tar in d.glob("*.tar"):  # the stats announce what the tar holds (the index checks them)
+            with tarfile.open(tar) as tf:
+                keys = {m.name.split(".", 1)[0] for m in tf.getmembers()}
+            stats = schema.ShardStats(tar.name, "train", label, len(keys), 0, tar.stat().st_size)
+            schema.write_stats(tar, stats)
     return root
 
 
