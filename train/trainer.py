@@ -697,6 +697,8 @@ class Trainer:
         ep.sums[SKIPPED] = ep.tally.total()
         dist_util.all_reduce_sum(ep.sums)
         train_time = time.perf_counter() - ep.t0
+        # the steps since the last read (all of them with log_every 0 on a GPU) are checked here at the latest
+        self._check_finite(float(ep.sums[0]), st, ep, ep.logged[0] + 1)
         # DDP keeps parameters equal but BN running stats drift per rank after the last forward:
         # take rank 0's, so that validation and the checkpoint see one model on every rank
         dist_util.broadcast_buffers(st.model)

@@ -343,6 +343,19 @@ def test_read_every_log_line_a_nan_loss_names_the_window(
         trainer.run()
 
 
+def test_without_log_lines_a_nan_loss_stops_the_run_at_the_epoch_end(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hilif.train.trainer import Trainer
+
+    _nan_from_step(monkeypatch, 2)
+    trainer = Trainer(_cfg(shards, tmp_path / "run", save_every_steps=0, log_every=0))
+    trainer.read_every = 0  # a GPU with log_every 0: read at the epoch's end only
+    with pytest.raises(FloatingPointError, match=r"stage 1 epoch 1 steps 1-3 \(stage step 3\): loss is nan"):
+        trainer.run()
+    assert not (tmp_path / "run" / "stage1" / "best.pt").exists()  # nothing saved from the broken epoch
+
+
 def test_the_run_time_left_is_estimated_and_shrinks(
     shards: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
