@@ -261,7 +261,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     lacks (written before the field existed) counts as its default, so older runs stay resumable - except where the
     default changed what such a run computed: a self-blending run saved before ``sbi_regions`` / ``sbi_size``
     existed drew every mask from the face hull alone, on the stored crop, so it resumes only with ``--sbi-regions
-    face --sbi-size crop``."""
+    face --sbi-size crop``; a run on some methods (or none) saved before ``val_fakes`` existed chose its epochs on
+    every method's val fakes, so it resumes only with ``--val-fakes all``."""
     import dataclasses
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
@@ -274,6 +275,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     if have.get("synth_fakes", "none") != "none":
         defaults.update(sbi_regions=["face"], sbi_size="crop")
+    if have.get("train_methods"):  # on all methods the two choices score the same fakes
+        defaults.update(val_fakes="all")
     for k in identity:
         if k not in have and k in defaults:
             have[k] = defaults[k]

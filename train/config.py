@@ -25,6 +25,10 @@ AUGMENTS = ("paper", "colour", "strong")
 SYNTH_FAKES = ("none", "sbi")
 #: ``--train-methods none``: no dataset fakes at all (only with synthetic fakes: the SBI protocol, reals only).
 NO_METHODS = "none"
+#: Fakes of the val split that choose the best epoch: "train" = the fakes the run trains on (the --train-methods'
+#: fakes; self-blended val reals with --train-methods none), so a method held out of training stays out of model
+#: selection too; "all" = every fake of the val split.
+VAL_FAKES = ("train", "all")
 
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset(
@@ -131,6 +135,11 @@ class TrainConfig:
         "Fake methods to train on (repeat; default all): Table II. 'none': no dataset "
         "fakes (reals only; needs --synth-fakes sbi).",
         factory=list,
+    )
+    val_fakes: str = option(
+        "Val fakes that choose the best epoch: train (default: the --train-methods' fakes; self-blended val reals "
+        "with --train-methods none) | all (every method of the val split).",
+        "train",
     )
     augment: str | None = option(
         "paper (random crop + flip, the paper's) | colour (+ photometric jitter) | strong (+ rotation, zoom, blur, "
@@ -273,6 +282,8 @@ class TrainConfig:
                 raise ValueError(f"--train-methods {NO_METHODS} cannot be combined with method names")
             if self.synth_fakes == "none":
                 raise ValueError(f"--train-methods {NO_METHODS} leaves no fakes to train on: add --synth-fakes sbi")
+        if self.val_fakes not in VAL_FAKES:
+            raise ValueError(f"--val-fakes must be one of {', '.join(VAL_FAKES)}, got {self.val_fakes!r}")
         self.sbi_config()  # the SBI ranges are valid
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {self.ema_decay}")
@@ -283,6 +294,14 @@ class TrainConfig:
     def dataset_fakes(self) -> bool:
         """Whether dataset fakes are trained on (False with ``--train-methods none``)."""
         return NO_METHODS not in self.train_methods
+
+    def val_methods(self) -> tuple[list[str], bool]:
+        """What validation scores as fakes: (dataset methods, [] = all; whether they are self-blended val reals)."""
+        if self.val_fakes == "all":
+            return [], False
+        if not self.dataset_fakes:
+            return [], True
+        return list(self.train_methods), False
 
     def sbi_config(self):
         """The :class:`hilif.train.sbi.SBIConfig` of this run (the SBI paper's values except where set)."""

@@ -915,6 +915,10 @@ class EvalStream(IterableDataset):
     (fewer only if the split is smaller), both classes in proportion, spread evenly over each class. An
     unreadable sample is logged, counted (``skipped``) and left out of its batch. `rank`/`world_size` as in
     `BalancedTrainStream`; `require_both` makes a split without readable reals or fakes a DataError.
+
+    Fakes: the split's, only of `methods` when given; with `sbi` (an SBIConfig) none of the split's, but one
+    self-blended fake of every real instead, the same every pass (its generator seeded by `seed` and the sample), so
+    that validation can score a run trained on reals only without the dataset's fakes.
     """
 
     def __init__(
@@ -929,9 +933,20 @@ class EvalStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         require_both: bool = False,
+        methods: Sequence[str] = (),
+        sbi: Any = None,
+        seed: int = 0,
+        info: schema.DatasetInfo | None = None,
     ) -> None:
         self.rank, self.world_size = _rank_world(rank, world_size)
-        self.index = {label: class_index(root, split, label) for label in (schema.REAL, schema.FAKE)}
+        real = class_index(root, split, schema.REAL)
+        self.sbi, self.seed, self.margin = sbi, seed, 1.3
+        if sbi is not None:  # the fakes are the reals, each self-blended when read
+            self.index = {schema.REAL: real, schema.FAKE: real}
+            face = ((info or load_info(root)).config or {}).get("face") or {}
+            self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
+        else:
+            self.index = {schema.REAL: real, schema.FAKE: class_index(root, split, schema.FAKE, methods)}
         if not any(idx.shards for idx in self.index.values()):
             raise DataError(
                 f"{Path(root) / split}: no complete shards in the {split} split; "
@@ -956,11 +971,11 @@ class EvalStream(IterableDataset):
         ).astype(np.int64)
         self.expected = int(total)  # samples this stream is to score over all ranks
         self.n_batches = math.ceil(self.expected / batch_size)
-        self.missing = sum(idx.missing for idx in self.index.values())
+        self.missing = real.missing + (0 if sbi is not None else self.index[schema.FAKE].missing)
 
     def batches(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, Any]]:
         """The batches of loader worker `worker` of `num_workers` on this rank."""
-        decode = _Decoder(self.img_size, train=False, perturb=self.perturb)
+        decode = _Decoder(self.img_size, train=False, perturb=self.perturb, sbi=self.sbi, margin=self.margin)
         skips = _Skips()
         mine = range(self.rank + worker * self.world_size, self.n_batches, num_workers * self.world_size)
         with _Reader() as reader:
@@ -968,8 +983,10 @@ class EvalStream(IterableDataset):
                 samples = []
                 for label, i in self.order[b * self.batch_size : (b + 1) * self.batch_size].tolist():
                     index = self.index[label]
+                    blend = self.sbi is not None and label == schema.FAKE
+                    blend_rng = np.random.default_rng([self.seed, i, 5]) if blend else None
                     try:
-                        samples.append(decode(reader.read(index, i)))
+                        samples.append(decode(reader.read(index, i), blend_rng=blend_rng))
                     except _SAMPLE_ERRORS as exc:
                         skips.add(index.shards[index.shard[i]], exc)
                 yield collate(samples, self.img_size, step=b, worker=worker, skipped=skips.count)

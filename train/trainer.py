@@ -222,7 +222,13 @@ def check_data(cfg: TrainConfig) -> tuple[schema.DatasetInfo, tuple[int, int]]:
             f"{Path(cfg.shards) / schema.DATASET_JSON}: the train split has {n_real} real and {n_fake} "
             f"fake samples; training needs both - extract the train split first"
         )
-    v_real, v_fake = class_counts(info, "val")  # validation scores the whole val split, whatever --train-methods
+    val_methods, val_sbi = cfg.val_methods()  # the fakes model selection scores (--val-fakes)
+    try:
+        v_real, v_fake = class_counts(info, "val", val_methods)
+    except DataError as exc:
+        raise DataError(f"{exc}; pass --val-fakes all to validate on every method") from None
+    if val_sbi:
+        v_fake = v_real
     if v_real == 0 or v_fake == 0:
         raise DataError(
             f"{Path(cfg.shards) / schema.DATASET_JSON}: the val split has {v_real} real and {v_fake} fake "
@@ -264,6 +270,7 @@ class Trainer:
             steps_override=cfg.steps_per_epoch,
         )
         # built (and its shards indexed) before training: a val split without readable reals or fakes stops here
+        val_methods, val_sbi = cfg.val_methods()
         self.val_stream = EvalStream(
             cfg.shards,
             "val",
@@ -273,7 +280,13 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             require_both=True,
+            methods=val_methods,
+            sbi=cfg.sbi_config() if val_sbi else None,
+            seed=cfg.seed,
+            info=self.info,
         )
+        what = "self-blended val reals" if val_sbi else "all methods" if not val_methods else ", ".join(val_methods)
+        log.info("model selection: the val split's %d samples, its fakes: %s", self.val_stream.expected, what)
         self.val_skipped = 0
         self.tb = None
         self.model: torch.nn.Module | None = None  # the model of the last stage run (plain module)
