@@ -172,7 +172,9 @@ def _parameter(cls: type, f: dataclasses.Field, meta: Cli) -> inspect.Parameter:
     cli_type = meta.type or field_type
     default = _default(f, meta, cli_type)
     annotation = cli_type if default is ... else typing.Optional[cli_type]
-    extra = {"min": meta.min} if meta.min is not None else {}
+    extra: dict[str, Any] = {"min": meta.min} if meta.min is not None else {}
+    if cli_type is bool:  # an on/off flag takes no value: no metavar (typer shows "<bool>" for a tri-state one)
+        extra["metavar"] = ""
     info = typer.Option(default, *_flags(f, meta, field_type), help=meta.help, **extra)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
