@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 
@@ -129,10 +128,6 @@ class GraphedTrainStep:
         torch.cuda.synchronize(images.device)
         self.capture_s = time.perf_counter() - t0
         log.info("training step captured as a CUDA graph in %.1f s (batch %d)", self.capture_s, len(labels))
-
-    def state(self) -> dict[str, Any]:
-        """For logs and benches: calls, eager calls and the capture time."""
-        return {"calls": self.calls, "eager_calls": self.eager_calls, "capture_s": self.capture_s}
 
 
 def graphs_supported(device: torch.device, distributed: bool, compiled: bool) -> str | None:

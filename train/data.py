@@ -244,6 +244,8 @@ def collate(samples: Sequence[Sample], img_size: int = 0, **extra: Any) -> dict[
 
 #: method / key / video suffix of a self-blended fake in a batch
 SBI_METHOD = "SBI"
+#: The face margin of an extract run whose dataset.json does not record one (hilif-prep's default).
+DEFAULT_MARGIN = 1.3
 
 
 class _Decoder:
@@ -259,7 +261,7 @@ class _Decoder:
         perturb: Callable[[np.ndarray], np.ndarray] | None = None,
         augment: str = "paper",
         sbi: Any = None,
-        margin: float = 1.3,
+        margin: float = DEFAULT_MARGIN,
     ) -> None:
         self.img_size, self.train, self.rng, self.perturb, self.augment = img_size, train, rng, perturb, augment
         self.sbi, self.margin = sbi, margin
@@ -575,6 +577,13 @@ def load_info(root: str | Path) -> schema.DatasetInfo:
         raise DataError(str(exc)) from exc
 
 
+def face_margin(root: str | Path, info: schema.DatasetInfo | None = None) -> float:
+    """The face margin the shard folder's extract run aligned with (dataset.json; `info` when already read): the
+    alignment that maps version-1 samples' five points, which self-blending needs."""
+    face = ((info or load_info(root)).config or {}).get("face") or {}
+    return float(face.get("margin", DEFAULT_MARGIN))
+
+
 def class_counts(info: schema.DatasetInfo, split: str, methods: Sequence[str] = ()) -> tuple[int, int]:
     """(reals, fakes) in `split`; fakes only of `methods` when given."""
     n_real = info.count(split, schema.REAL)
@@ -764,10 +773,9 @@ class BalancedTrainStream(IterableDataset):
             from hilif.train.sbi import SBIConfig
 
             self.sbi = sbi or SBIConfig()
-            face = ((info or load_info(root)).config or {}).get("face") or {}
-            self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
+            self.margin = face_margin(root, info)
         else:
-            self.margin = 1.3
+            self.margin = DEFAULT_MARGIN
         self.index = _stream_index(root, split, methods, self.dataset_fakes)
         # the real slot of a step holds the twin of the fake beside it (-1: the real sequence's own sample)
         self.twins: np.ndarray | None = None
@@ -940,11 +948,10 @@ class EvalStream(IterableDataset):
     ) -> None:
         self.rank, self.world_size = _rank_world(rank, world_size)
         real = class_index(root, split, schema.REAL)
-        self.sbi, self.seed, self.margin = sbi, seed, 1.3
+        self.sbi, self.seed, self.margin = sbi, seed, DEFAULT_MARGIN
         if sbi is not None:  # the fakes are the reals, each self-blended when read
             self.index = {schema.REAL: real, schema.FAKE: real}
-            face = ((info or load_info(root)).config or {}).get("face") or {}
-            self.margin = float(face.get("margin", 1.3))  # the alignment that maps v1 samples' five points
+            self.margin = face_margin(root, info)
         else:
             self.index = {schema.REAL: real, schema.FAKE: class_index(root, split, schema.FAKE, methods)}
         if not any(idx.shards for idx in self.index.values()):

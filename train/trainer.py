@@ -573,8 +573,7 @@ class Trainer:
             ckpt_io.set_rng_state(st.resume_rng)
         for batch in batches:
             ep.tally.update(batch)
-            loss, n = self._train_step(st, ep, batch)
-            self._after_step(st, ep, loss, n)
+            self._after_step(st, ep, self._train_step(st, ep, batch))
         if ep.n_steps != self.plan.steps:  # would desynchronise DDP ranks: the stream is built to make this impossible
             raise RuntimeError(f"epoch {epoch} took {ep.n_steps} steps, planned {self.plan.steps}")
         st.start_step, st.resume_rng, st.running = 0, None, None  # later epochs start at their first step
@@ -594,9 +593,9 @@ class Trainer:
         t0 = time.perf_counter()
         return _Epoch(epoch, skip, sums, carried_skips, SkipTally(), skip, (skip, sums[:3].clone()), t0, t0, t0)
 
-    def _train_step(self, st: _Stage, ep: _Epoch, batch: dict[str, Any]) -> tuple[float, int]:
-        """One optimiser step on `batch`, its losses added to the epoch's sums on the device: (the loss last read on
-        the host, batch size). No host sync on a GPU except every `read_every` steps."""
+    def _train_step(self, st: _Stage, ep: _Epoch, batch: dict[str, Any]) -> int:
+        """One optimiser step on `batch`, its losses added to the epoch's sums on the device (and read into
+        ``ep.loss`` every `read_every` steps: no host sync on a GPU in between); returns the batch size."""
         if st.graphed is not None:
             out = st.graphed(batch["image"], batch["label"])
         else:
@@ -617,7 +616,7 @@ class Trainer:
         if self.read_every == 1:  # this rank's loss: the NaN check and the progress bar
             ep.loss = float(out.loss)
             self._check_finite(ep.loss, st, ep, ep.n_steps)
-        return ep.loss, len(batch["label"])
+        return len(batch["label"])
 
     @staticmethod
     def _check_finite(loss: float, st: _Stage, ep: _Epoch, first_step: int) -> None:
@@ -629,7 +628,7 @@ class Trainer:
             f"stage {st.number} epoch {ep.number} {steps} (stage step {st.step}): loss is {loss}; lower --lr"
         )
 
-    def _after_step(self, st: _Stage, ep: _Epoch, loss: float, batch_size: int) -> None:
+    def _after_step(self, st: _Stage, ep: _Epoch, batch_size: int) -> None:
         """Progress report, the periodic log line (with the time estimate) and the mid-epoch checkpoint after a step.
         Images/s: of this step on a CPU; on a GPU, where the host runs ahead of the device, of the last log window."""
         now = time.perf_counter()
