@@ -12,6 +12,7 @@ another's fakes (a pooled-AUC loss only) from one that separates fakes poorly wi
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds                      # seeds 0-4 + threads 1, 2
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --parallel 2 --reals-only
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --seeds 0 --threads --train-args "--stage2-epochs 4"
+    python bench/bench_demo_seeds.py --out /tmp/demo_faces --demo-args "--faces my_faces --sources 24"
 
 Runs that share the machine (``--parallel 2``) give the same figures as runs alone on the same machine, only
 slower: every figure here depends on floats, hence on the machine and thread count, never on timing.
@@ -51,12 +52,12 @@ def sh(cmd: list[str], log: Path) -> None:
         raise RuntimeError(f"{shlex.join(cmd)} failed with exit code {proc.returncode}; see {log}")
 
 
-def prepare(out: Path, quality: str, workers: int) -> Path:
-    """Demo data + shards, made once (the quick start's defaults)."""
+def prepare(out: Path, quality: str, workers: int, demo_args: list[str]) -> Path:
+    """Demo data + shards, made once (the quick start's defaults, plus ``demo_args``)."""
     data, shards = out / "data", out / "shards"
     log = out / "prepare.log"
     if not (data / "demo.json").exists():
-        sh(["hilif-prep", "demo", "--out", str(data), "--quality", quality, "--overwrite"], log)
+        sh(["hilif-prep", "demo", "--out", str(data), "--quality", quality, "--overwrite", *demo_args], log)
     if not (shards / "dataset.json").exists():
         sh(
             [
@@ -184,13 +185,18 @@ def main() -> None:
     ap.add_argument("--quality", default="c23")
     ap.add_argument("--parallel", type=int, default=1, help="runs at the same time (each with its thread count)")
     ap.add_argument("--extract-workers", type=int, default=2)
+    ap.add_argument(
+        "--demo-args",
+        default="",
+        help='extra hilif-prep demo options for the data, e.g. "--faces my_faces --sources 24" (a new --out)',
+    )
     args = ap.parse_args()
     if args.parallel < 1:
         ap.error("--parallel must be >= 1")
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    shards = prepare(args.out, args.quality, args.extract_workers)
+    shards = prepare(args.out, args.quality, args.extract_workers, shlex.split(args.demo_args))
     runs = [Run(f"seed{s}", s, 1) for s in args.seeds]
     runs += [
         Run(f"seed{args.shipped_seed}_threads{t}", args.shipped_seed, t, kind="threads")
@@ -212,6 +218,8 @@ def main() -> None:
         results = list(pool.map(lambda r: run_one(r, shards, args.out, train_args), runs))
 
     print(f"# demo robustness: {args.quality}, hilif-train --preset demo {args.train_args}".rstrip())
+    if args.demo_args:
+        print(f"# data: hilif-prep demo {args.demo_args}")
     print(f"# machine: {os.cpu_count()} cores; {args.parallel} run(s) at a time; wall {time.perf_counter() - t0:.0f} s")
     print("| run | seed | threads | stage-1 best val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
     print("|---|---|---|---|---|---|---|---|")

@@ -131,7 +131,8 @@ def inspect_cmd(
 @app.command("demo")
 @config_options(DemoConfig)
 def demo_cmd(options: Options[DemoConfig], verbose: bool = VERBOSE) -> None:
-    """Make the embedded demo dataset: a small FaceForensics++ look-alike, offline (faces from installed packages)."""
+    """Make the embedded demo dataset: a small FaceForensics++ look-alike, offline (faces from installed packages,
+    plus your own photos with --faces)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .demo import DemoError, make_demo, split_pairs

@@ -79,6 +79,12 @@ class DemoConfig:
     methods: tuple[str, ...] = METHODS
     seed: int = option("Same seed, same files.", 0, min=0)
     overwrite: bool = option("Replace an earlier demo in --out.", False)
+    faces: str | None = option(
+        "A folder of your own face photos (train/, val/, test/ subfolders; one person per photo, with their "
+        "consent) added to the built-in identities; more --sources may be needed.",
+        None,
+        type=Path,
+    )
     workers: int = option("Encoding processes (0: one per core, at most 4).", 0, min=0)
 
     @property
@@ -133,6 +139,23 @@ def split_pairs(num_pairs: int) -> dict[str, int]:
     val = max(1, round(num_pairs * 0.2))
     test = max(1, round(num_pairs * 0.2))
     return {"train": num_pairs - val - test, "val": val, "test": test}
+
+
+def check_sources(num_sources: int, identities: dict[str, list[render.Identity]]) -> None:
+    """Every identity needs a video of its own (checked with --faces): a DemoError naming the --sources that gives
+    each one."""
+
+    def short(n: int) -> list[str]:
+        counts = split_pairs(n // 2)
+        return [s for s in SPLIT_NAMES if 2 * counts[s] < len(identities.get(s, []))]
+
+    missing = short(num_sources)
+    if not missing:
+        return
+    need = next((n for n in range(num_sources + 2, 1001, 2) if not short(n)), None)
+    people = ", ".join(f"{len(identities[s])} in {s}" for s in missing)
+    fix = f"pass --sources {need} or more" if need else "use fewer photos in --faces"
+    raise DemoError(f"--sources {num_sources} gives fewer videos than identities ({people}): {fix}")
 
 
 def plan_sources(
@@ -284,8 +307,11 @@ def make_demo(cfg: DemoConfig, on_video: Callable[[str], None] | None = None) ->
             cfg.width,
             DETERMINISTIC_WIDTH,
         )
+    extra = render.folder_identities(Path(cfg.faces)) if cfg.faces else None
+    identities = render.available_identities(extra)
+    if extra:  # the user's photos must all be filmed (the built-in people are dropped from small demos)
+        check_sources(cfg.num_sources, identities)
     prepare_out(cfg)
-    identities = render.available_identities()
     sources, pairs = plan_sources(cfg, identities)
     # demo.json first (complete: false): a killed run leaves a folder that --overwrite recognises
     meta = _demo_meta(cfg, sources, pairs, identities)
@@ -326,6 +352,7 @@ def _demo_meta(
         "sources": [dataclasses.asdict(s) for s in sources],
         "splits": pairs,
         "identities": {split: [i.name for i in ids] for split, ids in identities.items()},
+        "photos": {i.name: i.where for ids in identities.values() for i in ids},
         "versions": _versions(),
     }
 

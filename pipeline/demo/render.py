@@ -2,10 +2,10 @@
 
 The faces are real photographs that ship inside installed packages (no download):
 the six faces of insightface's ``t1.jpg``, ``Tom_Hanks_54745.png``, scikit-image's
-astronaut and matplotlib's Grace Hopper. Each becomes a *portrait*: a square crop
-around one face, other faces in the photo blurred away (so a detector sees exactly one
-face), borders padded with a blurred reflection, landmarks from dlib's 68-point
-predictor.
+astronaut and matplotlib's Grace Hopper; ``--faces`` adds the user's own photos.
+Each becomes a *portrait*: a square crop around one face, other faces in the photo
+blurred away (so a detector sees exactly one face), borders padded with a blurred
+reflection, landmarks from dlib's 68-point predictor.
 
 A video is a portrait filmed by a moving camera (smooth pan, zoom, small rotation)
 under drifting light with sensor noise. A fake of target ``t`` and source ``s`` is made
@@ -64,13 +64,24 @@ class FaceSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Identity:
-    """One real person: a photo file (found in an installed package) and which face in it."""
+    """One real person: a photo file (in an installed package, or the user's own) and which face in it."""
 
     name: str
-    package: str  # the installed package that ships the photo
-    relpath: str  # path inside the package
-    near: tuple[float, float]  # approximate face centre (x, y) in the photo: picks the face
+    package: str  # the installed package that ships the photo ("" for a photo of the user's own)
+    relpath: str  # path inside the package, or the photo's own path when package is ""
+    near: tuple[float, float] | None  # approximate face centre (x, y) in the photo; None: the largest face
     grey: bool = False  # a greyscale photo (unlike every other face)
+
+    def file(self) -> Path | None:
+        """The photo on disk, or None when its package is not installed."""
+        if not self.package:
+            p = Path(self.relpath)
+            return p if p.is_file() else None
+        return package_file(self.package, self.relpath)
+
+    @property
+    def where(self) -> str:
+        return f"{self.package}/{self.relpath}" if self.package else self.relpath
 
 
 #: The identities and the split each one belongs to. Identities never cross splits, so the
@@ -105,14 +116,53 @@ def package_file(package: str, relpath: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def available_identities() -> dict[str, list[Identity]]:
-    """The identities whose photo is installed, per split (optional packages may be absent)."""
+#: photo files `--faces` reads
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+SPLITS = ("train", "val", "test")
+
+
+def folder_identities(root: Path) -> dict[str, list[Identity]]:
+    """Identities from a folder of the user's own photos: ``root/{train,val,test}/*.jpg|png|...``.
+
+    One person per photo (its largest face; other faces in it are blurred away), named ``own-<file stem>``;
+    the subfolder is the person's split. A person photographed twice must be one file, or two files in the
+    same split: the demo cannot tell that two photos show one person, and one person in two splits would let
+    the test score measure recognition instead of forgery detection.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FaceSourceError(f"{root}: --faces must be a folder with train/, val/ and/or test/ subfolders of photos")
+    stray = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in SPLITS)
+    if stray:
+        raise FaceSourceError(
+            f"{root}: unknown subfolder(s) {stray}; put each photo in train/, val/ or test/ (the person's split)"
+        )
+    out: dict[str, list[Identity]] = {}
+    names: dict[str, Path] = {}
+    for split in SPLITS:
+        d = root / split
+        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) if d.is_dir() else []
+        out[split] = []
+        for p in photos:
+            name = f"own-{p.stem}"
+            if name in names:
+                raise FaceSourceError(f"{p}: same file name as {names[name]}; give each person's photo its own name")
+            names[name] = p
+            out[split].append(Identity(name, "", str(p.resolve()), None))
+    if not names:
+        raise FaceSourceError(f"{root}: no photos ({'/'.join(PHOTO_SUFFIXES)}) in train/, val/ or test/")
+    return out
+
+
+def available_identities(extra: dict[str, list[Identity]] | None = None) -> dict[str, list[Identity]]:
+    """The identities whose photo is installed, per split (optional packages may be absent), plus ``extra``."""
     out: dict[str, list[Identity]] = {}
     for split, ids in IDENTITIES.items():
-        out[split] = [i for i in ids if package_file(i.package, i.relpath) is not None]
+        out[split] = [i for i in ids if i.file() is not None]
         for i in ids:
-            if package_file(i.package, i.relpath) is None:
-                log.warning("demo face %s skipped: %s/%s not installed", i.name, i.package, i.relpath)
+            if i.file() is None:
+                log.warning("demo face %s skipped: %s not installed", i.name, i.where)
+        out[split] += (extra or {}).get(split, [])
     for split in ("val", "test"):
         if len(out[split]) < 2:
             raise FaceSourceError(
@@ -221,15 +271,21 @@ def _load_photo(path: str) -> tuple[np.ndarray, tuple[tuple[tuple[float, ...], f
 
 def make_portrait(identity: Identity, flipped: bool = False) -> Portrait:
     """Crop, clean and landmark one identity's face (deterministic)."""
-    path = package_file(identity.package, identity.relpath)
+    path = identity.file()
     if path is None:
-        raise FaceSourceError(f"{identity.package}/{identity.relpath}: not installed")
-    rgb, dets = _load_photo(str(path))
+        raise FaceSourceError(f"{identity.where}: {'not installed' if identity.package else 'not found'}")
+    try:
+        rgb, dets = _load_photo(str(path))
+    except OSError as exc:
+        raise FaceSourceError(f"{path}: cannot read the photo ({exc}); replace or remove it") from None
     if not dets:
-        raise FaceSourceError(f"{path}: dlib finds no face")
-    near = np.array(identity.near)
+        raise FaceSourceError(f"{path}: dlib finds no face; use a photo with a frontal face of at least 80 px")
     boxes = [np.array(b) for b, _ in dets]
-    face = min(boxes, key=lambda b: float(np.linalg.norm((b[:2] + b[2:]) / 2 - near)))
+    if identity.near is None:
+        face = max(boxes, key=lambda b: float((b[2] - b[0]) * (b[3] - b[1])))
+    else:
+        near = np.array(identity.near)
+        face = min(boxes, key=lambda b: float(np.linalg.norm((b[:2] + b[2:]) / 2 - near)))
     others = [b for b in boxes if box_iou(b, face) < 0.3]
     fw = face[2] - face[0]
     lm = landmarks68(rgb, face)
