@@ -5,7 +5,8 @@ A checkpoint is a plain dict of tensors, numbers and strings (configs are JSON s
 refused with a `CheckpointError`. Layout of a run folder::
 
     OUT/config.json              the TrainConfig and the model config
-    OUT/stage1/last.pt, best.pt  last epoch (or mid-epoch save), and best epoch by validation AUC
+    OUT/stage1/last.pt, best.pt  last epoch (or mid-epoch save), and the kept epoch (--select: best validation
+                                 AUC, or the last epoch)
     OUT/stage2/last.pt, best.pt
 
 ``epoch`` counts the completed epochs of the stage and ``best_epoch`` numbers the best one from 1 (0: none yet), as
@@ -262,7 +263,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     default changed what such a run computed: a self-blending run saved before ``sbi_regions`` / ``sbi_size``
     existed drew every mask from the face hull alone, on the stored crop, so it resumes only with ``--sbi-regions
     face --sbi-size crop``; a run on some methods (or none) saved before ``val_fakes`` existed chose its epochs on
-    every method's val fakes, so it resumes only with ``--val-fakes all``."""
+    every method's val fakes, so it resumes only with ``--val-fakes all``; a run saved before ``select`` existed
+    kept its best-validated epochs, so it resumes only with ``--select val``."""
     import dataclasses
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
@@ -273,6 +275,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
+    # a run saved before these fields existed trained without SBI and kept its best-validated epochs
+    defaults.update(synth_fakes="none", select="val")
     if have.get("synth_fakes", "none") != "none":
         defaults.update(sbi_regions=["face"], sbi_size="crop")
     if have.get("train_methods"):  # on all methods the two choices score the same fakes

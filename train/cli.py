@@ -54,7 +54,7 @@ class RichReporter:
     """The training progress bar: stage, epoch, step, loss, lr, images/s, the epoch's time left and the whole
     run's (rank 0 only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, select: str = "val") -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -76,6 +76,7 @@ class RichReporter:
         )
         self.task: Any = None
         self.run_left = "-"  # until the trainer has measured a step rate
+        self.kept = "kept (last)" if select == "last" else "best"  # the epoch in stageN/best.pt
 
     def __enter__(self) -> "RichReporter":
         return self  # the bar starts with the first epoch, after the run's set-up has logged
@@ -109,7 +110,7 @@ class RichReporter:
             f"stage {row['stage']} epoch {row['epoch']}: loss {row['train_loss']:.4f} (CE {row['train_ce']:.4f}, "
             f"L_d {row['train_ld']:.4f})  val acc {_fmt(row['val_acc'])}  val AUC {_fmt(row['val_auc'])}  "
             f"{row['images_per_s']:.1f} img/s"
-            + ("  [green]best[/green]" if row["best_epoch"] == row["epoch"] else "")
+            + (f"  [green]{self.kept}[/green]" if row["best_epoch"] == row["epoch"] else "")
             + (
                 f"  [yellow]skipped {row['skipped']} train / {row['val_skipped']} val samples[/yellow]"
                 if row.get("skipped") or row.get("val_skipped")
@@ -146,11 +147,11 @@ def train(
     ),
     verbose: bool = VERBOSE,
 ) -> None:
-    """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the best stage-1 epoch (val AUC).
+    """Two-stage HiLIF training: stage 1 CE, stage 2 CE + lambda_d * L_d from the kept stage-1 epoch (--select).
 
-    Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4);
-    --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3 then 1e-4 in stage 2,
-    strong augmentation, faces loaded in the main process)."""
+    Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4,
+    best epochs by val AUC); --preset demo is the CPU quick start's (8 + 3 epochs of 40 steps, batch 32, lr 1e-3
+    then 1e-4 in stage 2, strong augmentation, faces loaded in the main process, last epochs kept)."""
     setup_logging(verbose)
     from hilif.train import distributed as dist_util
     from hilif.train.trainer import train as run_training
@@ -159,7 +160,7 @@ def train(
     master = dist_util.env_dist_info().is_master
     try:
         if master and sys.stderr.isatty():
-            with RichReporter() as rep:
+            with RichReporter(cfg.select) as rep:
                 results = run_training(cfg, rep)
         else:
             results = run_training(cfg)
@@ -167,7 +168,8 @@ def train(
         raise fail(str(exc))
     if master:
         for r in results:
-            console.print(f"stage {r.stage}: best epoch {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
+            kept = "last epoch" if cfg.select == "last" else "best epoch"
+            console.print(f"stage {r.stage}: {kept} {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
 
 
 # --------------------------------------------------------------------------- hilif-eval

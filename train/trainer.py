@@ -3,7 +3,7 @@
 AdamW with a per-stage schedule (cosine by default), bf16 autocast on CUDA, channels_last,
 optional torch.compile, DDP under torchrun. Model selection uses the validation split only.
 Every epoch appends a row to ``OUT/metrics.jsonl``, redraws ``OUT/plots/curves.png`` and writes
-``stageN/last.pt`` (and ``best.pt`` when validation AUC improved).
+``stageN/last.pt`` (and ``best.pt`` when validation AUC improved, or every epoch with ``--select last``).
 """
 
 from __future__ import annotations
@@ -719,7 +719,8 @@ class Trainer:
         t_val = time.perf_counter()
         val = self.validate(st.eval_model)
         self.val_s = time.perf_counter() - t_val
-        improved = val.auc > st.best_auc
+        # --select last keeps every epoch in turn (the final one stays); best_val_auc is then the kept epoch's
+        improved = self.cfg.select == "last" or val.auc > st.best_auc
         if improved:
             st.best_auc, st.best_epoch = val.auc, ep.number
         row = self._epoch_row(st, ep, val, train_time)
@@ -865,7 +866,7 @@ class Trainer:
             row["train_loss"],
             row["val_acc"],
             row["val_auc"],
-            "  (best)" if row["best_epoch"] == row["epoch"] else "",
+            (" (kept: last)" if self.cfg.select == "last" else "  (best)") if row["best_epoch"] == row["epoch"] else "",
             f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
             if row["skipped"] or row["val_skipped"]
             else "",

@@ -194,6 +194,34 @@ def test_ema_validates_saves_and_resumes_the_average(
             assert torch.equal(a[part][k], b[part][k]), (part, k)
 
 
+def test_select_last_keeps_the_final_epoch_whatever_validation_says(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--select last: each stage's best.pt holds its final epoch even when an earlier epoch validated higher;
+    --select val keeps the highest. Validation is still run and logged either way."""
+    from types import SimpleNamespace
+
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import Trainer, train
+
+    aucs = iter([0.9, 0.6, 0.7] * 4)  # epoch 1 validates best in every stage
+
+    def validate(self, model):
+        self.val_skipped = 0
+        return SimpleNamespace(auc=next(aucs), acc=0.5, eer=0.5, ap=0.5)
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    for select, kept in (("last", 3), ("val", 1)):
+        out = tmp_path / select
+        train(_cfg(shards, out, stage="both", stage1_epochs=3, stage2_epochs=3, save_every_steps=0, select=select))
+        for stage in (1, 2):
+            best, last = ck.load_checkpoint(ck.best_path(out, stage)), ck.load_checkpoint(ck.last_path(out, stage))
+            assert best["best_epoch"] == kept and best["metrics"]["val_auc"] == [0.9, 0.6, 0.7][kept - 1]
+            same = all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+            assert same == (select == "last"), (select, stage)
+        assert [r["val_auc"] for r in _rows(out)] == [0.9, 0.6, 0.7] * 2
+
+
 def test_refused_resume_writes_nothing(shards: Path, whole: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -386,3 +414,20 @@ def test_the_run_time_left_is_estimated_and_shrinks(
     assert "s per step" in text and "the run's 7 steps left about" in text  # stage 1, after its second step
     assert format_duration(42) == "42 s" and format_duration(3725) == "1 h 2 min"
     assert format_duration(725) == "12 min 5 s" and format_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
+
+
+def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve() -> None:
+    """A config.json written before --select existed chose every epoch on validation: it matches --select val
+    (the paper's default) and not a demo run, which keeps its last epochs and self-blends (its recipe)."""
+    from hilif.train.checkpoint import identity_mismatch
+    from hilif.train.config import TrainConfig
+
+    paper = TrainConfig(shards="s", preset="paper")
+    assert (paper.select, paper.synth_fakes) == ("val", "none")
+    assert identity_mismatch(paper.identity(), {k: v for k, v in paper.to_dict().items() if k != "select"}) == []
+    demo = TrainConfig(shards="s", preset="demo")
+    assert (demo.select, demo.synth_fakes) == ("last", "none")
+    old_demo = demo.to_dict()
+    del old_demo["select"]
+    assert identity_mismatch(demo.identity(), old_demo) == ["select"]
+    assert TrainConfig(shards="s", preset="demo", synth_fakes="none", select="val").synth_fakes == "none"

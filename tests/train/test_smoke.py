@@ -168,6 +168,10 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
             ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--ema-decay", decay],
         )
         assert res.exit_code == 2 and "--ema-decay" in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(
+        train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--select", "best"]
+    )
+    assert res.exit_code == 2 and "--select" in res.output and len(res.output.strip().splitlines()) == 1
     for name, msg in (("resnet18", "EfficientNet class"), ("effnet_b9", "unknown timm backbone")):
         res = runner.invoke(
             train_app,
