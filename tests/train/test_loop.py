@@ -426,8 +426,8 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
     assert (paper.select, paper.synth_fakes) == ("val", "none")
     assert identity_mismatch(paper.identity(), {k: v for k, v in paper.to_dict().items() if k != "select"}) == []
     demo = TrainConfig(shards="s", preset="demo")
-    assert (demo.select, demo.synth_fakes) == ("last", "none")
-    old_demo = demo.to_dict()
+    assert (demo.select, demo.synth_fakes, demo.stage1_epochs) == ("last", "sbi", 16)
+    old_demo = {**demo.to_dict(), "synth_fakes": "none"}
     del old_demo["select"]
-    assert identity_mismatch(demo.identity(), old_demo) == ["select"]
+    assert set(identity_mismatch(demo.identity(), old_demo)) == {"select", "synth_fakes"}
     assert TrainConfig(shards="s", preset="demo", synth_fakes="none", select="val").synth_fakes == "none"
