@@ -221,7 +221,7 @@ def main() -> None:
     if args.demo_args:
         print(f"# data: hilif-prep demo {args.demo_args}")
     print(f"# machine: {os.cpu_count()} cores; {args.parallel} run(s) at a time; wall {time.perf_counter() - t0:.0f} s")
-    print("| run | seed | threads | stage-1 best val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
+    print("| run | seed | threads | stage-1 max val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["run"].kind == "reals-only":
