@@ -13,7 +13,7 @@ from rich.table import Table
 
 from hilif.common.cli import VERBOSE, Options, config_options, fail, run_app, setup_logging
 from hilif.common.jsonable import finite_or_none
-from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOptions, TrainConfig
+from hilif.train.config import DetectOptions, EvalOptions, InfoOptions, TableOptions, TrainConfig, kept_epoch_word
 
 if TYPE_CHECKING:
     from hilif.train.evaluate import EvalReport
@@ -76,7 +76,7 @@ class RichReporter:
         )
         self.task: Any = None
         self.run_left = "-"  # until the trainer has measured a step rate
-        self.kept = "kept (last)" if select == "last" else "best"  # the epoch in stageN/best.pt
+        self.kept = kept_epoch_word(select)  # marks the epoch stageN/best.pt holds
 
     def __enter__(self) -> "RichReporter":
         return self  # the bar starts with the first epoch, after the run's set-up has logged
@@ -169,8 +169,8 @@ def train(
         raise fail(str(exc))
     if master:
         for r in results:
-            kept = "last epoch" if cfg.select == "last" else "best epoch"
-            console.print(f"stage {r.stage}: {kept} {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
+            kept = kept_epoch_word(cfg.select)
+            console.print(f"stage {r.stage}: {kept} epoch {r.best_epoch} (val AUC {_fmt(r.best_auc)}) -> {r.best_path}")
 
 
 # --------------------------------------------------------------------------- hilif-eval

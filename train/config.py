@@ -33,6 +33,12 @@ VAL_FAKES = ("train", "all")
 #: budget, for validation splits too small to rank checkpoints).
 SELECTS = ("val", "last")
 
+
+def kept_epoch_word(select: str) -> str:
+    """How logs name the epoch a stage keeps as best.pt: "best" (by validation) or "last"."""
+    return "last" if select == "last" else "best"
+
+
 #: TrainConfig fields that do not change what a run computes; a resumed run may change them freely.
 RUNTIME_FIELDS = frozenset(
     {

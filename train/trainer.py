@@ -24,7 +24,7 @@ from hilif.common.jsonable import finite_values
 from hilif.pipeline import schema
 from hilif.train import checkpoint as ckpt_io
 from hilif.train import distributed as dist_util
-from hilif.train.config import TrainConfig
+from hilif.train.config import TrainConfig, kept_epoch_word
 from hilif.train.cuda_graphs import GraphedTrainStep, graphs_supported
 from hilif.train.data import (
     BalancedTrainStream,
@@ -866,7 +866,7 @@ class Trainer:
             row["train_loss"],
             row["val_acc"],
             row["val_auc"],
-            (" (kept: last)" if self.cfg.select == "last" else "  (best)") if row["best_epoch"] == row["epoch"] else "",
+            f"  ({kept_epoch_word(self.cfg.select)})" if row["best_epoch"] == row["epoch"] else "",
             f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
             if row["skipped"] or row["val_skipped"]
             else "",
