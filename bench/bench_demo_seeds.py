@@ -11,6 +11,7 @@ another's fakes (a pooled-AUC loss only) from one that separates fakes poorly wi
 
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds                      # seeds 0-4 + threads 1, 2
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --parallel 2 --reals-only
+    python bench/bench_demo_seeds.py --out /tmp/demo_seeds --seeds --threads --reals-only --reals-only-seeds 0 1 2 3 4
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --seeds 0 --threads --train-args "--stage2-epochs 4"
     python bench/bench_demo_seeds.py --out /tmp/demo_faces --demo-args "--faces my_faces --sources 24"
 
@@ -180,6 +181,13 @@ def main() -> None:
     )
     ap.add_argument("--shipped-seed", type=int, default=0)
     ap.add_argument("--reals-only", action="store_true", help="add the SBI protocol run (demo reals only)")
+    ap.add_argument(
+        "--reals-only-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --reals-only: one SBI protocol run per seed (default: --shipped-seed only)",
+    )
     ap.add_argument("--per-person", action="store_true", help="print each run's AUC within each test person")
     ap.add_argument("--train-args", default="", help="extra hilif-train options for every run")
     ap.add_argument("--quality", default="c23")
@@ -204,15 +212,12 @@ def main() -> None:
         if not (t == 1 and args.shipped_seed in args.seeds)
     ]
     if args.reals_only:
-        runs.append(
-            Run(
-                f"realsonly_seed{args.shipped_seed}",
-                args.shipped_seed,
-                1,
-                ["--train-methods", "none", "--synth-fakes", "sbi"],
-                kind="reals-only",
-            )
-        )
+        runs += [
+            Run(f"realsonly_seed{s}", s, 1, ["--train-methods", "none", "--synth-fakes", "sbi"], kind="reals-only")
+            for s in (args.reals_only_seeds or [args.shipped_seed])
+        ]
+    elif args.reals_only_seeds:
+        ap.error("--reals-only-seeds needs --reals-only")
     train_args = shlex.split(args.train_args)
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda r: run_one(r, shards, args.out, train_args), runs))
@@ -252,13 +257,21 @@ def main() -> None:
                 f"{r['run'].name}: "
                 + "; ".join(f"{k} {a:.3f} ({p0:.2f} / {p1:.2f})" for k, (a, p0, p1) in people.items())
             )
-    for r in results:
-        if r["run"].kind == "reals-only":
-            per = ", ".join(f"{m} {v:.3f}" for m, v in sorted(r["methods"].items()))
-            print(
-                f"\nreals only + SBI (seed {r['run'].seed}): test frame AUC {r['frame_auc']:.3f}, video AUC "
-                f"{r['video_auc']:.3f}; per method (its fakes vs all reals): {per}"
-            )
+    reals_only = [r for r in results if r["run"].kind == "reals-only"]
+    for r in reals_only:
+        per = ", ".join(f"{m} {v:.3f}" for m, v in sorted(r["methods"].items()))
+        print(
+            f"\nreals only + SBI (seed {r['run'].seed}): test frame AUC {r['frame_auc']:.3f}, video AUC "
+            f"{r['video_auc']:.3f}; per method (its fakes vs all reals): {per}"
+        )
+    if len(reals_only) > 1:
+        methods = sorted({m for r in reals_only for m in r["methods"]})
+        print(
+            f"\nreals only + SBI, seeds {[r['run'].seed for r in reals_only]}: test frame AUC min / median / max "
+            f"{spread([r['frame_auc'] for r in reals_only])}; per method "
+            + "; ".join(f"{m} {spread([r['methods'][m] for r in reals_only if m in r['methods']])}" for m in methods)
+            + f"; runs with every method >= 0.80: {sum(min(r['methods'].values()) >= 0.80 for r in reals_only)}"
+        )
     sys.stdout.flush()
 
 
