@@ -201,6 +201,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.parallel < 1:
         ap.error("--parallel must be >= 1")
+    if args.reals_only_seeds and not args.reals_only:
+        ap.error("--reals-only-seeds needs --reals-only")
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -216,8 +218,6 @@ def main() -> None:
             Run(f"realsonly_seed{s}", s, 1, ["--train-methods", "none", "--synth-fakes", "sbi"], kind="reals-only")
             for s in (args.reals_only_seeds or [args.shipped_seed])
         ]
-    elif args.reals_only_seeds:
-        ap.error("--reals-only-seeds needs --reals-only")
     train_args = shlex.split(args.train_args)
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda r: run_one(r, shards, args.out, train_args), runs))
