@@ -206,6 +206,12 @@ class TrainConfig:
         type=str,
         parse=comma_names,
     )
+    sbi_p_frequency: float = option(
+        "Probability that the SBI source-target generator makes a frequency change (down-scale or sharpen); 1 = "
+        "always, as the SBI code. Below 1, the other fakes carry only the colour change and the source's resize and "
+        "shift.",
+        1.0,
+    )
     sbi_size: str = option(
         "Where SBI blends: input (the face resized to the network's input scale first, so its traces survive the "
         "resize) or crop (the stored face as it is).",
@@ -345,9 +351,12 @@ class TrainConfig:
                 blur_kernel=tuple(int(k) for k in self.sbi_mask_blur),
                 hull_types=tuple(self.sbi_regions),
                 size=self.sbi_size,
+                p_frequency=float(self.sbi_p_frequency),
             )
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"--sbi-blend-ratios / --sbi-mask-blur / --sbi-regions / --sbi-size: {exc}") from None
+            raise ValueError(
+                f"--sbi-blend-ratios / --sbi-mask-blur / --sbi-regions / --sbi-size / --sbi-p-frequency: {exc}"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

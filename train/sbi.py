@@ -67,7 +67,8 @@ class SBIConfig:
     p_brightness_contrast: float = 0.3  # (code)
     brightness: float = 0.1  # +- fraction of the full range (code)
     contrast: float = 0.1  # +- contrast gain around 1 (code)
-    # frequency: always one of the two (down-scale then up-scale, or sharpen)
+    # frequency: one of the two (down-scale then up-scale, or sharpen), with probability p_frequency (code: always)
+    p_frequency: float = 1.0  # (code)
     p_downscale: float = 0.5  # else sharpen (code: one of the two, equally likely)
     downscale_factors: tuple[int, ...] = (2, 4)  # (code)
     sharpen_alpha: tuple[float, float] = (0.2, 0.5)  # (code)
@@ -275,9 +276,13 @@ def colour_transform(img: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) 
 
 
 def frequency_transform(img: np.ndarray, cfg: SBIConfig, rng: np.random.Generator) -> np.ndarray:
-    """Down-scale then up-scale (blur with block artefacts), or sharpen: always one of them."""
+    """Down-scale then up-scale (blur with block artefacts), or sharpen, with probability ``p_frequency``; else the
+    image unchanged."""
     import cv2
 
+    # no draw at p = 1 (the SBI code's setting): the generator's stream, and every fake, stay as they were
+    if cfg.p_frequency < 1.0 and rng.random() >= cfg.p_frequency:
+        return img
     h, w = img.shape[:2]
     if rng.random() < cfg.p_downscale:
         f = int(rng.choice(cfg.downscale_factors))

@@ -147,6 +147,26 @@ def test_input_size_blend_keeps_the_downscale_trace_that_a_crop_size_blend_loses
     assert loss["input"] > 0.25 and loss["crop"] < 0.6 * loss["input"], loss  # measured: 0.36 and 0.14
 
 
+def test_frequency_probability_skips_the_change_and_keeps_the_default_stream(face):
+    """p_frequency < 1 leaves some changed copies without a frequency change, about the asked share; at 1 (the
+    default) it draws nothing more, so the default generator's fakes are what they were before the option existed."""
+    img, _, _ = face
+    plain = dict(p_rgb_shift=0.0, p_hsv_shift=0.0, p_brightness_contrast=0.0)
+    for p, lo, hi in ((0.0, 40, 40), (0.5, 12, 28), (1.0, 0, 0)):
+        cfg = sbi.SBIConfig(p_frequency=p, **plain)
+        same = sum(np.array_equal(sbi.frequency_transform(img, cfg, np.random.default_rng(s)), img) for s in range(40))
+        assert lo <= same <= hi, (p, same)
+    for seed in range(5):  # p = 1 takes the same draws as the generator without the option: the next draw agrees
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        sbi.frequency_transform(img, sbi.SBIConfig(p_frequency=1.0), a)
+        f = 2 if b.random() < 0.5 else None
+        if f is None:
+            b.uniform(0.2, 0.5), b.uniform(0.5, 1.0)
+        else:
+            b.choice((2, 4))
+        assert a.random() == b.random()
+
+
 def test_same_seed_same_image_other_seed_other_image(face):
     img, dense, _ = face
     a = sbi.self_blend(img, dense, np.random.default_rng(7))
@@ -225,6 +245,7 @@ def test_bad_sbi_config_is_an_error(kw, msg):
         (["--synth-fakes", "sbi", "--sbi-mask-blur", "5"], "--sbi-mask-blur"),
         (["--synth-fakes", "sbi", "--sbi-regions", "face,ears"], "--sbi-regions"),
         (["--synth-fakes", "sbi", "--sbi-size", "half"], "--sbi-size"),
+        (["--synth-fakes", "sbi", "--sbi-p-frequency", "1.5"], "--sbi-p-frequency"),
     ],
 )
 def test_bad_synth_options_are_one_line_errors_exit_2(tmp_path, args, msg):
