@@ -188,6 +188,13 @@ def main() -> None:
         default=None,
         help="with --reals-only: one SBI protocol run per seed (default: --shipped-seed only)",
     )
+    ap.add_argument(
+        "--reals-only-threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="with --reals-only: extra SBI protocol runs of --shipped-seed with these torch thread counts",
+    )
     ap.add_argument("--per-person", action="store_true", help="print each run's AUC within each test person")
     ap.add_argument("--train-args", default="", help="extra hilif-train options for every run")
     ap.add_argument("--quality", default="c23")
@@ -201,8 +208,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.parallel < 1:
         ap.error("--parallel must be >= 1")
-    if args.reals_only_seeds and not args.reals_only:
-        ap.error("--reals-only-seeds needs --reals-only")
+    if (args.reals_only_seeds or args.reals_only_threads) and not args.reals_only:
+        ap.error("--reals-only-seeds / --reals-only-threads need --reals-only")
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -214,9 +221,15 @@ def main() -> None:
         if not (t == 1 and args.shipped_seed in args.seeds)
     ]
     if args.reals_only:
+        reals_only = ["--train-methods", "none", "--synth-fakes", "sbi"]
         runs += [
-            Run(f"realsonly_seed{s}", s, 1, ["--train-methods", "none", "--synth-fakes", "sbi"], kind="reals-only")
+            Run(f"realsonly_seed{s}", s, 1, reals_only, kind="reals-only")
             for s in (args.reals_only_seeds or [args.shipped_seed])
+        ]
+        runs += [
+            Run(f"realsonly_seed{args.shipped_seed}_threads{t}", args.shipped_seed, t, reals_only, kind="reals-only")
+            for t in args.reals_only_threads or []
+            if t != 1
         ]
     train_args = shlex.split(args.train_args)
     with ThreadPoolExecutor(args.parallel) as pool:
@@ -260,10 +273,13 @@ def main() -> None:
     reals_only = [r for r in results if r["run"].kind == "reals-only"]
     for r in reals_only:
         per = ", ".join(f"{m} {v:.3f}" for m, v in sorted(r["methods"].items()))
+        every = "yes" if min(r["methods"].values(), default=0.0) >= 0.80 else "no"
         print(
-            f"\nreals only + SBI (seed {r['run'].seed}): test frame AUC {r['frame_auc']:.3f}, video AUC "
-            f"{r['video_auc']:.3f}; per method (its fakes vs all reals): {per}"
+            f"\nreals only + SBI (seed {r['run'].seed}, {r['run'].threads} thread(s)): test frame AUC "
+            f"{r['frame_auc']:.3f}, video AUC {r['video_auc']:.3f}; per method (its fakes vs all reals): {per}; "
+            f"every method >= 0.80: {every}"
         )
+    reals_only = [r for r in reals_only if r["run"].threads == 1]  # the seed runs: the spread is over seeds
     if len(reals_only) > 1:
         methods = sorted({m for r in reals_only for m in r["methods"]})
         print(
