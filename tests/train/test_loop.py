@@ -431,3 +431,8 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
     del old_demo["select"]
     assert set(identity_mismatch(demo.identity(), old_demo)) == {"select", "synth_fakes"}
     assert TrainConfig(shards="s", preset="demo", synth_fakes="none", select="val").synth_fakes == "none"
+    # the demo's weight decay is its recipe's (0.05); a demo run saved with the paper's 0.01 resumes only when asked
+    assert (paper.weight_decay, demo.weight_decay) == (0.01, 0.05)
+    saved_001 = {**demo.to_dict(), "weight_decay": 0.01}
+    assert identity_mismatch(demo.identity(), saved_001) == ["weight_decay"]
+    assert identity_mismatch(TrainConfig(shards="s", preset="demo", weight_decay=0.01).identity(), saved_001) == []
