@@ -222,14 +222,12 @@ def main() -> None:
     ]
     if args.reals_only:
         reals_only = ["--train-methods", "none", "--synth-fakes", "sbi"]
-        runs += [
-            Run(f"realsonly_seed{s}", s, 1, reals_only, kind="reals-only")
-            for s in (args.reals_only_seeds or [args.shipped_seed])
-        ]
+        reals_seeds = args.reals_only_seeds or [args.shipped_seed]
+        runs += [Run(f"realsonly_seed{s}", s, 1, reals_only, kind="reals-only") for s in reals_seeds]
         runs += [
             Run(f"realsonly_seed{args.shipped_seed}_threads{t}", args.shipped_seed, t, reals_only, kind="reals-only")
             for t in args.reals_only_threads or []
-            if t != 1
+            if not (t == 1 and args.shipped_seed in reals_seeds)
         ]
     train_args = shlex.split(args.train_args)
     with ThreadPoolExecutor(args.parallel) as pool:
@@ -279,7 +277,8 @@ def main() -> None:
             f"{r['frame_auc']:.3f}, video AUC {r['video_auc']:.3f}; per method (its fakes vs all reals): {per}; "
             f"every method >= 0.80: {every}"
         )
-    reals_only = [r for r in reals_only if r["run"].threads == 1]  # the seed runs: the spread is over seeds
+    # the seed runs (not the thread-count runs of the shipped seed): the spread is over seeds
+    reals_only = [r for r in reals_only if r["run"].name == f"realsonly_seed{r['run'].seed}"]
     if len(reals_only) > 1:
         methods = sorted({m for r in reals_only for m in r["methods"]})
         print(

@@ -151,19 +151,18 @@ def test_frequency_probability_skips_the_change_and_keeps_the_default_stream(fac
     """p_frequency < 1 leaves some changed copies without a frequency change, about the asked share; at 1 (the
     default) it draws nothing more, so the default generator's fakes are what they were before the option existed."""
     img, _, _ = face
-    plain = dict(p_rgb_shift=0.0, p_hsv_shift=0.0, p_brightness_contrast=0.0)
     for p, lo, hi in ((0.0, 40, 40), (0.5, 12, 28), (1.0, 0, 0)):
-        cfg = sbi.SBIConfig(p_frequency=p, **plain)
+        cfg = sbi.SBIConfig(p_frequency=p)
         same = sum(np.array_equal(sbi.frequency_transform(img, cfg, np.random.default_rng(s)), img) for s in range(40))
         assert lo <= same <= hi, (p, same)
-    for seed in range(5):  # p = 1 takes the same draws as the generator without the option: the next draw agrees
+    cfg = sbi.SBIConfig()
+    for seed in range(5):  # p = 1 takes exactly the draws of the generator before the option: the next draw agrees
         a, b = np.random.default_rng(seed), np.random.default_rng(seed)
-        sbi.frequency_transform(img, sbi.SBIConfig(p_frequency=1.0), a)
-        f = 2 if b.random() < 0.5 else None
-        if f is None:
-            b.uniform(0.2, 0.5), b.uniform(0.5, 1.0)
+        sbi.frequency_transform(img, cfg, a)
+        if b.random() < cfg.p_downscale:  # the pre-option draw order: down-scale factor, else sharpen's two ranges
+            b.choice(cfg.downscale_factors)
         else:
-            b.choice((2, 4))
+            b.uniform(*cfg.sharpen_alpha), b.uniform(*cfg.sharpen_lightness)
         assert a.random() == b.random()
 
 
