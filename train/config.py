@@ -310,6 +310,8 @@ class TrainConfig:
         for name in ("stage1_epochs", "stage2_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.weight_decay < 0:  # else AdamW raises it as a traceback after the run folder is written
+            raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.ablation is not None:  # the row's L_d settings / stage 1 only; contradicting options raise
             from hilif.train.ablations import apply_to_train_config
 

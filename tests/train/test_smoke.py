@@ -169,6 +169,11 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
         )
         assert res.exit_code == 2 and "--ema-decay" in res.output and len(res.output.strip().splitlines()) == 1
     res = runner.invoke(
+        train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "wd"), "--weight-decay", "-1"]
+    )
+    assert res.exit_code == 2 and "--weight-decay" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "wd").exists()  # refused before anything is written
+    res = runner.invoke(
         train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--select", "best"]
     )
     assert res.exit_code == 2 and "--select" in res.output and len(res.output.strip().splitlines()) == 1
