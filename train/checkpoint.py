@@ -264,7 +264,9 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     existed drew every mask from the face hull alone, on the stored crop, so it resumes only with ``--sbi-regions
     face --sbi-size crop``; a run on some methods (or none) saved before ``val_fakes`` existed chose its epochs on
     every method's val fakes, so it resumes only with ``--val-fakes all``; a run saved before ``select`` existed
-    kept its best-validated epochs, so it resumes only with ``--select val``."""
+    kept its best-validated epochs, so it resumes only with ``--select val``; a run saved before ``sbi_p_frequency``
+    existed made every self-blended fake with a frequency change, so a demo run resumes only with
+    ``--sbi-p-frequency 1``."""
     import dataclasses
 
     from hilif.train.config import RUNTIME_FIELDS, TrainConfig
@@ -277,6 +279,8 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
     # a run saved before these fields existed trained without SBI and kept its best-validated epochs
     defaults.update(synth_fakes="none", select="val")
+    # ... and, when self-blending, always made SBI's frequency change (the demo's recipe now does it half the time)
+    defaults.update(sbi_p_frequency=1.0)
     if have.get("synth_fakes", "none") != "none":
         defaults.update(sbi_regions=["face"], sbi_size="crop")
     if have.get("train_methods"):  # on all methods the two choices score the same fakes

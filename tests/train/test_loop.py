@@ -436,3 +436,28 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
     saved_001 = {**demo.to_dict(), "weight_decay": 0.01}
     assert identity_mismatch(demo.identity(), saved_001) == ["weight_decay"]
     assert identity_mismatch(TrainConfig(shards="s", preset="demo", weight_decay=0.01).identity(), saved_001) == []
+
+
+def test_sbi_p_frequency_is_the_presets_and_older_runs_resume_with_what_they_computed() -> None:
+    """The demo makes SBI's frequency change on half its self-blended fakes (its recipe), the paper always; a run
+    saved before the option existed always made it: a paper run resumes as it is, a demo run only when asked."""
+    from hilif.train.checkpoint import identity_mismatch
+    from hilif.train.config import TrainConfig
+
+    paper = TrainConfig(shards="s", preset="paper", synth_fakes="sbi")
+    demo = TrainConfig(shards="s", preset="demo")
+    assert (paper.sbi_p_frequency, demo.sbi_p_frequency) == (1.0, 0.5)
+    assert (paper.sbi_config().p_frequency, demo.sbi_config().p_frequency) == (1.0, 0.5)
+    assert TrainConfig(shards="s", preset="demo", sbi_p_frequency=0.8).sbi_config().p_frequency == 0.8
+
+    def before_option(cfg: TrainConfig) -> dict:
+        saved = cfg.to_dict()
+        del saved["sbi_p_frequency"]
+        return saved
+
+    assert identity_mismatch(paper.identity(), before_option(paper)) == []
+    assert identity_mismatch(demo.identity(), before_option(demo)) == ["sbi_p_frequency"]
+    demo_p1 = TrainConfig(shards="s", preset="demo", sbi_p_frequency=1.0)
+    assert identity_mismatch(demo_p1.identity(), before_option(demo)) == []
+    # a demo run saved with the option at 1 (the default until the recipe changed) is told the same
+    assert identity_mismatch(demo.identity(), demo_p1.to_dict()) == ["sbi_p_frequency"]
