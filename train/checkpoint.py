@@ -277,10 +277,9 @@ def identity_mismatch(identity: dict[str, Any], saved_train_config: dict[str, An
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     have = {k: v for k, v in saved_train_config.items() if k not in RUNTIME_FIELDS}
-    # a run saved before these fields existed trained without SBI and kept its best-validated epochs
-    defaults.update(synth_fakes="none", select="val")
-    # ... and, when self-blending, always made SBI's frequency change (the demo's recipe now does it half the time)
-    defaults.update(sbi_p_frequency=1.0)
+    # a run saved before these fields existed trained without SBI, kept its best-validated epochs and, if it
+    # self-blended, made SBI's frequency change on every fake (the field's own default is now the preset's)
+    defaults.update(synth_fakes="none", select="val", sbi_p_frequency=1.0)
     if have.get("synth_fakes", "none") != "none":
         defaults.update(sbi_regions=["face"], sbi_size="crop")
     if have.get("train_methods"):  # on all methods the two choices score the same fakes
