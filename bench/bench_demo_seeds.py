@@ -17,7 +17,9 @@ another's fakes (a pooled-AUC loss only) from one that separates fakes poorly wi
 
 Runs that share the machine (``--parallel 2``) give the same figures as runs alone on the same machine, only
 slower: every figure here depends on floats, hence on the machine and thread count, never on timing.
-A finished run (its ``eval/report.json`` exists) is not run again, so a killed bench resumes.
+A finished run (its ``eval/report.json`` exists) is not run again and a killed one continues from its last checkpoint
+(``hilif-train --resume``, which refuses it if ``--train-args`` changed since; its ``train s`` is then nan), so a
+killed bench resumes.
 """
 
 from __future__ import annotations
@@ -85,9 +87,12 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
     folder = out / "runs" / run.name
     report = folder / "eval" / "report.json"
     if not report.exists():
-        if folder.exists():
+        # a killed run continues from its last checkpoint (hilif-train refuses it if the options changed since);
+        # one killed before its first checkpoint starts again
+        resume = any((folder / "run").glob("stage*/last.pt"))
+        if folder.exists() and not resume:
             subprocess.run(["rm", "-rf", str(folder)], check=True)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         sh(
             [
@@ -104,6 +109,7 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
                 str(run.threads),
                 *train_args,
                 *run.extra,
+                *(["--resume"] if resume else []),
             ],
             folder / "log.txt",
         )
@@ -122,7 +128,9 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
             ],
             folder / "log.txt",
         )
-        (folder / "time.json").write_text(json.dumps({"train_s": t1 - t0, "eval_s": time.perf_counter() - t1}))
+        # a resumed run's training time is only its last part: not a figure
+        train_s = float("nan") if resume else t1 - t0
+        (folder / "time.json").write_text(json.dumps({"train_s": train_s, "eval_s": time.perf_counter() - t1}))
     rep = json.loads(report.read_text())
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines() if line]
     s1 = [r for r in rows if r["stage"] == 1]
