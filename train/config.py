@@ -55,6 +55,7 @@ RUNTIME_FIELDS = frozenset(
         "val_batch_size",
         "threads",
         "save_every_steps",
+        "val_every",
     }
 )
 
@@ -69,7 +70,9 @@ RUNTIME_FIELDS = frozenset(
 #: help alone. Half its self-blended fakes skip SBI's frequency change (sbi_p_frequency=0.5): the demo's
 #: NeuralTextures re-renders the lower face at about the network's input scale, so those fakes carry little
 #: frequency trace, and self-blended fakes that always carry one taught reals-only runs to look for that trace
-#: (docs/demo.md has the seeds).
+#: (docs/demo.md has the seeds). It validates every 4th epoch of a stage and the last (val_every=4): it keeps its last
+#: epochs whatever their validation says, validation changes no weight, and per-epoch validation cost the quick start
+#: its 15-minute budget on a slow machine.
 #: A from-scratch b0 needs the higher lr in stage 1, while stage 2 fine-tunes the stage-1 model
 #: and a restart at 1e-3 undid most of what stage 1 had learnt within one epoch, hence 1e-4 there;
 #: "strong" augmentation (rotation, zoom, blur, JPEG on top of colour jitter) keeps the model from memorising the
@@ -92,6 +95,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         synth_fakes="none",
         weight_decay=1e-2,
         sbi_p_frequency=1.0,
+        val_every=1,
     ),
     "demo": dict(
         stage1_epochs=16,
@@ -106,6 +110,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         synth_fakes="sbi",
         weight_decay=5e-2,
         sbi_p_frequency=0.5,
+        val_every=4,
     ),
     "tiny": dict(
         stage1_epochs=1,
@@ -119,6 +124,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         synth_fakes="none",
         weight_decay=1e-2,
         sbi_p_frequency=1.0,
+        val_every=1,
     ),
 }
 
@@ -278,6 +284,13 @@ class TrainConfig:
     steps_per_epoch: int | None = option(
         "Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40).", None
     )
+    # validation never changes the weights (it draws from no training RNG), so this is a runtime field: a resume
+    # may change it; with --select val it narrows the epochs that can be kept to the validated ones
+    val_every: int | None = option(
+        "Validate every N-th epoch of each stage and always its last (1: every epoch, the paper's). With --select "
+        "val only validated epochs can be kept. Default: the preset's (paper: 1, demo: 4).",
+        None,
+    )
     val_max_batches: int | None = option(
         "Cap validation per epoch at N batches in all, both classes in proportion (default: whole split).", None
     )
@@ -316,6 +329,8 @@ class TrainConfig:
         for name in ("stage1_epochs", "stage2_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.val_every < 1:
+            raise ValueError(f"--val-every must be >= 1 (1: validate every epoch), got {self.val_every}")
         if self.weight_decay < 0:  # else AdamW raises it as a traceback after the run folder is written
             raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.ablation is not None:  # the row's L_d settings / stage 1 only; contradicting options raise

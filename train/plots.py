@@ -45,8 +45,10 @@ def plot_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike) -> Pa
     if stage2:
         axes[0].plot(x, series("train_ld"), ".--", label="L_d")
     axes[0].set_title("training loss")
-    axes[1].plot(x, series("val_auc"), "o-", label="val AUC")
-    axes[1].plot(x, series("val_acc"), ".--", label="val acc")
+    # the validated epochs only (--val-every skips some), joined across the ones between
+    validated = np.array([r.get("val_auc") is not None for r in rows], dtype=bool)
+    axes[1].plot(x[validated], np.asarray(series("val_auc"))[validated], "o-", label="val AUC")
+    axes[1].plot(x[validated], np.asarray(series("val_acc"))[validated], ".--", label="val acc")
     axes[1].set_ylim(0, 1.02)
     axes[1].set_title("validation")
     axes[2].plot(x, series("lr"), "o-", label="lr (end of epoch)")

@@ -671,10 +671,11 @@ class Trainer:
         when stage 1 of a two-stage run is training."""
         epochs_after = st.epochs - ep.number
         steps = epochs_after * self.plan.steps + self.plan.steps - ep.n_steps
-        vals = epochs_after + 1
+        vals = sum(self.validates(st, e) for e in range(ep.number, st.epochs + 1))
         if st.number == 1 and self.cfg.stage == "both":
-            steps += self.cfg.stage2_epochs * self.plan.steps
-            vals += self.cfg.stage2_epochs
+            n2 = self.cfg.stage2_epochs
+            steps += n2 * self.plan.steps
+            vals += sum(e % self.cfg.val_every == 0 or e == n2 for e in range(1, n2 + 1))
         return steps, vals
 
     def _estimate(self, st: _Stage, ep: _Epoch, per_step: float) -> None:
@@ -716,13 +717,21 @@ class Trainer:
         dist_util.broadcast_buffers(st.model)
         if st.ema is not None:  # the average of each rank's own BN statistics: rank 0's too
             dist_util.broadcast_buffers(st.ema.module)
-        t_val = time.perf_counter()
-        val = self.validate(st.eval_model)
-        self.val_s = time.perf_counter() - t_val
-        # --select last keeps every epoch in turn (the final one stays); best_val_auc is then the kept epoch's
-        improved = self.cfg.select == "last" or val.auc > st.best_auc
+        val = None
+        if self.validates(st, ep.number):
+            t_val = time.perf_counter()
+            val = self.validate(st.eval_model)
+            self.val_s = time.perf_counter() - t_val
+        else:
+            # the val loader's iterator draws one number from torch's global generator (its workers' base seed),
+            # and the next epoch's steps continue from there: a skipped validation makes the same draw, so
+            # --val-every changes no weight and runs measured before it existed keep their figures
+            torch.empty((), dtype=torch.int64).random_()
+        # --select last keeps every epoch in turn (the final one stays); best_val_auc is then the kept epoch's (NaN
+        # for an epoch --val-every skipped); --select val chooses among the validated epochs
+        improved = self.cfg.select == "last" or (val is not None and val.auc > st.best_auc)
         if improved:
-            st.best_auc, st.best_epoch = val.auc, ep.number
+            st.best_auc, st.best_epoch = (math.nan if val is None else val.auc), ep.number
         row = self._epoch_row(st, ep, val, train_time)
         if self.dist.is_master:
             if improved:
@@ -732,8 +741,13 @@ class Trainer:
         self.reporter.end_epoch(row)
         dist_util.barrier()
 
+    def validates(self, st: _Stage, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) of the stage is validated: every --val-every-th and the stage's last."""
+        return epoch % self.cfg.val_every == 0 or epoch == st.epochs
+
     def _epoch_row(self, st: _Stage, ep: _Epoch, val: Any, train_time: float) -> dict[str, Any]:
-        """The epoch's metrics.jsonl row: losses are means over all ranks' steps."""
+        """The epoch's metrics.jsonl row: losses are means over all ranks' steps; val_* are None on an epoch that
+        --val-every skipped."""
         steps = self.plan.steps * self.dist.world_size
         loss, ce, ld = (v / steps for v in ep.sums[:3].tolist())
         row = {
@@ -746,15 +760,15 @@ class Trainer:
             "train_ld": ld,
             "images_per_s": (ep.n_steps - ep.skip) * self.plan.local_batch * self.dist.world_size / train_time,
             "epoch_time_s": time.perf_counter() - ep.t0,
-            "val_acc": val.acc,
-            "val_auc": val.auc,
-            "val_eer": val.eer,
-            "val_ap": val.ap,
+            "val_acc": None if val is None else val.acc,
+            "val_auc": None if val is None else val.auc,
+            "val_eer": None if val is None else val.eer,
+            "val_ap": None if val is None else val.ap,
             "best_epoch": st.best_epoch,
             "best_val_auc": st.best_auc,
             # plus the samples missing from truncated shards and those met before a mid-epoch resume
             "skipped": int(ep.sums[SKIPPED]) + st.stream.missing + ep.carried_skips,
-            "val_skipped": self.val_skipped,
+            "val_skipped": self.val_skipped if val is not None else 0,
         }
         if st.lrc is not None:  # L_d's terms: mean M over fakes, over reals, and the gap the hinge pushes towards 1
             m_fake, m_real, n_both = ep.sums[3:6].tolist()
@@ -860,12 +874,13 @@ class Trainer:
         with open(self.out / METRICS_JSONL, "a") as fh:
             fh.write(json.dumps(finite_values(row)) + "\n")
         log.info(
-            "stage %d epoch %d: loss %.4f  val acc %.4f  val AUC %.4f%s%s",
+            "stage %d epoch %d: loss %.4f  %s%s%s",
             row["stage"],
             row["epoch"],
             row["train_loss"],
-            row["val_acc"],
-            row["val_auc"],
+            "not validated (--val-every)"
+            if row["val_auc"] is None
+            else f"val acc {row['val_acc']:.4f}  val AUC {row['val_auc']:.4f}",
             f"  ({kept_epoch_word(self.cfg.select)})" if row["best_epoch"] == row["epoch"] else "",
             f"  skipped {row['skipped']} train / {row['val_skipped']} val samples"
             if row["skipped"] or row["val_skipped"]
@@ -873,7 +888,8 @@ class Trainer:
         )
         if self.tb is not None:
             for k in ("train_loss", "train_ce", "train_ld", "val_acc", "val_auc", "lr", "images_per_s"):
-                self.tb.add_scalar(f"stage{row['stage']}/{k}", row[k], row["step"])
+                if row[k] is not None:
+                    self.tb.add_scalar(f"stage{row['stage']}/{k}", row[k], row["step"])
         try:
             plot_curves(self.out / METRICS_JSONL, self.out / "plots" / "curves.png")
         except Exception as exc:  # a plot must never stop training

@@ -222,6 +222,57 @@ def test_select_last_keeps_the_final_epoch_whatever_validation_says(
         assert [r["val_auc"] for r in _rows(out)] == [0.9, 0.6, 0.7] * 2
 
 
+@pytest.mark.parametrize("extra", [dict(), dict(train_methods=["none"], synth_fakes="sbi")])
+def test_val_every_skips_validations_without_changing_a_weight(shards: Path, tmp_path: Path, extra: dict) -> None:
+    """--val-every 2: epochs 2 and the last of each stage are validated, the others log no val metrics, and every
+    checkpoint's weights are bit-identical to a run that validates every epoch (validation draws from no training
+    RNG; with reals only it self-blends the val reals)."""
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import train
+
+    runs = {}
+    for every in (1, 2):
+        out = runs[every] = tmp_path / f"every{every}"
+        cfg = _cfg(shards, out, stage="both", stage1_epochs=3, stage2_epochs=2, save_every_steps=0, select="last")
+        train(dataclasses.replace(cfg, val_every=every, **extra))
+    every1, every2 = _rows(runs[1]), _rows(runs[2])
+    assert [(r["stage"], r["epoch"]) for r in every2] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
+    validated = [r["val_auc"] is not None for r in every2]
+    assert validated == [False, True, True, False, True]  # every 2nd epoch of a stage, and each stage's last
+    for a, b, v in zip(every1, every2, validated):
+        assert a["train_loss"] == b["train_loss"]
+        assert (a["val_auc"] == b["val_auc"]) if v else (b["val_acc"] is None and b["val_eer"] is None)
+    for stage in (1, 2):
+        for path in (ck.last_path, ck.best_path):
+            a, b = ck.load_checkpoint(path(runs[1], stage)), ck.load_checkpoint(path(runs[2], stage))
+            assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), (stage, path.__name__)
+    assert (runs[2] / "plots" / "curves.png").is_file()
+
+
+def test_val_every_with_select_val_keeps_a_validated_epoch(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--select val --val-every 2 over 3 epochs: epochs 2 and 3 are validated; epoch 1, never scored, is never
+    kept, whichever AUC epoch 2 gets."""
+    from types import SimpleNamespace
+
+    from hilif.train import checkpoint as ck
+    from hilif.train.trainer import Trainer, train
+
+    aucs = iter([0.4, 0.3])  # epoch 2 would lose to any real score of epoch 1; epoch 3 lower still
+
+    def validate(self, model):
+        self.val_skipped = 0
+        return SimpleNamespace(auc=next(aucs), acc=0.5, eer=0.5, ap=0.5)
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    out = tmp_path / "run"
+    train(_cfg(shards, out, stage1_epochs=3, save_every_steps=0, select="val", val_every=2))
+    best = ck.load_checkpoint(ck.best_path(out, 1))
+    assert best["best_epoch"] == 2 and best["best_metric"] == 0.4
+    assert [r["best_epoch"] for r in _rows(out)] == [0, 2, 2]
+
+
 def test_refused_resume_writes_nothing(shards: Path, whole: Path, tmp_path: Path) -> None:
     import shutil
 
