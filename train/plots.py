@@ -50,6 +50,7 @@ def plot_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike) -> Pa
     axes[1].plot(x[validated], np.asarray(series("val_auc"))[validated], "o-", label="val AUC")
     axes[1].plot(x[validated], np.asarray(series("val_acc"))[validated], ".--", label="val acc")
     axes[1].set_ylim(0, 1.02)
+    axes[1].set_xlim(axes[0].get_xlim())  # the loss's epochs, whichever of them were validated
     axes[1].set_title("validation")
     axes[2].plot(x, series("lr"), "o-", label="lr (end of epoch)")
     axes[2].set_yscale("log")
