@@ -284,8 +284,9 @@ class TrainConfig:
     steps_per_epoch: int | None = option(
         "Epoch length in steps; 0 = from dataset.json (paper preset's default; demo: 40).", None
     )
-    # validation never changes the weights (it draws from no training RNG), so this is a runtime field: a resume
-    # may change it; with --select val it narrows the epochs that can be kept to the validated ones
+    # a skipped validation still makes the val loader's one draw from torch's generator (Trainer.end_epoch), so the
+    # weights do not depend on it and this is a runtime field: a resume may change it; with --select val it narrows
+    # the epochs that can be kept to the validated ones
     val_every: int | None = option(
         "Validate every N-th epoch of each stage and always its last (1: every epoch, the paper's). With --select "
         "val only validated epochs can be kept. Default: the preset's (paper: 1, demo: 4).",
