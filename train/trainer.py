@@ -671,11 +671,11 @@ class Trainer:
         when stage 1 of a two-stage run is training."""
         epochs_after = st.epochs - ep.number
         steps = epochs_after * self.plan.steps + self.plan.steps - ep.n_steps
-        vals = sum(self.validates(st, e) for e in range(ep.number, st.epochs + 1))
+        vals = sum(self.validates(e, st.epochs) for e in range(ep.number, st.epochs + 1))
         if st.number == 1 and self.cfg.stage == "both":
             n2 = self.cfg.stage2_epochs
             steps += n2 * self.plan.steps
-            vals += sum(e % self.cfg.val_every == 0 or e == n2 for e in range(1, n2 + 1))
+            vals += sum(self.validates(e, n2) for e in range(1, n2 + 1))
         return steps, vals
 
     def _estimate(self, st: _Stage, ep: _Epoch, per_step: float) -> None:
@@ -718,7 +718,7 @@ class Trainer:
         if st.ema is not None:  # the average of each rank's own BN statistics: rank 0's too
             dist_util.broadcast_buffers(st.ema.module)
         val = None
-        if self.validates(st, ep.number):
+        if self.validates(ep.number, st.epochs):
             t_val = time.perf_counter()
             val = self.validate(st.eval_model)
             self.val_s = time.perf_counter() - t_val
@@ -741,9 +741,9 @@ class Trainer:
         self.reporter.end_epoch(row)
         dist_util.barrier()
 
-    def validates(self, st: _Stage, epoch: int) -> bool:
-        """Whether epoch `epoch` (1-based) of the stage is validated: every --val-every-th and the stage's last."""
-        return epoch % self.cfg.val_every == 0 or epoch == st.epochs
+    def validates(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch `epoch` (1-based) of a stage of `epochs` is validated: every --val-every-th and the last."""
+        return epoch % self.cfg.val_every == 0 or epoch == epochs
 
     def _epoch_row(self, st: _Stage, ep: _Epoch, val: Any, train_time: float) -> dict[str, Any]:
         """The epoch's metrics.jsonl row: losses are means over all ranks' steps; val_* are None on an epoch that

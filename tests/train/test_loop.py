@@ -225,8 +225,8 @@ def test_select_last_keeps_the_final_epoch_whatever_validation_says(
 @pytest.mark.parametrize("extra", [dict(), dict(train_methods=["none"], synth_fakes="sbi")])
 def test_val_every_skips_validations_without_changing_a_weight(shards: Path, tmp_path: Path, extra: dict) -> None:
     """--val-every 2: epochs 2 and the last of each stage are validated, the others log no val metrics, and every
-    checkpoint's weights are bit-identical to a run that validates every epoch (validation draws from no training
-    RNG; with reals only it self-blends the val reals)."""
+    checkpoint's weights are bit-identical to a run that validates every epoch (a skipped validation makes the val
+    loader's one draw from torch's generator; with reals only, validation self-blends the val reals)."""
     from hilif.train import checkpoint as ck
     from hilif.train.trainer import train
 
