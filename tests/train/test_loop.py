@@ -489,6 +489,30 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
     assert identity_mismatch(TrainConfig(shards="s", preset="demo", weight_decay=0.01).identity(), saved_001) == []
 
 
+def test_reals_only_takes_the_presets_reals_only_recipe_and_older_runs_resume_when_asked() -> None:
+    """Trained on reals only, the demo's stage 1 is its reals-only recipe's (24 epochs), the recipe with dataset
+    fakes keeps 16; an explicit option wins, a preset without a reals-only recipe keeps its own, and a reals-only demo
+    run saved with 16 resumes only with --stage1-epochs 16 (the refusal names the field)."""
+    from hilif.train.checkpoint import identity_mismatch
+    from hilif.train.config import REALS_ONLY_RECIPES, RECIPES, TrainConfig
+
+    reals_only = dict(train_methods=["none"], synth_fakes="sbi")
+    demo = TrainConfig(shards="s", preset="demo", **reals_only)
+    assert demo.stage1_epochs == REALS_ONLY_RECIPES["demo"]["stage1_epochs"] == 24
+    assert TrainConfig(shards="s", preset="demo").stage1_epochs == RECIPES["demo"]["stage1_epochs"] == 16
+    assert TrainConfig(shards="s", preset="demo", train_methods=["Deepfakes"]).stage1_epochs == 16
+    assert TrainConfig(shards="s", preset="demo", stage1_epochs=5, **reals_only).stage1_epochs == 5
+    # only stage 1 changes: everything else is the demo's recipe
+    with_fakes = TrainConfig(shards="s", preset="demo").to_dict()
+    differ = {k for k, v in demo.to_dict().items() if with_fakes[k] != v}
+    assert differ == {"stage1_epochs", "train_methods"}
+    assert TrainConfig(shards="s", preset="paper", **reals_only).stage1_epochs == RECIPES["paper"]["stage1_epochs"]
+    saved_16 = {**demo.to_dict(), "stage1_epochs": 16}
+    assert identity_mismatch(demo.identity(), saved_16) == ["stage1_epochs"]
+    asked = TrainConfig(shards="s", preset="demo", stage1_epochs=16, **reals_only)
+    assert identity_mismatch(asked.identity(), saved_16) == []
+
+
 def test_sbi_p_frequency_is_the_presets_and_older_runs_resume_with_what_they_computed() -> None:
     """The demo makes SBI's frequency change on half its self-blended fakes (its recipe), the paper always; a run
     saved before the option existed always made it: a paper run resumes as it is, a demo run only when asked."""
