@@ -18,10 +18,8 @@ else
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   log="$VENV/install.log"
-  # --no-compile: pip would byte-compile all of site-packages (most of it torch's, about 12,000 files: close to
-  # a minute on a 2-core machine, a third of the install); Python compiles the modules a run imports, once, instead
   pipi() {  # quiet pip; on failure show the end of the log and stop
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-compile -c "$CONSTRAINTS" "$@" >>"$log" 2>&1; then
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" "$@" >>"$log" 2>&1; then
       grep -v "^WARNING: Location" "$log" | tail -n 30 >&2
       echo "[env] pip install $* failed; full log: $log" >&2
       exit 1
