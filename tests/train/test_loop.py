@@ -477,7 +477,7 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
     assert (paper.select, paper.synth_fakes) == ("val", "none")
     assert identity_mismatch(paper.identity(), {k: v for k, v in paper.to_dict().items() if k != "select"}) == []
     demo = TrainConfig(shards="s", preset="demo")
-    assert (demo.select, demo.synth_fakes, demo.stage1_epochs) == ("last", "sbi", 16)
+    assert (demo.select, demo.synth_fakes, demo.stage1_epochs) == ("last", "sbi", 14)
     old_demo = {**demo.to_dict(), "synth_fakes": "none"}
     del old_demo["select"]
     assert set(identity_mismatch(demo.identity(), old_demo)) == {"select", "synth_fakes"}
@@ -490,27 +490,37 @@ def test_runs_saved_before_select_resume_as_best_validated_and_presets_resolve()
 
 
 def test_reals_only_takes_the_presets_reals_only_recipe_and_older_runs_resume_when_asked() -> None:
-    """Trained on reals only, the demo's stage 1 is its reals-only recipe's (24 epochs), the recipe with dataset
-    fakes keeps 16; an explicit option wins, a preset without a reals-only recipe keeps its own, and a reals-only demo
-    run saved with 16 resumes only with --stage1-epochs 16 (the refusal names the field)."""
+    """Trained on reals only, the demo's epochs are its reals-only recipe's (24 + 3), the recipe with dataset fakes
+    keeps its own (14 + 2); an explicit option wins, a preset without a reals-only recipe keeps its own, and a
+    reals-only demo run saved with 16 stage-1 epochs resumes only with --stage1-epochs 16 (the refusal names the
+    field); a run with dataset fakes saved with 16 + 3 resumes only when both are asked for."""
     from hilif.train.checkpoint import identity_mismatch
     from hilif.train.config import REALS_ONLY_RECIPES, RECIPES, TrainConfig
 
     reals_only = dict(train_methods=["none"], synth_fakes="sbi")
     demo = TrainConfig(shards="s", preset="demo", **reals_only)
-    assert demo.stage1_epochs == REALS_ONLY_RECIPES["demo"]["stage1_epochs"] == 24
-    assert TrainConfig(shards="s", preset="demo").stage1_epochs == RECIPES["demo"]["stage1_epochs"] == 16
-    assert TrainConfig(shards="s", preset="demo", train_methods=["Deepfakes"]).stage1_epochs == 16
+    assert (demo.stage1_epochs, demo.stage2_epochs) == (24, 3)
+    assert REALS_ONLY_RECIPES["demo"] == dict(stage1_epochs=24, stage2_epochs=3)
+    shipped = TrainConfig(shards="s", preset="demo")
+    assert (shipped.stage1_epochs, shipped.stage2_epochs) == (14, 2)
+    assert (RECIPES["demo"]["stage1_epochs"], RECIPES["demo"]["stage2_epochs"]) == (14, 2)
+    assert TrainConfig(shards="s", preset="demo", train_methods=["Deepfakes"]).stage1_epochs == 14
     assert TrainConfig(shards="s", preset="demo", stage1_epochs=5, **reals_only).stage1_epochs == 5
-    # only stage 1 changes: everything else is the demo's recipe
-    with_fakes = TrainConfig(shards="s", preset="demo").to_dict()
+    assert TrainConfig(shards="s", preset="demo", stage2_epochs=1, **reals_only).stage2_epochs == 1
+    # only the epochs change: everything else is the demo's recipe
+    with_fakes = shipped.to_dict()
     differ = {k for k, v in demo.to_dict().items() if with_fakes[k] != v}
-    assert differ == {"stage1_epochs", "train_methods"}
+    assert differ == {"stage1_epochs", "stage2_epochs", "train_methods"}
     assert TrainConfig(shards="s", preset="paper", **reals_only).stage1_epochs == RECIPES["paper"]["stage1_epochs"]
     saved_16 = {**demo.to_dict(), "stage1_epochs": 16}
     assert identity_mismatch(demo.identity(), saved_16) == ["stage1_epochs"]
     asked = TrainConfig(shards="s", preset="demo", stage1_epochs=16, **reals_only)
     assert identity_mismatch(asked.identity(), saved_16) == []
+    # a quick-start run saved before the demo's recipe took 14 + 2 epochs
+    saved_16_3 = {**shipped.to_dict(), "stage1_epochs": 16, "stage2_epochs": 3}
+    assert sorted(identity_mismatch(shipped.identity(), saved_16_3)) == ["stage1_epochs", "stage2_epochs"]
+    asked = TrainConfig(shards="s", preset="demo", stage1_epochs=16, stage2_epochs=3)
+    assert identity_mismatch(asked.identity(), saved_16_3) == []
 
 
 def test_sbi_p_frequency_is_the_presets_and_older_runs_resume_with_what_they_computed() -> None:
