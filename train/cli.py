@@ -151,9 +151,9 @@ def train(
 
     Options left out take the preset's recipe: --preset paper is the paper's (20 + 20 epochs, batch 12, lr 2e-4,
     best epochs by val AUC); --preset demo is the CPU quick start's (14 + 2 epochs of 40 steps, batch 32, lr 1e-3
-    then 1e-4 in stage 2, weight decay 0.05, strong augmentation, self-blended fakes in half the fake slots (half of
-    them without a frequency change), faces loaded in the main process, last epochs kept; on reals only, with
-    --train-methods none, 24 + 3 epochs)."""
+    then 1e-4 in stage 2, each stage's lr warmed up over its first epoch, weight decay 0.05, strong augmentation,
+    self-blended fakes in half the fake slots (half of them without a frequency change), faces loaded in the main
+    process, last epochs kept; on reals only, with --train-methods none, 24 + 3 epochs)."""
     setup_logging(verbose)
     from hilif.train import distributed as dist_util
     from hilif.train.trainer import train as run_training

@@ -546,3 +546,39 @@ def test_sbi_p_frequency_is_the_presets_and_older_runs_resume_with_what_they_com
     assert identity_mismatch(demo_p1.identity(), before_option(demo)) == []
     # a demo run saved with the option at 1 (the default until the recipe changed) is told the same
     assert identity_mismatch(demo.identity(), demo_p1.to_dict()) == ["sbi_p_frequency"]
+
+
+def test_demo_warms_each_stage_up_and_older_runs_resume_with_what_they_computed() -> None:
+    """The demo ramps each stage's lr up over its first epoch (its recipe), the paper does not; the schedule starts
+    near 0, reaches the stage's lr at the end of the ramp and then follows the cosine down to --min-lr; a demo run
+    saved before the ramp (0 warm-up steps) resumes only with --warmup-steps 0, and the refusal names the field."""
+    import torch
+
+    from hilif.train.checkpoint import identity_mismatch
+    from hilif.train.config import REALS_ONLY_RECIPES, TrainConfig
+    from hilif.train.trainer import make_scheduler
+
+    paper, demo = TrainConfig(shards="s", preset="paper"), TrainConfig(shards="s", preset="demo")
+    assert (paper.warmup_steps, demo.warmup_steps) == (0, 40) and demo.warmup_steps == demo.steps_per_epoch
+    assert "warmup_steps" not in REALS_ONLY_RECIPES["demo"]  # reals only ramps up too
+    assert TrainConfig(shards="s", preset="demo", train_methods=["none"], synth_fakes="sbi").warmup_steps == 40
+    assert TrainConfig(shards="s", preset="demo", warmup_steps=0).warmup_steps == 0
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=demo.lr)
+    sched = make_scheduler(demo, opt, 200)
+    lrs = []
+    for _ in range(200):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < demo.lr / 100 and all(a < b for a, b in zip(lrs[:40], lrs[1:41]))  # rising over the ramp
+    assert abs(lrs[40] - demo.lr) < 1e-12 and all(a >= b for a, b in zip(lrs[40:], lrs[41:]))  # then falling
+    assert abs(lrs[-1] - demo.min_lr) < 1e-4 * demo.lr
+    no_ramp = make_scheduler(paper, torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=paper.lr), 200)
+    assert abs(no_ramp.get_last_lr()[0] - paper.lr) < 1e-12  # the paper starts at its lr
+
+    saved_before = {**demo.to_dict(), "warmup_steps": 0}
+    assert identity_mismatch(demo.identity(), saved_before) == ["warmup_steps"]
+    asked = TrainConfig(shards="s", preset="demo", warmup_steps=0)
+    assert identity_mismatch(asked.identity(), saved_before) == []

@@ -179,6 +179,11 @@ def test_train_bad_input_exits_2(shards: Path, tmp_path: Path, run: Path) -> Non
     assert res.exit_code == 2 and "--val-every" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "ve").exists()
     res = runner.invoke(
+        train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "wu"), "--warmup-steps", "-1"]
+    )
+    assert res.exit_code == 2 and "--warmup-steps" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "wu").exists()
+    res = runner.invoke(
         train_app, ["--shards", str(shards), "--preset", "tiny", "--out", str(tmp_path / "o"), "--select", "best"]
     )
     assert res.exit_code == 2 and "--select" in res.output and len(res.output.strip().splitlines()) == 1
