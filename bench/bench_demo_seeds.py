@@ -14,6 +14,7 @@ another's fakes (a pooled-AUC loss only) from one that separates fakes poorly wi
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --seeds --threads --reals-only --reals-only-seeds 0 1 2 3 4
     python bench/bench_demo_seeds.py --out /tmp/demo_seeds --seeds 0 --threads --train-args "--stage2-epochs 4"
     python bench/bench_demo_seeds.py --out /tmp/demo_faces --demo-args "--faces my_faces --sources 24"
+    python bench/bench_demo_seeds.py --out /tmp/demo_avx2 --float-path avx2 --parallel 2   # an AVX2-only CPU's kernels
 
 Runs that share the machine (``--parallel 2``) give the same figures as runs alone on the same machine, only
 slower: every figure here depends on floats, hence on the machine and thread count, never on timing. A run
@@ -21,6 +22,13 @@ waits while its threads would not fit beside the running ones in ``--cores`` (ov
 A finished run (its ``eval/report.json`` exists) is not run again and a killed one continues from its last checkpoint
 (``hilif-train --resume``, which refuses it if ``--train-args`` changed since; its ``train s`` is then nan), so a
 killed bench resumes.
+
+``--float-path avx2`` trains and evaluates with the kernels an x86 CPU without AVX-512 would run (torch's own,
+oneDNN's convolutions, MKL's matmuls, and OpenCV's and numpy's in the SBI and augmentation code), each library
+capped by its own documented switch: another kind of machine's float behaviour on this one, a stronger stand-in
+than another thread count, for an AVX-512 machine (on one without AVX-512 it is the native path). It does not copy
+another vendor's MKL code path or cache sizes, so it is not any one machine. The demo data and shards are made
+natively: decoding, dlib and alignment gave the same bytes on the two machines measured.
 """
 
 from __future__ import annotations
@@ -49,11 +57,40 @@ class Run:
     kind: str = "seed"  # seed | threads | reals-only
 
 
-def sh(cmd: list[str], log: Path) -> None:
+# The environment each float path adds to hilif-train / hilif-eval. "avx2": every library that picks its kernels
+# by the CPU's features is capped below AVX-512 through its own switch.
+FLOAT_PATHS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",  # torch's own CPU kernels
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # convolutions, batch norm
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # matmuls (linear layers, attention)
+        "OPENCV_CPU_DISABLE": "AVX512-SKX",  # SBI's warps, blurs and resizes
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "OPENBLAS_CORETYPE": "Haswell",  # numpy's own BLAS
+    },
+}
+FLOAT_PATH_FILE = "float_path.txt"
+
+
+def check_float_path(out: Path, name: str) -> None:
+    """Runs of one --out share one float path: a resumed or skipped run from another would mix machines."""
+    marker = out / FLOAT_PATH_FILE
+    # runs made before the bench had float paths ran natively
+    had = marker.read_text().strip() if marker.exists() else ("native" if any(out.glob("runs/*")) else name)
+    if had != name:
+        raise SystemExit(
+            f"error: {out} holds runs made with --float-path {had}, not {name}: give another --out "
+            "(its data and shards can be symlinked in)"
+        )
+    marker.write_text(name + "\n")
+
+
+def sh(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     with open(log, "a") as fh:
-        fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.write("".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items()) + "$ " + shlex.join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed with exit code {proc.returncode}; see {log}")
 
@@ -86,7 +123,7 @@ def prepare(out: Path, quality: str, workers: int, demo_args: list[str]) -> Path
     return shards
 
 
-def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
+def run_one(run: Run, shards: Path, out: Path, train_args: list[str], env: dict[str, str] | None = None) -> dict:
     folder = out / "runs" / run.name
     report = folder / "eval" / "report.json"
     if not report.exists():
@@ -115,6 +152,7 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
                 *(["--resume"] if resume else []),
             ],
             folder / "log.txt",
+            env,
         )
         t1 = time.perf_counter()
         sh(
@@ -130,6 +168,7 @@ def run_one(run: Run, shards: Path, out: Path, train_args: list[str]) -> dict:
                 str(folder / "eval"),
             ],
             folder / "log.txt",
+            env,
         )
         # a resumed run's training time is only its last part: not a figure
         train_s = float("nan") if resume else t1 - t0
@@ -248,6 +287,12 @@ def main() -> None:
         default=len(os.sched_getaffinity(0)),
         help="torch threads the runs may use at once (default: this process's cores); a run alone may use more",
     )
+    ap.add_argument(
+        "--float-path",
+        choices=sorted(FLOAT_PATHS),
+        default="native",
+        help="the CPU kernels training and evaluation run: this machine's, or an AVX2-only CPU's (see above)",
+    )
     ap.add_argument("--extract-workers", type=int, default=2)
     ap.add_argument(
         "--demo-args",
@@ -263,6 +308,7 @@ def main() -> None:
         ap.error("--reals-only-seeds / --reals-only-threads need --reals-only")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    check_float_path(args.out, args.float_path)
     t0 = time.perf_counter()
     shards = prepare(args.out, args.quality, args.extract_workers, shlex.split(args.demo_args))
     runs = [Run(f"seed{s}", s, 1) for s in args.seeds]
@@ -281,7 +327,8 @@ def main() -> None:
             if not (t == 1 and args.shipped_seed in reals_seeds)
         ]
     train_args = shlex.split(args.train_args)
-    results = run_all(runs, lambda r: run_one(r, shards, args.out, train_args), args.parallel, args.cores)
+    env = FLOAT_PATHS[args.float_path]
+    results = run_all(runs, lambda r: run_one(r, shards, args.out, train_args, env), args.parallel, args.cores)
 
     print(f"# demo robustness: {args.quality}, hilif-train --preset demo {args.train_args}".rstrip())
     if args.demo_args:
@@ -290,6 +337,8 @@ def main() -> None:
         f"# machine: {os.cpu_count()} cores; up to {args.parallel} run(s) at a time, at most {args.cores} torch "
         f"threads at once; wall {time.perf_counter() - t0:.0f} s"
     )
+    if env:
+        print(f"# float path {args.float_path}: " + " ".join(f"{k}={v}" for k, v in env.items()))
     print("| run | seed | threads | stage-1 max val AUC | test frame AUC | test video AUC | Acc@0.5 | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
